@@ -93,7 +93,10 @@ mod tests {
             TaskState::Rejected,
         ] {
             assert_eq!(s.as_str().parse::<TaskState>().ok(), Some(s));
-            assert_eq!(serde_json::to_value(s).ok(), Some(serde_json::json!(s.as_str())));
+            assert_eq!(
+                serde_json::to_value(s).ok(),
+                Some(serde_json::json!(s.as_str()))
+            );
         }
         assert!("started".parse::<TaskState>().is_err());
     }
