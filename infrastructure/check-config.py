@@ -1,0 +1,260 @@
+#!/usr/bin/env python3
+"""Offline checks of the deployment configuration in infrastructure/ and k8s/.
+
+Needs only python3 with PyYAML. Uses kubectl (kustomize) and promtool when they are installed and
+says so when they are not. Run from anywhere:  python3 infrastructure/check-config.py
+Exit status 0 when every check passed.
+"""
+import json
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+INFRA = ROOT / "infrastructure"
+K8S = ROOT / "k8s"
+SERVICES = {  # name -> ops/http port
+    "order-api": 8080, "email-worker": 9101, "fds-worker": 9102,
+    "report-worker": 9103, "beat-scheduler": 9104, "dlq-reprocessor": 9105,
+}
+WORKERS = ["email-worker", "fds-worker", "report-worker", "beat-scheduler", "dlq-reprocessor"]
+QUEUES = ["default", "email", "fds", "reports", "maintenance"]
+METRICS = {"shopfds_tasks_total", "shopfds_task_duration_seconds_bucket", "shopfds_messages_published_total",
+           "shopfds_outbox_pending", "shopfds_http_requests_total", "shopfds_http_request_duration_seconds_bucket"}
+
+passed, failed = 0, 0
+
+
+def check(ok, what):
+    global passed, failed
+    if ok:
+        passed += 1
+    else:
+        failed += 1
+        print(f"FAIL {what}")
+
+
+def load_yaml_all(path):
+    with open(path) as f:
+        return [d for d in yaml.safe_load_all(f) if d is not None]
+
+
+# ---- every YAML and JSON file parses -------------------------------------------------------------
+for p in sorted(list(INFRA.rglob("*.yml")) + list(INFRA.rglob("*.yaml")) + list(K8S.rglob("*.yaml"))):
+    try:
+        load_yaml_all(p)
+        check(True, p)
+    except yaml.YAMLError as e:
+        check(False, f"{p}: {e}")
+for p in sorted(list(INFRA.rglob("*.json")) + list(K8S.rglob("*.json"))):
+    try:
+        json.loads(p.read_text())
+        check(True, p)
+    except ValueError as e:
+        check(False, f"{p}: {e}")
+
+
+# ---- RabbitMQ topology: both definition files declare exactly the seed's topology ---------------
+def check_topology(path, queue_type):
+    d = json.loads(path.read_text())
+    ex = {e["name"]: e for e in d["exchanges"]}
+    qs = {q["name"]: q for q in d["queues"]}
+    bs = {(b["source"], b["destination"], b["routing_key"]) for b in d["bindings"]}
+    check(set(ex) == set(QUEUES) | {"dlx"}, f"{path}: exchanges {sorted(ex)}")
+    check(set(qs) == set(QUEUES) | {f"failed.{q}" for q in QUEUES}, f"{path}: queues {sorted(qs)}")
+    check(ex.get("dlx", {}).get("type") == "topic" and ex["dlx"]["durable"], f"{path}: dlx is a durable topic exchange")
+    extra = {"x-queue-type": "quorum"} if queue_type == "quorum" else {}
+    for q in QUEUES:
+        check(ex.get(q, {}).get("type") == "direct" and ex[q]["durable"] and not ex[q]["auto_delete"],
+              f"{path}: exchange {q} durable direct")
+        want = {"x-dead-letter-exchange": "dlx", "x-dead-letter-routing-key": f"failed.{q}", **extra}
+        check(qs[q]["arguments"] == want and qs[q]["durable"] and not qs[q]["auto_delete"],
+              f"{path}: queue {q} arguments {qs[q]['arguments']} != {want}")
+        check(qs[f"failed.{q}"]["arguments"] == extra and qs[f"failed.{q}"]["durable"],
+              f"{path}: queue failed.{q} arguments")
+        check((q, q, q) in bs, f"{path}: binding {q} -> {q}")
+        check(("dlx", f"failed.{q}", f"failed.{q}") in bs, f"{path}: binding dlx -> failed.{q}")
+    check(len(bs) == 2 * len(QUEUES), f"{path}: no extra bindings")
+    return d
+
+
+local_defs = check_topology(INFRA / "rabbitmq/definitions.json", "classic")
+check([u["name"] for u in local_defs.get("users", [])] == ["guest"], "laptop definitions carry the guest user")
+check(local_defs.get("policies") == [], "laptop definitions force no policy")
+k8s_defs = check_topology(K8S / "base/rabbitmq/definitions.json", "quorum")
+check("users" not in k8s_defs, "cluster definitions carry no user (they come from Secret rabbitmq-users)")
+users = json.loads((K8S / "overlays/local/rabbitmq-users.json").read_text())
+check({p["user"] for p in k8s_defs["permissions"]} <= {u["name"] for u in users["users"]},
+      "every permission's user exists in the local rabbitmq-users.json")
+conf = (INFRA / "rabbitmq/rabbitmq.conf").read_text()
+check("load_definitions = /etc/rabbitmq/definitions.json" in conf, "rabbitmq.conf loads the definitions")
+check("prometheus.return_per_object_metrics = true" in conf, "rabbitmq.conf: per-queue metrics")
+
+# ---- docker compose ------------------------------------------------------------------------------
+compose = load_yaml_all(INFRA / "docker-compose.yml")[0]
+svcs = compose["services"]
+for name, port in SERVICES.items():
+    s = svcs.get(name)
+    check(s is not None, f"compose: service {name}")
+    if s is None:
+        continue
+    check(s["build"]["args"]["SERVICE"] == name and s["build"]["context"] == "..", f"compose: {name} build")
+    env = s["environment"]
+    for k in ["DATABASE_URL", "BROKER_URL", "QUEUE_TYPE", "LOG_FORMAT", "RUST_LOG",
+              "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME", "SHUTDOWN_GRACE_SECS"]:
+        check(k in env, f"compose: {name} sets {k}")
+    check(env.get("OTEL_SERVICE_NAME") == name, f"compose: {name} OTEL_SERVICE_NAME")
+    addr = env.get("HTTP_ADDR") if name == "order-api" else env.get("OPS_ADDR")
+    check(addr == f"0.0.0.0:{port}", f"compose: {name} listens on 0.0.0.0:{port}")
+    check(f"http://127.0.0.1:{port}/healthz" in s["healthcheck"]["test"], f"compose: {name} healthcheck /healthz")
+    if name in WORKERS:
+        check(s.get("stop_grace_period") == "120s", f"compose: {name} stop_grace_period 120s")
+    check(int(env["SHUTDOWN_GRACE_SECS"]) < int(str(s["stop_grace_period"]).rstrip("s")),
+          f"compose: {name} drains before SIGKILL")
+for dep_on in ["postgres", "rabbitmq", "jaeger"]:
+    check(dep_on in svcs, f"compose: {dep_on}")
+for mount in svcs["rabbitmq"]["volumes"] + svcs["prometheus"]["volumes"] + svcs["grafana"]["volumes"] \
+        + svcs["shipping-partner"]["volumes"]:
+    src = mount.split(":")[0]
+    if src.startswith("./"):
+        check((INFRA / src).exists(), f"compose: mounted file {src} exists")
+check(svcs["flower"]["image"].startswith("mher/flower:2.0"), "compose: flower image")
+check("FLOWER_BASIC_AUTH" in svcs["flower"]["environment"], "compose: flower basic auth")
+
+# ---- Prometheus: every service scraped, alert expressions use known metrics ----------------------
+prom = load_yaml_all(INFRA / "prometheus/prometheus.yml")[0]
+targets = {t for j in prom["scrape_configs"] for sc in j["static_configs"] for t in sc["targets"]}
+for name, port in SERVICES.items():
+    check(f"{name}:{port}" in targets, f"prometheus scrapes {name}:{port}")
+check("rabbitmq:15692" in targets, "prometheus scrapes rabbitmq:15692")
+alerts_text = (INFRA / "prometheus/alerts.yml").read_text()
+for m in set(re.findall(r"\bshopfds_[a-z_]+", alerts_text)):
+    check(m in METRICS or m + "_bucket" in METRICS, f"alerts.yml: metric {m} is one the services expose")
+for needed in ["shopfds_outbox_pending", "shopfds_task_duration_seconds_bucket", 'queue=~"failed\\\\..+"',
+               "shopfds_tasks_total", "up{"]:
+    check(needed in alerts_text, f"alerts.yml mentions {needed}")
+
+# ---- Grafana -------------------------------------------------------------------------------------
+dash = json.loads((INFRA / "grafana/dashboards/shopfds-jobs.json").read_text())
+exprs = " ".join(t["expr"] for p in dash["panels"] for t in p.get("targets", []))
+for m in METRICS:
+    check(m.replace("_bucket", "") in exprs, f"dashboard shows {m}")
+ds = load_yaml_all(INFRA / "grafana/provisioning/datasources/datasources.yml")[0]
+check(any(d.get("uid") == "prometheus" for d in ds["datasources"]), "grafana datasource uid prometheus")
+
+# ---- kustomize: referenced files exist; rendered overlays are complete ---------------------------
+for kfile in K8S.rglob("kustomization.yaml"):
+    k = load_yaml_all(kfile)[0]
+    for r in k.get("resources", []):
+        check((kfile.parent / r).exists(), f"{kfile}: resource {r} exists")
+    for gen in k.get("configMapGenerator", []) + k.get("secretGenerator", []):
+        for f in gen.get("files", []):
+            check((kfile.parent / f.split("=")[-1]).exists(), f"{kfile}: generator file {f} exists")
+
+
+def check_rendered(overlay, docs):
+    by_kind = {}
+    for d in docs:
+        by_kind.setdefault(d["kind"], {})[d["metadata"]["name"]] = d
+    deps = by_kind.get("Deployment", {})
+    for name, port in SERVICES.items():
+        d = deps.get(name)
+        check(d is not None, f"{overlay}: Deployment {name}")
+        if d is None:
+            continue
+        check(d["metadata"].get("namespace") == "shopfds", f"{overlay}: {name} in namespace shopfds")
+        pod = d["spec"]["template"]["spec"]
+        c = pod["containers"][0]
+        check(c["name"] == name and f"/{name}:" in c["image"], f"{overlay}: {name} image {c['image']}")
+        check(c["livenessProbe"]["httpGet"]["path"] == "/healthz", f"{overlay}: {name} liveness /healthz")
+        check(c["readinessProbe"]["httpGet"]["path"] == "/readyz", f"{overlay}: {name} readiness /readyz")
+        check(c["securityContext"]["readOnlyRootFilesystem"] and pod["securityContext"]["runAsNonRoot"],
+              f"{overlay}: {name} non-root, read-only root")
+        check("requests" in c["resources"] and "limits" in c["resources"], f"{overlay}: {name} resources")
+        ann = d["spec"]["template"]["metadata"]["annotations"]
+        check(ann.get("prometheus.io/scrape") == "true" and ann.get("prometheus.io/port") == str(port),
+              f"{overlay}: {name} scrape annotations")
+        ports = {p["containerPort"] for p in c["ports"]}
+        check(port in ports, f"{overlay}: {name} exposes {port}")
+        env = {e["name"]: e for e in c.get("env", [])}
+        for k in ["DATABASE_URL", "BROKER_URL", "OTEL_SERVICE_NAME"]:
+            check(k in env, f"{overlay}: {name} env {k}")
+        cm = [e["configMapRef"]["name"] for e in c.get("envFrom", [])]
+        check(any(n in by_kind.get("ConfigMap", {}) for n in cm), f"{overlay}: {name} envFrom exists")
+        for e in env.values():
+            ref = e.get("valueFrom", {}).get("secretKeyRef")
+            if ref and "Secret" in by_kind:
+                s = by_kind["Secret"].get(ref["name"])
+                check(s is not None and ref["key"] in s.get("data", s.get("stringData", {})),
+                      f"{overlay}: {name} secret {ref['name']}/{ref['key']} exists")
+        if name in WORKERS:
+            check(pod.get("terminationGracePeriodSeconds") == 120, f"{overlay}: {name} grace 120 s")
+        for v in pod.get("volumes", []):
+            if "persistentVolumeClaim" in v:
+                check(v["persistentVolumeClaim"]["claimName"] in by_kind.get("PersistentVolumeClaim", {}),
+                      f"{overlay}: {name} PVC exists")
+    common = [v for n, v in by_kind.get("ConfigMap", {}).items() if n.startswith("shopfds-common")]
+    check(len(common) == 1 and common[0]["data"]["QUEUE_TYPE"] == "quorum", f"{overlay}: QUEUE_TYPE=quorum")
+    svc = by_kind.get("Service", {})
+    check({p["port"] for p in svc["order-api"]["spec"]["ports"]} == {8080}, f"{overlay}: Service order-api 8080")
+    check({p["port"] for p in svc["fds-worker"]["spec"]["ports"]} == {50051, 9102}, f"{overlay}: Service fds-worker")
+    check({p["port"] for p in svc["dlq-reprocessor"]["spec"]["ports"]} == {9105}, f"{overlay}: Service dlq-reprocessor")
+    check("jaeger-collector" in svc and 4317 in {p["port"] for p in svc["jaeger-collector"]["spec"]["ports"]},
+          f"{overlay}: jaeger-collector 4317")
+    check("flower" in svc and "flower" in deps, f"{overlay}: flower")
+    hpas = by_kind.get("HorizontalPodAutoscaler", {})
+    check(set(hpas) == {"order-api", "email-worker", "fds-worker", "report-worker"}, f"{overlay}: HPAs {sorted(hpas)}")
+    ext = [m for m in hpas["fds-worker"]["spec"]["metrics"] if m["type"] == "External"]
+    check(ext and ext[0]["external"]["metric"]["selector"]["matchLabels"] == {"queue": "fds"},
+          f"{overlay}: fds-worker HPA on queue length")
+    pdbs = by_kind.get("PodDisruptionBudget", {})
+    for w in ["email-worker", "fds-worker", "report-worker", "beat-scheduler"]:
+        check(w in pdbs, f"{overlay}: PDB {w}")
+    rmq = by_kind.get("RabbitmqCluster", {}).get("rabbitmq")
+    check(rmq is not None, f"{overlay}: RabbitmqCluster")
+    if rmq:
+        check("rabbitmq-definitions" in by_kind.get("ConfigMap", {}), f"{overlay}: rabbitmq-definitions ConfigMap")
+        check("load_definitions" in rmq["spec"]["rabbitmq"]["additionalConfig"], f"{overlay}: definitions loaded")
+    return by_kind
+
+
+kubectl = shutil.which("kubectl")
+if kubectl:
+    for overlay in ["base", "overlays/local", "overlays/production"]:
+        out = subprocess.run([kubectl, "kustomize", str(K8S / overlay)], capture_output=True, text=True)
+        check(out.returncode == 0, f"kubectl kustomize k8s/{overlay}: {out.stderr.strip()}")
+        if out.returncode == 0 and overlay != "base":
+            kinds = check_rendered(overlay, [d for d in yaml.safe_load_all(out.stdout) if d])
+            if overlay == "overlays/production":
+                check(kinds["RabbitmqCluster"]["rabbitmq"]["spec"]["replicas"] == 3, "production: 3 RabbitMQ nodes")
+                check("Secret" not in kinds, "production: no Secret rendered (created from the secret store)")
+            else:
+                check(kinds["RabbitmqCluster"]["rabbitmq"]["spec"]["replicas"] == 1, "local: 1 RabbitMQ node")
+else:
+    print("skip: kubectl not installed (kustomize rendering not checked)")
+
+promtool = shutil.which("promtool")
+if promtool:
+    out = subprocess.run([promtool, "check", "rules", str(INFRA / "prometheus/alerts.yml")], capture_output=True, text=True)
+    check(out.returncode == 0, f"promtool check rules: {out.stdout}{out.stderr}")
+    tests = INFRA / "prometheus/alerts_test.yml"
+    if tests.exists():
+        out = subprocess.run([promtool, "test", "rules", str(tests)], capture_output=True, text=True, cwd=tests.parent)
+        check(out.returncode == 0, f"promtool test rules: {out.stdout}{out.stderr}")
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = (INFRA / "prometheus/prometheus.yml").read_text().replace("/etc/prometheus/alerts.yml",
+                                                                       str(INFRA / "prometheus/alerts.yml"))
+        pathlib.Path(tmp, "prometheus.yml").write_text(cfg)
+        out = subprocess.run([promtool, "check", "config", str(pathlib.Path(tmp, "prometheus.yml"))],
+                             capture_output=True, text=True)
+        check(out.returncode == 0, f"promtool check config: {out.stdout}{out.stderr}")
+else:
+    print("skip: promtool not installed (apt-get install prometheus)")
+
+print(f"config: {passed} passed, {failed} failed")
+sys.exit(1 if failed else 0)
