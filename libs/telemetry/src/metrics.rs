@@ -1,0 +1,200 @@
+//! The Prometheus collectors every ShopFDS binary exposes on `/metrics`, in one process-wide
+//! registry, so the names and labels a dashboard or alert relies on are defined in one place.
+//!
+//! Label values must stay low-cardinality: queue and task names, HTTP method, the route
+//! *template* (never the raw path with ids), status code.
+
+use std::sync::LazyLock;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use prometheus::{
+    Encoder as _, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+/// `outcome` label values of [`tasks_total`].
+pub mod outcome {
+    pub const SUCCEEDED: &str = "succeeded";
+    pub const FAILED: &str = "failed";
+    pub const RETRIED: &str = "retried";
+    pub const REJECTED: &str = "rejected";
+    pub const DEAD_LETTERED: &str = "dead_lettered";
+}
+
+/// `route` label of HTTP requests that matched no route, so scanners cannot mint label values.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// Tasks run from milliseconds (an email) to minutes (a sales report), past the default buckets'
+/// 10 s ceiling.
+const TASK_DURATION_BUCKETS: [f64; 16] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
+
+struct Collectors {
+    registry: Registry,
+    tasks_total: IntCounterVec,
+    task_duration_seconds: HistogramVec,
+    messages_published_total: IntCounterVec,
+    outbox_pending: IntGauge,
+    http_requests_total: IntCounterVec,
+    http_request_duration_seconds: HistogramVec,
+}
+
+static COLLECTORS: LazyLock<Collectors> = LazyLock::new(build);
+
+#[expect(
+    clippy::expect_used,
+    reason = "names, help texts and labels are constants registered once into a fresh registry: \
+              an error is a programming mistake that the crate's tests hit on first access"
+)]
+fn build() -> Collectors {
+    try_build().expect("the built-in Prometheus collectors are valid")
+}
+
+fn try_build() -> prometheus::Result<Collectors> {
+    let registry = Registry::new();
+    let tasks_total = IntCounterVec::new(
+        Opts::new(
+            "shopfds_tasks_total",
+            "Tasks finished by a worker, by queue, task name and outcome \
+             (succeeded, failed, retried, rejected, dead_lettered).",
+        ),
+        &["queue", "task", "outcome"],
+    )?;
+    let task_duration_seconds = HistogramVec::new(
+        HistogramOpts::new(
+            "shopfds_task_duration_seconds",
+            "Wall time of one task execution, by queue and task name.",
+        )
+        .buckets(TASK_DURATION_BUCKETS.to_vec()),
+        &["queue", "task"],
+    )?;
+    let messages_published_total = IntCounterVec::new(
+        Opts::new(
+            "shopfds_messages_published_total",
+            "Messages confirmed by the broker, by exchange.",
+        ),
+        &["exchange"],
+    )?;
+    let outbox_pending = IntGauge::new(
+        "shopfds_outbox_pending",
+        "Outbox rows written but not yet confirmed by the broker.",
+    )?;
+    let http_requests_total = IntCounterVec::new(
+        Opts::new(
+            "shopfds_http_requests_total",
+            "HTTP requests answered, by method, route template and status code.",
+        ),
+        &["method", "route", "status"],
+    )?;
+    let http_request_duration_seconds = HistogramVec::new(
+        HistogramOpts::new(
+            "shopfds_http_request_duration_seconds",
+            "HTTP request latency until the response head, by method and route template.",
+        ),
+        &["method", "route"],
+    )?;
+
+    registry.register(Box::new(tasks_total.clone()))?;
+    registry.register(Box::new(task_duration_seconds.clone()))?;
+    registry.register(Box::new(messages_published_total.clone()))?;
+    registry.register(Box::new(outbox_pending.clone()))?;
+    registry.register(Box::new(http_requests_total.clone()))?;
+    registry.register(Box::new(http_request_duration_seconds.clone()))?;
+
+    Ok(Collectors {
+        registry,
+        tasks_total,
+        task_duration_seconds,
+        messages_published_total,
+        outbox_pending,
+        http_requests_total,
+        http_request_duration_seconds,
+    })
+}
+
+/// The process-wide registry holding every collector below.
+pub fn registry() -> &'static Registry {
+    &COLLECTORS.registry
+}
+
+/// `shopfds_tasks_total{queue,task,outcome}`; `outcome` is one of [`outcome`].
+pub fn tasks_total() -> &'static IntCounterVec {
+    &COLLECTORS.tasks_total
+}
+
+/// `shopfds_task_duration_seconds{queue,task}`.
+pub fn task_duration_seconds() -> &'static HistogramVec {
+    &COLLECTORS.task_duration_seconds
+}
+
+/// `shopfds_messages_published_total{exchange}`.
+pub fn messages_published_total() -> &'static IntCounterVec {
+    &COLLECTORS.messages_published_total
+}
+
+/// `shopfds_outbox_pending`.
+pub fn outbox_pending() -> &'static IntGauge {
+    &COLLECTORS.outbox_pending
+}
+
+/// `shopfds_http_requests_total{method,route,status}`.
+pub fn http_requests_total() -> &'static IntCounterVec {
+    &COLLECTORS.http_requests_total
+}
+
+/// `shopfds_http_request_duration_seconds{method,route}`.
+pub fn http_request_duration_seconds() -> &'static HistogramVec {
+    &COLLECTORS.http_request_duration_seconds
+}
+
+/// The registry in Prometheus text exposition format (version 0.0.4).
+pub fn render() -> String {
+    let mut buffer = Vec::new();
+    if let Err(error) = TextEncoder::new().encode(&registry().gather(), &mut buffer) {
+        // Only a write to the Vec or a malformed family can fail; a partial page beats none.
+        tracing::warn!(%error, "encoding Prometheus metrics failed");
+    }
+    String::from_utf8_lossy(&buffer).into_owned()
+}
+
+/// axum middleware (`axum::middleware::from_fn(track_http)`) recording
+/// `shopfds_http_requests_total` and `shopfds_http_request_duration_seconds`, with `route` the
+/// matched route template or [`UNMATCHED_ROUTE`]. Add it with `Router::layer` so the route is
+/// known when it runs.
+pub async fn track_http(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = method_label(req.method());
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or(UNMATCHED_ROUTE, MatchedPath::as_str)
+        .to_owned();
+    let response = next.run(req).await;
+    http_request_duration_seconds()
+        .with_label_values(&[method, route.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    http_requests_total()
+        .with_label_values(&[method, route.as_str(), response.status().as_str()])
+        .inc();
+    response
+}
+
+/// Extension methods are arbitrary tokens chosen by the client: folded into one label value.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "OTHER",
+    }
+}
