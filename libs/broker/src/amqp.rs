@@ -1,0 +1,187 @@
+//! Connecting to RabbitMQ, and converting AMQP header tables to and from JSON maps (the form the
+//! protocol crate and the outbox keep them in).
+
+use std::time::Duration;
+
+use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use serde_json::{Map, Number, Value};
+use shopfds_protocol::MessageProperties;
+use tokio_util::sync::CancellationToken;
+
+use crate::{BrokerError, BrokerSettings};
+
+/// One connection attempt.
+pub async fn connect(settings: &BrokerSettings) -> Result<Connection, BrokerError> {
+    let props = ConnectionProperties::default()
+        .with_connection_name(settings.connection_name.clone().into());
+    Connection::connect(&settings.url, props)
+        .await
+        .map_err(BrokerError::Amqp)
+}
+
+/// Connects, retrying with capped exponential backoff until it succeeds or `shutdown` fires
+/// (then `None`).
+pub async fn connect_with_retry(
+    settings: &BrokerSettings,
+    shutdown: &CancellationToken,
+) -> Option<Connection> {
+    let mut delay = settings.reconnect_min;
+    loop {
+        match connect(settings).await {
+            Ok(conn) => return Some(conn),
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "broker unreachable");
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(settings.reconnect_max);
+    }
+}
+
+/// Can we open a connection right now (readiness probes)?
+pub async fn ping(settings: &BrokerSettings) -> Result<(), String> {
+    match tokio::time::timeout(Duration::from_secs(2), connect(settings)).await {
+        Ok(Ok(conn)) => {
+            let _ = conn.close(200, "ping".into()).await;
+            Ok(())
+        }
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out".to_owned()),
+    }
+}
+
+pub fn json_to_table(map: &Map<String, Value>) -> FieldTable {
+    let mut table = FieldTable::default();
+    for (k, v) in map {
+        table.insert(ShortString::from(k.as_str()), json_to_amqp(v));
+    }
+    table
+}
+
+pub fn json_to_amqp(value: &Value) -> AMQPValue {
+    match value {
+        Value::Null => AMQPValue::Void,
+        Value::Bool(b) => AMQPValue::Boolean(*b),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                // py-amqp writes ints that fit in 32 bits as 'I', others as 'l'.
+                i32::try_from(i).map_or(AMQPValue::LongLongInt(i), AMQPValue::LongInt)
+            } else {
+                AMQPValue::Double(n.as_f64().unwrap_or_default())
+            }
+        }
+        Value::String(s) => AMQPValue::LongString(LongString::from(s.as_str())),
+        Value::Array(items) => {
+            let mut arr = FieldArray::default();
+            for item in items {
+                arr.push(json_to_amqp(item));
+            }
+            AMQPValue::FieldArray(arr)
+        }
+        Value::Object(map) => AMQPValue::FieldTable(json_to_table(map)),
+    }
+}
+
+pub fn table_to_json(table: &FieldTable) -> Map<String, Value> {
+    table
+        .inner()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), amqp_to_json(v)))
+        .collect()
+}
+
+pub fn amqp_to_json(value: &AMQPValue) -> Value {
+    match value {
+        AMQPValue::Boolean(b) => Value::Bool(*b),
+        AMQPValue::ShortShortInt(i) => Value::from(*i),
+        AMQPValue::ShortShortUInt(i) => Value::from(*i),
+        AMQPValue::ShortInt(i) => Value::from(*i),
+        AMQPValue::ShortUInt(i) => Value::from(*i),
+        AMQPValue::LongInt(i) => Value::from(*i),
+        AMQPValue::LongUInt(i) => Value::from(*i),
+        AMQPValue::LongLongInt(i) => Value::from(*i),
+        AMQPValue::Timestamp(t) => Value::from(*t),
+        AMQPValue::Float(f) => Number::from_f64(f64::from(*f)).map_or(Value::Null, Value::Number),
+        AMQPValue::Double(f) => Number::from_f64(*f).map_or(Value::Null, Value::Number),
+        AMQPValue::DecimalValue(d) => {
+            let v = f64::from(d.value) / 10f64.powi(i32::from(d.scale));
+            Number::from_f64(v).map_or(Value::Null, Value::Number)
+        }
+        AMQPValue::ShortString(s) => Value::String(s.as_str().to_owned()),
+        AMQPValue::LongString(s) => {
+            Value::String(String::from_utf8_lossy(s.as_bytes()).into_owned())
+        }
+        AMQPValue::ByteArray(b) => {
+            Value::String(String::from_utf8_lossy(b.as_slice()).into_owned())
+        }
+        AMQPValue::FieldArray(a) => Value::Array(a.as_slice().iter().map(amqp_to_json).collect()),
+        AMQPValue::FieldTable(t) => Value::Object(table_to_json(t)),
+        AMQPValue::Void => Value::Null,
+    }
+}
+
+/// AMQP properties of a task message, application headers included.
+pub fn basic_properties(
+    props: &MessageProperties,
+    headers: &Map<String, Value>,
+) -> BasicProperties {
+    let mut p = BasicProperties::default()
+        .with_content_type(props.content_type.as_str().into())
+        .with_content_encoding(props.content_encoding.as_str().into())
+        .with_delivery_mode(props.delivery_mode)
+        .with_correlation_id(props.correlation_id.as_str().into())
+        .with_headers(json_to_table(headers));
+    if let Some(priority) = props.priority {
+        p = p.with_priority(priority);
+    }
+    if let Some(reply_to) = props.reply_to.as_deref().filter(|r| !r.is_empty()) {
+        p = p.with_reply_to(reply_to.into());
+    }
+    p
+}
+
+/// The reverse of [`basic_properties`], for a message we forward (retry, dead letter, replay).
+pub fn message_properties(p: &BasicProperties) -> MessageProperties {
+    MessageProperties {
+        correlation_id: p
+            .correlation_id()
+            .as_ref()
+            .map(|s| s.as_str().to_owned())
+            .unwrap_or_default(),
+        content_type: p
+            .content_type()
+            .as_ref()
+            .map(|s| s.as_str().to_owned())
+            .unwrap_or_default(),
+        content_encoding: p
+            .content_encoding()
+            .as_ref()
+            .map(|s| s.as_str().to_owned())
+            .unwrap_or_default(),
+        reply_to: p.reply_to().as_ref().map(|s| s.as_str().to_owned()),
+        priority: *p.priority(),
+        delivery_mode: p.delivery_mode().unwrap_or(2),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn headers_survive_a_round_trip_through_an_amqp_table() {
+        let headers = json!({
+            "task": "send_order_confirmation_email", "retries": 2, "eta": null,
+            "timelimit": [300, 240.5], "stamps": {}, "ignore_result": false, "big": 1i64 << 40,
+        });
+        let map = headers.as_object().cloned().unwrap_or_default();
+        let back = table_to_json(&json_to_table(&map));
+        assert_eq!(Value::Object(back), headers);
+    }
+}

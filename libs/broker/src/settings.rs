@@ -1,0 +1,185 @@
+//! Broker and worker settings, read from the environment with defaults that work on a laptop.
+
+use std::time::Duration;
+
+use crate::BrokerError;
+
+/// Classic or quorum work queues (quorum in a RabbitMQ cluster).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueType {
+    Classic,
+    Quorum,
+}
+
+impl QueueType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueType::Classic => "classic",
+            QueueType::Quorum => "quorum",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BrokerSettings {
+    /// `BROKER_URL`, e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`.
+    pub url: String,
+    /// `QUEUE_TYPE`: `classic` (default) or `quorum`.
+    pub queue_type: QueueType,
+    /// Shown in the RabbitMQ management UI.
+    pub connection_name: String,
+    /// First and longest wait between reconnection attempts.
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+}
+
+impl BrokerSettings {
+    pub fn with_url(url: impl Into<String>, connection_name: impl Into<String>) -> Self {
+        BrokerSettings {
+            url: url.into(),
+            queue_type: QueueType::Classic,
+            connection_name: connection_name.into(),
+            reconnect_min: Duration::from_millis(200),
+            reconnect_max: Duration::from_secs(10),
+        }
+    }
+
+    pub fn from_env(connection_name: &str) -> Result<Self, BrokerError> {
+        let url = std::env::var("BROKER_URL")
+            .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
+        if !url.starts_with("amqp://") && !url.starts_with("amqps://") {
+            return Err(BrokerError::Config {
+                variable: "BROKER_URL",
+                message: "must start with amqp:// or amqps://".to_owned(),
+            });
+        }
+        let queue_type = match std::env::var("QUEUE_TYPE").as_deref() {
+            Err(_) | Ok("") | Ok("classic") => QueueType::Classic,
+            Ok("quorum") => QueueType::Quorum,
+            Ok(other) => {
+                return Err(BrokerError::Config {
+                    variable: "QUEUE_TYPE",
+                    message: format!("{other:?} is neither classic nor quorum"),
+                });
+            }
+        };
+        Ok(BrokerSettings {
+            queue_type,
+            ..BrokerSettings::with_url(url, connection_name)
+        })
+    }
+}
+
+/// One consumed queue and its prefetch multiplier: as in Celery, the broker may push
+/// `multiplier × concurrency` unacknowledged messages of this queue to the worker. The seed's
+/// table: 1 for email, real-time FDS and reports (a message waiting behind a slow task can be
+/// taken by another worker), 2–4 for batch FDS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueConsumer {
+    pub queue: String,
+    pub prefetch_multiplier: u16,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// Celery-style node name, `name@host`.
+    pub hostname: String,
+    pub queues: Vec<QueueConsumer>,
+    /// Tasks running at once, over all queues.
+    pub concurrency: usize,
+    /// How long SIGTERM waits for running tasks before their messages are requeued.
+    pub shutdown_grace: Duration,
+    /// How long a task's result stays queryable.
+    pub result_expires: Duration,
+    /// Defaults when a message carries no `timelimit`: hard 300 s, soft 240 s (the seed).
+    pub time_limit: Duration,
+    pub soft_time_limit: Duration,
+}
+
+impl WorkerSettings {
+    /// The AMQP prefetch count of one queue's consumer.
+    pub fn prefetch_count(&self, consumer: &QueueConsumer) -> u16 {
+        let count = usize::from(consumer.prefetch_multiplier).saturating_mul(self.concurrency);
+        u16::try_from(count).unwrap_or(u16::MAX)
+    }
+
+    /// Defaults for a worker consuming `queues` with the seed's prefetch of 1.
+    pub fn new(name: &str, queues: &[&str]) -> Self {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".to_owned());
+        WorkerSettings {
+            hostname: format!("{name}@{host}"),
+            queues: queues
+                .iter()
+                .map(|q| QueueConsumer {
+                    queue: (*q).to_owned(),
+                    prefetch_multiplier: 1,
+                })
+                .collect(),
+            concurrency: 50,
+            shutdown_grace: Duration::from_secs(120),
+            result_expires: Duration::from_secs(3600),
+            time_limit: Duration::from_secs(300),
+            soft_time_limit: Duration::from_secs(240),
+        }
+    }
+
+    /// `WORKER_QUEUES` (comma separated), `WORKER_CONCURRENCY`, `WORKER_PREFETCH_MULTIPLIER`,
+    /// `SHUTDOWN_GRACE_SECS`, `RESULT_EXPIRES_SECS`, `TASK_TIME_LIMIT_SECS`,
+    /// `TASK_SOFT_TIME_LIMIT_SECS` override the defaults given.
+    pub fn from_env(
+        name: &str,
+        default_queues: &[&str],
+        default_concurrency: usize,
+    ) -> Result<Self, BrokerError> {
+        let queues_var = std::env::var("WORKER_QUEUES")
+            .ok()
+            .filter(|v| !v.trim().is_empty());
+        let queues: Vec<&str> = match &queues_var {
+            Some(v) => v
+                .split(',')
+                .map(str::trim)
+                .filter(|q| !q.is_empty())
+                .collect(),
+            None => default_queues.to_vec(),
+        };
+        let mut s = WorkerSettings::new(name, &queues);
+        s.concurrency = env_parse("WORKER_CONCURRENCY", default_concurrency)?;
+        if s.concurrency == 0 {
+            return Err(BrokerError::Config {
+                variable: "WORKER_CONCURRENCY",
+                message: "must be at least 1".to_owned(),
+            });
+        }
+        let multiplier: u16 = env_parse("WORKER_PREFETCH_MULTIPLIER", 1)?;
+        if multiplier == 0 {
+            return Err(BrokerError::Config {
+                variable: "WORKER_PREFETCH_MULTIPLIER",
+                message: "must be at least 1".to_owned(),
+            });
+        }
+        for q in &mut s.queues {
+            q.prefetch_multiplier = multiplier;
+        }
+        s.shutdown_grace = Duration::from_secs(env_parse("SHUTDOWN_GRACE_SECS", 120)?);
+        s.result_expires = Duration::from_secs(env_parse("RESULT_EXPIRES_SECS", 3600)?);
+        s.time_limit = Duration::from_secs(env_parse("TASK_TIME_LIMIT_SECS", 300)?);
+        s.soft_time_limit = Duration::from_secs(env_parse("TASK_SOFT_TIME_LIMIT_SECS", 240)?);
+        Ok(s)
+    }
+}
+
+/// Reads and parses one variable, naming it in the error.
+pub fn env_parse<T: std::str::FromStr>(variable: &'static str, default: T) -> Result<T, BrokerError>
+where
+    T::Err: std::fmt::Display,
+{
+    match std::env::var(variable) {
+        Ok(v) if !v.trim().is_empty() => {
+            v.trim().parse().map_err(|e: T::Err| BrokerError::Config {
+                variable,
+                message: format!("{v:?}: {e}"),
+            })
+        }
+        _ => Ok(default),
+    }
+}

@@ -1,0 +1,217 @@
+//! Declares the whole topology: the seed's work exchanges and queues with their dead-letter
+//! arguments, the `dlx` exchange with `failed.<queue>` queues, and kombu's native delayed
+//! delivery tree that holds countdowns, ETAs and retries inside the broker.
+//!
+//! Every declaration is idempotent and matches what a Celery app configured like the seed (and
+//! kombu's `declare_native_delayed_delivery_exchanges_and_queues`) declares, so both can share
+//! one broker: a queue declared with other arguments fails with PRECONDITION_FAILED.
+
+use lapin::options::{
+    ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{Channel, ExchangeKind};
+use shopfds_protocol::names::{
+    DEAD_LETTER_EXCHANGE, DELAY_LEVELS, DELAYED_DELIVERY_EXCHANGE, WORK_QUEUES, dead_letter_queue,
+    delay_level_name,
+};
+
+use crate::{BrokerError, QueueType};
+
+fn durable_exchange() -> ExchangeDeclareOptions {
+    ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    }
+}
+
+fn durable_queue() -> QueueDeclareOptions {
+    QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    }
+}
+
+fn long_string(s: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(s))
+}
+
+/// The arguments of work queue `queue`, exactly as the seed's `task_queues` gives them.
+pub fn work_queue_arguments(queue: &str, queue_type: QueueType) -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        long_string(DEAD_LETTER_EXCHANGE),
+    );
+    args.insert(
+        "x-dead-letter-routing-key".into(),
+        long_string(&dead_letter_queue(queue)),
+    );
+    // A classic queue is declared without x-queue-type, as kombu does; saying "classic"
+    // explicitly would not match a queue a Celery app declared first.
+    if queue_type == QueueType::Quorum {
+        args.insert("x-queue-type".into(), long_string("quorum"));
+    }
+    args
+}
+
+/// Declares everything. Safe to call at every start and after every reconnect.
+pub async fn declare(channel: &Channel, queue_type: QueueType) -> Result<(), BrokerError> {
+    channel
+        .exchange_declare(
+            DEAD_LETTER_EXCHANGE.into(),
+            ExchangeKind::Topic,
+            durable_exchange(),
+            FieldTable::default(),
+        )
+        .await?;
+    for queue in WORK_QUEUES {
+        declare_work_queue(channel, queue, queue_type).await?;
+    }
+    declare_delay_tree(channel, queue_type).await?;
+    for queue in WORK_QUEUES {
+        // Messages leaving the tree carry `<28 bits>.<queue>`; a direct exchange cannot match
+        // that, so the work queue is bound to the delivery exchange itself.
+        channel
+            .queue_bind(
+                queue.into(),
+                DELAYED_DELIVERY_EXCHANGE.into(),
+                format!("#.{queue}").into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+async fn declare_work_queue(
+    channel: &Channel,
+    queue: &str,
+    queue_type: QueueType,
+) -> Result<(), BrokerError> {
+    channel
+        .exchange_declare(
+            queue.into(),
+            ExchangeKind::Direct,
+            durable_exchange(),
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .queue_declare(
+            queue.into(),
+            durable_queue(),
+            work_queue_arguments(queue, queue_type),
+        )
+        .await?;
+    channel
+        .queue_bind(
+            queue.into(),
+            queue.into(),
+            queue.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let failed = dead_letter_queue(queue);
+    let mut failed_args = FieldTable::default();
+    if queue_type == QueueType::Quorum {
+        failed_args.insert("x-queue-type".into(), long_string("quorum"));
+    }
+    channel
+        .queue_declare(failed.as_str().into(), durable_queue(), failed_args)
+        .await?;
+    channel
+        .queue_bind(
+            failed.as_str().into(),
+            DEAD_LETTER_EXCHANGE.into(),
+            failed.as_str().into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(())
+}
+
+/// kombu's binary tree: level L holds a message for 2^L seconds when bit L of its routing key is
+/// 1, and passes it straight on to level L-1 when the bit is 0. Every message in one level's
+/// queue has the same TTL, so a short delay never waits behind a long one.
+async fn declare_delay_tree(channel: &Channel, queue_type: QueueType) -> Result<(), BrokerError> {
+    let mut routing_key = "1.#".to_owned();
+    for level in (0..DELAY_LEVELS).rev() {
+        let name = delay_level_name(level);
+        let next = if level > 0 {
+            delay_level_name(level - 1)
+        } else {
+            DELAYED_DELIVERY_EXCHANGE.to_owned()
+        };
+        channel
+            .exchange_declare(
+                name.as_str().into(),
+                ExchangeKind::Topic,
+                durable_exchange(),
+                FieldTable::default(),
+            )
+            .await?;
+        let mut args = FieldTable::default();
+        args.insert("x-queue-type".into(), long_string(queue_type.as_str()));
+        args.insert("x-overflow".into(), long_string("reject-publish"));
+        // Typed as py-amqp types Python ints, so the arguments are equivalent to kombu's.
+        args.insert(
+            "x-message-ttl".into(),
+            crate::amqp::json_to_amqp(&((1i64 << level) * 1000).into()),
+        );
+        args.insert("x-dead-letter-exchange".into(), long_string(&next));
+        if queue_type == QueueType::Quorum {
+            args.insert(
+                "x-dead-letter-strategy".into(),
+                long_string("at-least-once"),
+            );
+        }
+        channel
+            .queue_declare(name.as_str().into(), durable_queue(), args)
+            .await?;
+        channel
+            .queue_bind(
+                name.as_str().into(),
+                name.as_str().into(),
+                routing_key.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        routing_key = format!("*.{routing_key}");
+    }
+    channel
+        .exchange_declare(
+            DELAYED_DELIVERY_EXCHANGE.into(),
+            ExchangeKind::Topic,
+            durable_exchange(),
+            FieldTable::default(),
+        )
+        .await?;
+    let mut routing_key = "0.#".to_owned();
+    for level in (1..DELAY_LEVELS).rev() {
+        channel
+            .exchange_bind(
+                delay_level_name(level - 1).as_str().into(),
+                delay_level_name(level).as_str().into(),
+                routing_key.as_str().into(),
+                ExchangeBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        routing_key = format!("*.{routing_key}");
+    }
+    channel
+        .exchange_bind(
+            DELAYED_DELIVERY_EXCHANGE.into(),
+            delay_level_name(0).as_str().into(),
+            routing_key.as_str().into(),
+            ExchangeBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,770 @@
+//! The worker runtime: consumes the configured queues with a prefetch per queue and a cap on
+//! tasks running at once, runs each message's handler, and only then acknowledges it (Celery's
+//! `acks_late`): a worker that dies mid-task leaves the message to be redelivered.
+//!
+//! What happens to a message:
+//! - cannot be read (foreign content type, bad JSON, missing headers) or names no registered
+//!   task: copied to `failed.<queue>` with the reason in a header, then acked;
+//! - expired (`expires` passed): state REVOKED, acked;
+//! - `eta` in the future: sent through the broker's delay tree, acked (nothing waits in memory);
+//! - handler succeeds: SUCCESS with the result, chain and callbacks published, acked;
+//! - transient error: RETRY, a copy with `retries + 1` sent through the delay tree after the
+//!   policy's countdown, acked; once `max_retries` is spent, as a permanent error;
+//! - permanent error or hard time limit: FAILURE, copied to `failed.<queue>` with the reason.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use lapin::Connection;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions};
+use lapin::types::FieldTable;
+use rand::Rng;
+use serde_json::{Map, Value, json};
+use shopfds_protocol::names::{
+    DEAD_LETTER_EXCHANGE, FAILED_AT_HEADER, ORIGINAL_QUEUE_HEADER, REASON_HEADER,
+    dead_letter_queue, tasks,
+};
+use shopfds_protocol::{TaskArgs, TaskMessage, TaskState};
+use shopfds_store::{Store, TaskStateUpdate};
+use shopfds_telemetry::metrics::outcome;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::amqp::{connect_with_retry, message_properties, table_to_json};
+use crate::publisher::{Outgoing, Publisher};
+use crate::{BrokerError, BrokerSettings, WorkerSettings, topology};
+
+/// How a task failed, and so what the runtime does with its message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskError {
+    /// Worth another try (network, timeouts, SMTP 4xx, partner 5xx). `countdown` overrides the
+    /// task's retry policy for this one retry.
+    Transient {
+        message: String,
+        countdown: Option<Duration>,
+    },
+    /// Will fail the same way every time (invalid input, not found, SMTP 5xx): no retry, the
+    /// message goes to the dead-letter queue with this reason.
+    Permanent { message: String },
+}
+
+impl TaskError {
+    pub fn transient(message: impl fmt::Display) -> Self {
+        TaskError::Transient {
+            message: message.to_string(),
+            countdown: None,
+        }
+    }
+
+    pub fn permanent(message: impl fmt::Display) -> Self {
+        TaskError::Permanent {
+            message: message.to_string(),
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            TaskError::Transient { message, .. } | TaskError::Permanent { message } => message,
+        }
+    }
+
+    /// The `exc_type` shown in results, as a Celery user would read it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TaskError::Transient { .. } => "TransientError",
+            TaskError::Permanent { .. } => "PermanentError",
+        }
+    }
+}
+
+impl fmt::Display for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind(), self.message())
+    }
+}
+
+/// When to try again after a transient error.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RetryPolicy {
+    /// Celery's `countdown`: the same wait every time.
+    Fixed(Duration),
+    /// Celery's `retry_backoff`: `base × 2^retries`, capped at `max` (`retry_backoff_max`), and
+    /// with `jitter` a uniformly random wait in `[0, that]` (full jitter, `retry_jitter`).
+    Exponential {
+        base: Duration,
+        max: Duration,
+        jitter: bool,
+    },
+}
+
+impl RetryPolicy {
+    /// The wait before retry number `retries + 1`.
+    pub fn delay(&self, retries: u32) -> Duration {
+        match self {
+            RetryPolicy::Fixed(d) => *d,
+            RetryPolicy::Exponential { base, max, jitter } => {
+                let factor = 2u32.saturating_pow(retries.min(31));
+                let capped = base.saturating_mul(factor).min(*max);
+                if *jitter {
+                    let ms = u64::try_from(capped.as_millis()).unwrap_or(u64::MAX);
+                    Duration::from_millis(rand::rng().random_range(0..=ms))
+                } else {
+                    capped
+                }
+            }
+        }
+    }
+}
+
+/// Options declared next to a handler (Celery's `@app.task(...)` arguments).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskOptions {
+    pub max_retries: u32,
+    pub retry: RetryPolicy,
+    /// Don't write states and results for this task (fire-and-forget, for throughput).
+    pub ignore_result: bool,
+    /// Override the worker's default limits (a message's own `timelimit` header wins).
+    pub time_limit: Option<Duration>,
+    pub soft_time_limit: Option<Duration>,
+}
+
+impl Default for TaskOptions {
+    /// The seed's email task: 3 retries, 60 s apart.
+    fn default() -> Self {
+        TaskOptions {
+            max_retries: 3,
+            retry: RetryPolicy::Fixed(Duration::from_secs(60)),
+            ignore_result: false,
+            time_limit: None,
+            soft_time_limit: None,
+        }
+    }
+}
+
+pub type HandlerFuture = BoxFuture<'static, Result<Value, TaskError>>;
+type Handler = Arc<dyn Fn(TaskContext) -> HandlerFuture + Send + Sync>;
+
+/// Task name → handler and options.
+#[derive(Clone, Default)]
+pub struct Registry {
+    handlers: HashMap<String, (Handler, TaskOptions)>,
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Registry::default()
+    }
+
+    pub fn register<F, Fut>(&mut self, name: &str, options: TaskOptions, handler: F) -> &mut Self
+    where
+        F: Fn(TaskContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Value, TaskError>> + Send + 'static,
+    {
+        let handler: Handler = Arc::new(move |ctx| Box::pin(handler(ctx)));
+        self.handlers.insert(name.to_owned(), (handler, options));
+        self
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.handlers.keys().map(String::as_str)
+    }
+
+    fn get(&self, name: &str) -> Option<&(Handler, TaskOptions)> {
+        self.handlers.get(name)
+    }
+}
+
+/// What a handler gets: the message, the result store, and the soft time limit.
+#[derive(Clone)]
+pub struct TaskContext {
+    pub message: Arc<TaskMessage>,
+    pub queue: String,
+    pub store: Store,
+    /// Cancelled when the soft time limit passes: clean up and return.
+    pub soft_limit: CancellationToken,
+    /// The broker says this message was delivered before (to this or another worker).
+    pub redelivered: bool,
+}
+
+impl TaskContext {
+    pub fn id(&self) -> &str {
+        self.message.id()
+    }
+
+    /// The typed arguments; an argument error is permanent (retrying cannot fix it).
+    pub fn bind<T: TaskArgs>(&self) -> Result<T, TaskError> {
+        self.message.bind().map_err(TaskError::permanent)
+    }
+
+    /// Celery's `update_state(state="PROGRESS", meta={current, total, message})`.
+    pub async fn progress(&self, current: u64, total: u64, message: &str) {
+        let update = TaskStateUpdate {
+            task_id: self.id().to_owned(),
+            name: self.message.task().to_owned(),
+            queue: self.queue.clone(),
+            state: TaskState::Progress,
+            retries: i32::try_from(self.message.headers.retries).unwrap_or(i32::MAX),
+            progress: Some(json!({"current": current, "total": total, "message": message})),
+            result: None,
+            error: None,
+            expires_at: None,
+        };
+        if let Err(e) = self.store.record_task_state(&update).await {
+            tracing::warn!(error = %e, task_id = %self.id(), "could not record progress");
+        }
+    }
+}
+
+/// A worker: consumes its queues until `shutdown` fires, then drains.
+pub struct Worker {
+    broker: BrokerSettings,
+    settings: WorkerSettings,
+    registry: Arc<Registry>,
+    store: Store,
+}
+
+struct Runtime {
+    registry: Arc<Registry>,
+    store: Store,
+    publisher: Publisher,
+    settings: WorkerSettings,
+}
+
+impl Worker {
+    pub fn new(
+        broker: BrokerSettings,
+        settings: WorkerSettings,
+        registry: Registry,
+        store: Store,
+    ) -> Self {
+        Worker {
+            broker,
+            settings,
+            registry: Arc::new(registry),
+            store,
+        }
+    }
+
+    /// Runs until `shutdown` is cancelled. A lost connection is re-established with backoff and
+    /// the topology declared again; messages that were unacknowledged on it are redelivered by
+    /// the broker. On shutdown, consuming stops, running tasks get `shutdown_grace` to finish,
+    /// and whatever did not finish is requeued when the connection closes.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), BrokerError> {
+        let semaphore = Arc::new(Semaphore::new(self.settings.concurrency));
+        let tracker = TaskTracker::new();
+        while let Some(conn) = connect_with_retry(&self.broker, &shutdown).await {
+            match self.session(&conn, &semaphore, &tracker, &shutdown).await {
+                Ok(()) => {
+                    self.drain(&tracker).await;
+                    let _ = conn.close(200, "worker shutdown".into()).await;
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "broker connection lost; reconnecting");
+                }
+            }
+        }
+        self.drain(&tracker).await;
+        Ok(())
+    }
+
+    async fn drain(&self, tracker: &TaskTracker) {
+        tracker.close();
+        let running = tracker.len();
+        if running > 0 {
+            tracing::info!(
+                running,
+                grace_secs = self.settings.shutdown_grace.as_secs(),
+                "waiting for running tasks"
+            );
+        }
+        if tokio::time::timeout(self.settings.shutdown_grace, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                unfinished = tracker.len(),
+                "grace period over: unfinished tasks are requeued"
+            );
+        }
+    }
+
+    /// One connection's life. `Ok` means shutdown was requested; `Err` that the connection broke.
+    async fn session(
+        &self,
+        conn: &Connection,
+        semaphore: &Arc<Semaphore>,
+        tracker: &TaskTracker,
+        shutdown: &CancellationToken,
+    ) -> Result<(), BrokerError> {
+        let setup = conn.create_channel().await?;
+        topology::declare(&setup, self.broker.queue_type).await?;
+        let _ = setup.close(200, "declared".into()).await;
+
+        let runtime = Arc::new(Runtime {
+            registry: self.registry.clone(),
+            store: self.store.clone(),
+            publisher: Publisher::new(conn).await?,
+            settings: self.settings.clone(),
+        });
+        let mut streams = Vec::with_capacity(self.settings.queues.len());
+        for consumer in &self.settings.queues {
+            let channel = conn.create_channel().await?;
+            channel
+                .basic_qos(
+                    self.settings.prefetch_count(consumer),
+                    BasicQosOptions { global: false },
+                )
+                .await?;
+            let tag = format!("{}-{}", self.settings.hostname, consumer.queue);
+            let stream = channel
+                .basic_consume(
+                    consumer.queue.as_str().into(),
+                    tag.into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            let queue = consumer.queue.clone();
+            streams.push(stream.map(move |d| (queue.clone(), d)).boxed());
+        }
+        tracing::info!(hostname = %self.settings.hostname, queues = ?self.settings.queues, concurrency = self.settings.concurrency, "worker consuming");
+        let mut deliveries = futures::stream::select_all(streams);
+        loop {
+            let permit = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                permit = semaphore.clone().acquire_owned() => permit,
+            };
+            let Ok(permit) = permit else { return Ok(()) };
+            let next = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                next = deliveries.next() => next,
+            };
+            match next {
+                None => {
+                    return Err(BrokerError::Amqp(lapin::Error::from(
+                        lapin::ErrorKind::InvalidConnectionState(lapin::ConnectionState::Closed),
+                    )));
+                }
+                Some((_, Err(e))) => return Err(BrokerError::Amqp(e)),
+                Some((queue, Ok(delivery))) => {
+                    let runtime = runtime.clone();
+                    tracker.spawn(async move {
+                        runtime.process(delivery, queue).await;
+                        drop(permit);
+                    });
+                }
+            }
+        }
+    }
+}
+
+impl Runtime {
+    async fn process(&self, delivery: Delivery, queue: String) {
+        let headers = delivery
+            .properties
+            .headers()
+            .as_ref()
+            .map(table_to_json)
+            .unwrap_or_default();
+        let content_type = delivery
+            .properties
+            .content_type()
+            .as_ref()
+            .map(|s| s.as_str().to_owned());
+        let encoding = delivery
+            .properties
+            .content_encoding()
+            .as_ref()
+            .map(|s| s.as_str().to_owned());
+        let msg = match TaskMessage::decode(
+            content_type.as_deref(),
+            encoding.as_deref(),
+            headers.clone(),
+            &delivery.data,
+        ) {
+            Ok(msg) => msg,
+            Err(e) => {
+                tracing::warn!(queue = %queue, reason = %e, "unreadable message dead-lettered");
+                count(&queue, "unknown", outcome::REJECTED);
+                self.dead_letter(&delivery, &queue, headers, &e.to_string())
+                    .await;
+                return;
+            }
+        };
+        let span = tracing::info_span!("task", otel.name = %format!("run {}", msg.task()), task.name = %msg.task(), task.id = %msg.id(), queue = %queue, retries = msg.headers.retries);
+        if let Some(table) = delivery.properties.headers() {
+            shopfds_telemetry::propagation::set_parent_from_amqp(&span, table);
+        }
+        self.run_task(delivery, queue, headers, msg)
+            .instrument(span)
+            .await;
+    }
+
+    async fn run_task(
+        &self,
+        delivery: Delivery,
+        queue: String,
+        headers: Map<String, Value>,
+        msg: TaskMessage,
+    ) {
+        let Some((handler, options)) = self.registry.get(msg.task()) else {
+            let reason = format!(
+                "unknown task {:?}: no handler registered on this worker",
+                msg.task()
+            );
+            tracing::warn!(reason = %reason, "message dead-lettered");
+            count(&queue, msg.task(), outcome::REJECTED);
+            self.dead_letter(&delivery, &queue, headers, &reason).await;
+            return;
+        };
+        let record = !(options.ignore_result || msg.headers.ignore_result);
+        let now = Utc::now();
+        if let Some(expires) = msg.headers.expires.filter(|e| *e < now) {
+            tracing::info!(%expires, "expired task revoked");
+            if record {
+                self.record(&msg, &queue, TaskState::Revoked, None, Some(json!({"exc_type": "TaskRevokedError", "exc_message": format!("expired at {expires}")}))).await;
+            }
+            count(&queue, msg.task(), "revoked");
+            ack(&delivery).await;
+            return;
+        }
+        if let Some(eta) = msg.headers.eta {
+            let wait = (eta - now).num_milliseconds();
+            if wait > 1000 {
+                let seconds = u64::try_from(wait).unwrap_or(0).div_ceil(1000);
+                let out = self.forward(&delivery, &queue, headers).delayed(seconds);
+                match self.publisher.publish(&out).await {
+                    Ok(()) => ack(&delivery).await,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not delay an ETA task; requeued");
+                        requeue(&delivery).await;
+                    }
+                }
+                return;
+            }
+        }
+        if record {
+            self.record(&msg, &queue, TaskState::Started, None, None)
+                .await;
+        }
+
+        let message = Arc::new(msg);
+        let (hard, soft) = self.limits(&message, options);
+        let soft_limit = CancellationToken::new();
+        let ctx = TaskContext {
+            message: message.clone(),
+            queue: queue.clone(),
+            store: self.store.clone(),
+            soft_limit: soft_limit.clone(),
+            redelivered: delivery.redelivered,
+        };
+        let started = Instant::now();
+        let soft_timer = {
+            let token = soft_limit.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(soft).await;
+                token.cancel();
+            })
+        };
+        let outcome = match tokio::time::timeout(hard, handler(ctx)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(TaskError::permanent(format!(
+                "TimeLimitExceeded: hard time limit ({}s) exceeded",
+                hard.as_secs_f64()
+            ))),
+        };
+        soft_timer.abort();
+        shopfds_telemetry::metrics::task_duration_seconds()
+            .with_label_values(&[queue.as_str(), message.task()])
+            .observe(started.elapsed().as_secs_f64());
+
+        match outcome {
+            Ok(result) => {
+                if record {
+                    self.record(
+                        &message,
+                        &queue,
+                        TaskState::Success,
+                        Some(result.clone()),
+                        None,
+                    )
+                    .await;
+                }
+                self.publish_followers(&message, &result).await;
+                count(&queue, message.task(), outcome::SUCCEEDED);
+                ack(&delivery).await;
+            }
+            Err(TaskError::Transient {
+                message: reason,
+                countdown,
+            }) if message.headers.retries < options.max_retries => {
+                let wait =
+                    countdown.unwrap_or_else(|| options.retry.delay(message.headers.retries));
+                let seconds = wait.as_secs().max(1) + u64::from(wait.subsec_nanos() > 0);
+                let mut retry_headers = headers;
+                retry_headers.insert("retries".to_owned(), json!(message.headers.retries + 1));
+                let eta = Utc::now()
+                    + chrono::Duration::seconds(i64::try_from(seconds).unwrap_or(i64::MAX / 1000));
+                retry_headers.insert(
+                    "eta".to_owned(),
+                    json!(eta.to_rfc3339_opts(chrono::SecondsFormat::Micros, false)),
+                );
+                let out = self
+                    .forward(&delivery, &queue, retry_headers)
+                    .delayed(seconds);
+                match self.publisher.publish(&out).await {
+                    Ok(()) => {
+                        tracing::warn!(error = %reason, retry_in_secs = seconds, retries = message.headers.retries + 1, "task will be retried");
+                        if record {
+                            self.record(
+                                &message,
+                                &queue,
+                                TaskState::Retry,
+                                None,
+                                Some(error_json("TransientError", &reason)),
+                            )
+                            .await;
+                        }
+                        count(&queue, message.task(), outcome::RETRIED);
+                        ack(&delivery).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not schedule the retry; message requeued");
+                        requeue(&delivery).await;
+                    }
+                }
+            }
+            Err(err) => {
+                let reason = match &err {
+                    TaskError::Transient { message: m, .. } => {
+                        format!("max retries ({}) exceeded: {m}", options.max_retries)
+                    }
+                    TaskError::Permanent { message: m } => m.clone(),
+                };
+                tracing::error!(error = %reason, "task failed");
+                if record {
+                    self.record(
+                        &message,
+                        &queue,
+                        TaskState::Failure,
+                        None,
+                        Some(error_json(err.kind(), &reason)),
+                    )
+                    .await;
+                }
+                count(&queue, message.task(), outcome::FAILED);
+                self.dead_letter(&delivery, &queue, headers, &reason).await;
+            }
+        }
+    }
+
+    fn limits(&self, msg: &TaskMessage, options: &TaskOptions) -> (Duration, Duration) {
+        let from_header = |v: Option<f64>| {
+            v.filter(|s| *s > 0.0 && s.is_finite())
+                .map(Duration::from_secs_f64)
+        };
+        let hard = from_header(msg.headers.timelimit.hard())
+            .or(options.time_limit)
+            .unwrap_or(self.settings.time_limit);
+        let soft = from_header(msg.headers.timelimit.soft())
+            .or(options.soft_time_limit)
+            .unwrap_or(self.settings.soft_time_limit)
+            .min(hard);
+        (hard, soft)
+    }
+
+    /// The delivered message, to be published again to its work queue with `headers`.
+    fn forward(&self, delivery: &Delivery, queue: &str, headers: Map<String, Value>) -> Outgoing {
+        Outgoing {
+            exchange: queue.to_owned(),
+            routing_key: queue.to_owned(),
+            headers,
+            properties: message_properties(&delivery.properties),
+            body: delivery.data.clone(),
+        }
+    }
+
+    /// Publishes the next link of the chain and the callbacks, before the message is acked:
+    /// a crash in between publishes them again with the same task ids, which idempotent
+    /// handlers absorb.
+    async fn publish_followers(&self, msg: &TaskMessage, result: &Value) {
+        let mut followers = Vec::new();
+        let mut chain = msg.embed.chain.clone().unwrap_or_default();
+        if let Some(next) = chain.pop() {
+            let mut child = TaskMessage::from_signature(&next, Some(&msg.headers));
+            if !next.immutable {
+                child.args.insert(0, result.clone());
+            }
+            child.embed.chain = (!chain.is_empty()).then_some(chain);
+            followers.push((
+                child,
+                next.options
+                    .get("queue")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+            ));
+        }
+        for callback in msg.embed.callbacks.iter().flatten() {
+            let mut child = TaskMessage::from_signature(callback, Some(&msg.headers));
+            if !callback.immutable {
+                child.args.insert(0, result.clone());
+            }
+            followers.push((
+                child,
+                callback
+                    .options
+                    .get("queue")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+            ));
+        }
+        if followers.is_empty() {
+            return;
+        }
+        let outgoing: Vec<Outgoing> = followers
+            .iter()
+            .map(|(child, queue)| {
+                let queue = queue
+                    .clone()
+                    .unwrap_or_else(|| tasks::queue_for(child.task()).to_owned());
+                Outgoing::task(child, &queue)
+            })
+            .collect();
+        for (out, result) in outgoing
+            .iter()
+            .zip(self.publisher.publish_batch(&outgoing).await)
+        {
+            if let Err(e) = result {
+                tracing::error!(error = %e, exchange = %out.exchange, "could not publish a follow-up task");
+            }
+        }
+    }
+
+    /// Copies the message to `failed.<queue>` with the reason, then acks it. If that publish
+    /// fails, the message is rejected instead, and the queue's own dead-letter arguments still
+    /// bring it to `failed.<queue>` (without our reason header).
+    async fn dead_letter(
+        &self,
+        delivery: &Delivery,
+        queue: &str,
+        mut headers: Map<String, Value>,
+        reason: &str,
+    ) {
+        headers.insert(REASON_HEADER.to_owned(), Value::String(reason.to_owned()));
+        headers.insert(
+            ORIGINAL_QUEUE_HEADER.to_owned(),
+            Value::String(queue.to_owned()),
+        );
+        headers.insert(
+            FAILED_AT_HEADER.to_owned(),
+            Value::String(Utc::now().to_rfc3339()),
+        );
+        let failed = dead_letter_queue(queue);
+        let out = Outgoing {
+            exchange: DEAD_LETTER_EXCHANGE.to_owned(),
+            routing_key: failed,
+            headers,
+            properties: message_properties(&delivery.properties),
+            body: delivery.data.clone(),
+        };
+        match self.publisher.publish(&out).await {
+            Ok(()) => ack(delivery).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "dead-letter publish failed; rejecting to the queue's DLX");
+                if let Err(e) = delivery.reject(BasicRejectOptions { requeue: false }).await {
+                    tracing::warn!(error = %e, "reject failed; the broker will redeliver");
+                }
+            }
+        }
+    }
+
+    async fn record(
+        &self,
+        msg: &TaskMessage,
+        queue: &str,
+        state: TaskState,
+        result: Option<Value>,
+        error: Option<Value>,
+    ) {
+        let expires = chrono::Duration::from_std(self.settings.result_expires)
+            .unwrap_or(chrono::Duration::hours(1));
+        let update = TaskStateUpdate {
+            task_id: msg.id().to_owned(),
+            name: msg.task().to_owned(),
+            queue: queue.to_owned(),
+            state,
+            retries: i32::try_from(msg.headers.retries).unwrap_or(i32::MAX),
+            progress: None,
+            result,
+            error,
+            expires_at: Some(Utc::now() + expires),
+        };
+        if let Err(e) = self.store.record_task_state(&update).await {
+            tracing::warn!(error = %e, state = %state, "could not record task state");
+        }
+    }
+}
+
+fn error_json(kind: &str, message: &str) -> Value {
+    json!({"exc_type": kind, "exc_message": message})
+}
+
+fn count(queue: &str, task: &str, outcome: &str) {
+    shopfds_telemetry::metrics::tasks_total()
+        .with_label_values(&[queue, task, outcome])
+        .inc();
+}
+
+async fn ack(delivery: &Delivery) {
+    if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+        tracing::warn!(error = %e, "ack failed; the broker will redeliver the message");
+    }
+}
+
+async fn requeue(delivery: &Delivery) {
+    if let Err(e) = delivery.reject(BasicRejectOptions { requeue: true }).await {
+        tracing::warn!(error = %e, "requeue failed; the broker will redeliver the message");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exponential_backoff_doubles_up_to_the_cap() {
+        let p = RetryPolicy::Exponential {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(600),
+            jitter: false,
+        };
+        let waits: Vec<u64> = (0..5).map(|r| p.delay(r).as_secs()).collect();
+        assert_eq!(waits, vec![1, 2, 4, 8, 16]);
+        assert_eq!(p.delay(20), Duration::from_secs(600));
+    }
+
+    #[test]
+    fn full_jitter_stays_within_the_capped_delay() {
+        let p = RetryPolicy::Exponential {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(600),
+            jitter: true,
+        };
+        let samples: Vec<Duration> = (0..200).map(|_| p.delay(3)).collect();
+        assert!(samples.iter().all(|d| *d <= Duration::from_secs(8)));
+        assert!(
+            samples.iter().any(|d| *d < Duration::from_secs(4)),
+            "jitter spreads the waits"
+        );
+    }
+}
