@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Makes sure the servers the tests and `make demo` use are up: PostgreSQL on 127.0.0.1:5432 and
+# RabbitMQ on 127.0.0.1:5672 (guest/guest). Installs them from Debian packages when missing, starts
+# them when stopped, then waits (bounded) until both accept connections. Never stops anything.
+# Idempotent; takes well under a second when both are already up. Prints one line per service.
+set -euo pipefail
+
+pg_host=127.0.0.1
+pg_port=5432
+amqp_host=127.0.0.1
+amqp_port=5672
+wait_seconds="${SHOPFDS_SERVICES_TIMEOUT:-60}"
+
+log() { echo "ensure-services: $*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# Succeeds when something accepts TCP connections on host:port (no client tools needed).
+port_open() {
+    timeout 1 bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null
+}
+
+wait_port() {
+    local name=$1 host=$2 port=$3 deadline=$((SECONDS + wait_seconds))
+    until port_open "$host" "$port"; do
+        if ((SECONDS >= deadline)); then
+            die "$name is not accepting connections on $host:$port after ${wait_seconds}s"
+        fi
+        sleep 0.5
+    done
+}
+
+as_root() {
+    if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi
+}
+
+apt_updated=0
+apt_install() {
+    if ! command -v apt-get >/dev/null 2>&1; then
+        die "$* not installed and apt-get is unavailable; install it by hand"
+    fi
+    if ((apt_updated == 0)); then
+        log "apt-get update"
+        as_root apt-get update -qq >&2
+        apt_updated=1
+    fi
+    log "installing $*"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2
+}
+
+ensure_postgres() {
+    if port_open "$pg_host" "$pg_port"; then
+        echo "postgresql: up on $pg_host:$pg_port"
+        return
+    fi
+
+    local fresh=0
+    if ! command -v pg_ctlcluster >/dev/null 2>&1 || [[ -z "$(ls -A /etc/postgresql 2>/dev/null)" ]]; then
+        apt_install postgresql
+        fresh=1
+    fi
+
+    local version
+    version="$(find /etc/postgresql -mindepth 1 -maxdepth 1 -type d -printf '%f\n' | sort -V | tail -n 1)"
+    [[ -n "$version" ]] || die "no PostgreSQL version under /etc/postgresql"
+    if [[ ! -d "/etc/postgresql/$version/main" ]]; then
+        log "creating PostgreSQL $version cluster main"
+        as_root pg_createcluster "$version" main >&2
+        fresh=1
+    fi
+
+    if ((fresh == 1)); then
+        # Only on an install made here: let user postgres connect over loopback without a password,
+        # as the tests and the demo expect. An existing server's authentication is left alone.
+        local hba="/etc/postgresql/$version/main/pg_hba.conf"
+        if ! grep -q '^# shopfds: loopback trust' "$hba"; then
+            log "enabling trust auth for postgres on loopback in $hba"
+            local tmp
+            tmp="$(mktemp)"
+            {
+                echo '# shopfds: loopback trust for user postgres (added by scripts/ensure-services.sh)'
+                echo 'host    all    postgres    127.0.0.1/32    trust'
+                echo 'host    all    postgres    ::1/128         trust'
+                cat "$hba"
+            } >"$tmp"
+            as_root cp "$tmp" "$hba"
+            rm -f "$tmp"
+        fi
+    fi
+
+    # A fresh install may already have started the cluster (postinst); then only reload the new
+    # pg_hba.conf.
+    if pg_lsclusters -h 2>/dev/null | awk -v v="$version" '$1 == v && $2 == "main" && $4 == "online"' | grep -q .; then
+        as_root pg_ctlcluster --skip-systemctl-redirect "$version" main reload >&2
+    else
+        log "starting PostgreSQL $version/main"
+        as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start >&2 \
+            || die "pg_ctlcluster $version main start failed (see /var/log/postgresql/)"
+    fi
+
+    wait_port postgresql "$pg_host" "$pg_port"
+    echo "postgresql: started on $pg_host:$pg_port"
+}
+
+ensure_rabbitmq() {
+    if port_open "$amqp_host" "$amqp_port"; then
+        echo "rabbitmq: up on $amqp_host:$amqp_port"
+        return
+    fi
+
+    if ! command -v rabbitmq-server >/dev/null 2>&1; then
+        apt_install rabbitmq-server
+    fi
+
+    # The Debian postinst may have started the node already.
+    if ! port_open "$amqp_host" "$amqp_port"; then
+        if ! as_root rabbitmqctl -q status >/dev/null 2>&1; then
+            log "starting rabbitmq-server"
+            as_root rabbitmq-server -detached >&2 || die "rabbitmq-server -detached failed (see /var/log/rabbitmq/)"
+        fi
+        as_root timeout "$wait_seconds" rabbitmqctl -q await_startup >&2 \
+            || die "RabbitMQ did not finish starting within ${wait_seconds}s (see /var/log/rabbitmq/)"
+    fi
+
+    wait_port rabbitmq "$amqp_host" "$amqp_port"
+    echo "rabbitmq: started on $amqp_host:$amqp_port"
+}
+
+ensure_postgres
+ensure_rabbitmq
