@@ -2,6 +2,7 @@
 //! task names and their typed keyword arguments, queue and exchange names, and task states.
 
 pub mod message;
+pub mod money;
 pub mod names;
 pub mod payloads;
 pub mod pyjson;

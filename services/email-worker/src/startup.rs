@@ -1,0 +1,85 @@
+//! Wires the worker: result store, SMTP transport, task registry, operations endpoints.
+
+use std::sync::Arc;
+
+use shopfds_broker::{Registry, Worker};
+use shopfds_store::Store;
+use shopfds_telemetry::ops::{self, Readiness};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::Settings;
+use crate::mail::Mailer;
+use crate::tasks;
+
+pub struct Application {
+    settings: Settings,
+    store: Store,
+    mailer: Arc<Mailer>,
+    ops_listener: TcpListener,
+}
+
+impl Application {
+    /// Connects the database (running migrations), builds the SMTP transport and binds the
+    /// operations port (port 0 picks a free one, for tests).
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let store = Store::connect(&settings.database).await?;
+        let mailer = Arc::new(Mailer::new(&settings.smtp_url, settings.mail_from.clone())?);
+        let ops_listener = TcpListener::bind(settings.ops_addr).await?;
+        Ok(Application {
+            settings,
+            store,
+            mailer,
+            ops_listener,
+        })
+    }
+
+    pub fn ops_port(&self) -> u16 {
+        self.ops_listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or(0)
+    }
+
+    pub fn registry(&self) -> Registry {
+        let mut registry = Registry::new();
+        tasks::register(&mut registry, self.mailer.clone());
+        registry
+    }
+
+    /// Consumes until `shutdown` fires, then drains running tasks within the grace period.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let registry = self.registry();
+        let store = self.store.clone();
+        let broker = self.settings.broker.clone();
+        let readiness = Readiness::new()
+            .with(
+                "database",
+                ops::check(move || {
+                    let store = store.clone();
+                    async move { store.ping().await.map_err(|e| e.to_string()) }
+                }),
+            )
+            .with(
+                "broker",
+                ops::check(move || {
+                    let broker = broker.clone();
+                    async move { shopfds_broker::amqp::ping(&broker).await }
+                }),
+            );
+        let ops_server = tokio::spawn(ops::serve(self.ops_listener, readiness, shutdown.clone()));
+        let worker = Worker::new(
+            self.settings.broker,
+            self.settings.worker,
+            registry,
+            self.store.clone(),
+        );
+        let outcome = worker.run(shutdown.clone()).await;
+        shutdown.cancel();
+        let _ = ops_server.await;
+        self.store.close().await;
+        outcome?;
+        tracing::info!("email-worker stopped");
+        Ok(())
+    }
+}

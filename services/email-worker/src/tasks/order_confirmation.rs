@@ -1,0 +1,71 @@
+//! `send_order_confirmation_email(order_id)`: the customer's order confirmation, sent once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use shopfds_broker::{Registry, RetryPolicy, TaskContext, TaskError, TaskOptions};
+use shopfds_protocol::payloads::OrderTask;
+use shopfds_protocol::tasks::SEND_ORDER_CONFIRMATION_EMAIL;
+
+use crate::mail::{Mailer, confirmation};
+
+/// The seed's options: SMTP errors retry 3 times with exponential backoff.
+pub fn options() -> TaskOptions {
+    TaskOptions {
+        max_retries: 3,
+        retry: RetryPolicy::Exponential {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(600),
+            jitter: true,
+        },
+        ..TaskOptions::default()
+    }
+}
+
+pub fn register(registry: &mut Registry, mailer: Arc<Mailer>) {
+    registry.register(SEND_ORDER_CONFIRMATION_EMAIL, options(), move |ctx| {
+        let mailer = mailer.clone();
+        async move { run(ctx, &mailer).await }
+    });
+}
+
+pub async fn run(ctx: TaskContext, mailer: &Mailer) -> Result<Value, TaskError> {
+    let OrderTask { order_id } = ctx.bind()?;
+    // The business key, not the task id: a second message for the same order (a replay from
+    // the dead-letter queue, a duplicate publish) must not mail the customer twice either.
+    let once = ctx
+        .store
+        .begin_once(&format!("order-confirmation:{order_id}"))
+        .await
+        .map_err(TaskError::transient)?;
+    if let Some(first) = once.already_done() {
+        tracing::info!(%order_id, "confirmation already sent; not sending again");
+        let mut result = first.clone();
+        if let Some(obj) = result.as_object_mut() {
+            obj.insert("status".to_owned(), json!("already_sent"));
+        }
+        return Ok(result);
+    }
+    let order = ctx
+        .store
+        .get_order(order_id)
+        .await
+        .map_err(TaskError::transient)?
+        .ok_or_else(|| TaskError::permanent(format!("order {order_id} not found")))?;
+    let mail = confirmation(&order);
+    let message_id = mailer
+        .send(
+            &order.customer_email,
+            &order.customer_name,
+            &mail,
+            &format!("order-confirmation.{order_id}"),
+        )
+        .await?;
+    let result = json!({"status": "sent", "to": order.customer_email, "message_id": message_id});
+    once.complete(ctx.id(), result.clone())
+        .await
+        .map_err(TaskError::transient)?;
+    tracing::info!(%order_id, "order confirmation sent");
+    Ok(result)
+}
