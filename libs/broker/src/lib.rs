@@ -4,11 +4,13 @@
 //! letters with a reason, time limits, graceful shutdown, results in PostgreSQL).
 
 pub mod amqp;
+pub mod ops;
 pub mod publisher;
 pub mod settings;
 pub mod topology;
 pub mod worker;
 
+pub use lapin;
 pub use publisher::{Outgoing, Publisher};
 pub use settings::{BrokerSettings, QueueConsumer, QueueType, WorkerSettings};
 pub use worker::{Registry, RetryPolicy, TaskContext, TaskError, TaskOptions, Worker};

@@ -1,1 +1,13 @@
-fn main() {}
+//! order-api: HTTP API + outbox relay.
+
+use order_api::{Application, Settings};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let settings = Settings::from_env()?;
+    let _telemetry = shopfds_telemetry::init(&settings.telemetry)?;
+    let shutdown = shopfds_telemetry::ops::shutdown_on_signal();
+    let app = Application::build(settings).await?;
+    tracing::info!(port = app.port(), "order-api listening");
+    app.run_until_stopped(shutdown).await
+}

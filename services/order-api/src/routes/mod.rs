@@ -1,0 +1,4 @@
+//! HTTP routes of the public API.
+
+pub mod orders;
+pub mod tasks;

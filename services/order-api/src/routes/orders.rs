@@ -1,0 +1,172 @@
+//! `POST /v1/orders` and `GET /v1/orders/{id}`.
+//!
+//! An order and the messages of its tasks are written in one transaction (the transactional
+//! outbox); the relay publishes them afterwards. A broker outage therefore delays the tasks and
+//! never fails or loses an order.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+use shopfds_broker::Outgoing;
+use shopfds_protocol::payloads::OrderTask;
+use shopfds_protocol::{TaskArgs, TaskMessage, tasks};
+use shopfds_store::{CreateOutcome, IdempotencyRequest, NewOrder, NewOrderItem, OrderRecord, OutboxMessage, PendingTask, StoredResponse};
+use uuid::Uuid;
+
+use crate::domain::ValidOrder;
+use crate::error::ApiError;
+use crate::startup::AppState;
+
+const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+pub async fn create(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let order = ValidOrder::parse(&body)?;
+    let idempotency = idempotency(&headers, &body)?;
+    let client_ip = order.client_ip.or_else(|| forwarded_for(&headers)).unwrap_or(peer.ip());
+
+    let order_id = Uuid::new_v4();
+    // The order's tasks, each a Celery message, the way a Python producer would send them.
+    let planned = [TaskMessage::new(tasks::SEND_ORDER_CONFIRMATION_EMAIL, OrderTask { order_id }.to_kwargs())];
+    let mut outbox = Vec::with_capacity(planned.len());
+    let mut pending = Vec::with_capacity(planned.len());
+    let mut task_ids = Map::new();
+    for msg in &planned {
+        let queue = tasks::queue_for(msg.task());
+        outbox.push(outbox_message(&Outgoing::task(msg, queue), msg.id()));
+        pending.push(PendingTask { task_id: msg.id().to_owned(), name: msg.task().to_owned(), queue: queue.to_owned() });
+        task_ids.insert(msg.task().to_owned(), Value::String(msg.id().to_owned()));
+    }
+
+    // Scoring by fds-worker is not wired yet: the order is accepted unscored (fds: null) and is
+    // picked up by the batch evaluation of unscored transactions.
+    let status = "accepted";
+    let fds = Value::Null;
+    let req = &order.request;
+    let response = json!({
+        "order_id": order_id,
+        "status": status,
+        "total": order.total,
+        "currency": req.currency,
+        "fds": fds,
+        "tasks": task_ids,
+    });
+    let new_order = NewOrder {
+        id: order_id,
+        customer_id: req.customer.id.clone(),
+        customer_email: req.customer.email.clone(),
+        customer_name: req.customer.name.clone(),
+        account_created_at: req.customer.account_created_at,
+        currency: req.currency.clone(),
+        total: order.total,
+        items: req
+            .items
+            .iter()
+            .map(|i| NewOrderItem {
+                sku: i.sku.clone(),
+                name: i.name.clone(),
+                // Validated to 1..=10 000 by ValidOrder.
+                quantity: i32::try_from(i.quantity).unwrap_or(i32::MAX),
+                unit_price: i.unit_price,
+            })
+            .collect(),
+        shipping_address: serde_json::to_value(&req.shipping_address).unwrap_or(Value::Null),
+        billing_country: req.billing_country.clone(),
+        payment: serde_json::to_value(&req.payment).unwrap_or(Value::Null),
+        client_ip: Some(client_ip.to_string()),
+        status: status.to_owned(),
+        fds,
+        tasks: Value::Object(task_ids),
+    };
+    let stored = StoredResponse { status: StatusCode::CREATED.as_u16(), body: response };
+    match state.store.create_order(idempotency.as_ref(), &new_order, &outbox, &pending, &stored).await? {
+        CreateOutcome::Created => {
+            tracing::info!(%order_id, total = order.total, currency = %req.currency, "order accepted");
+            Ok((StatusCode::CREATED, Json(stored.body)).into_response())
+        }
+        CreateOutcome::Replayed(first) => {
+            let status = StatusCode::from_u16(first.status).unwrap_or(StatusCode::CREATED);
+            let mut response = (status, Json(first.body)).into_response();
+            response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+            Ok(response)
+        }
+        CreateOutcome::KeyConflict => Err(ApiError::IdempotencyConflict),
+    }
+}
+
+pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let not_found = || ApiError::NotFound(format!("no order with id {id:?}"));
+    let order_id = Uuid::parse_str(&id).map_err(|_| not_found())?;
+    let order = state.store.get_order(order_id).await?.ok_or_else(not_found)?;
+    Ok(Json(order_json(&order)))
+}
+
+fn order_json(o: &OrderRecord) -> Value {
+    json!({
+        "order_id": o.id,
+        "status": o.status,
+        "customer": {"id": o.customer_id, "email": o.customer_email, "name": o.customer_name, "account_created_at": o.account_created_at},
+        "items": o.items.iter().map(|i| json!({"sku": i.sku, "name": i.name, "quantity": i.quantity, "unit_price": i.unit_price})).collect::<Vec<_>>(),
+        "total": o.total,
+        "currency": o.currency,
+        "shipping_address": o.shipping_address,
+        "billing_country": o.billing_country,
+        "client_ip": o.client_ip,
+        "fds": o.fds,
+        "tasks": o.tasks,
+        "tracking_number": o.tracking_number,
+        "invoice_url": o.invoice_url,
+        "created_at": o.created_at,
+        "updated_at": o.updated_at,
+    })
+}
+
+/// An outbox row holding exactly what the relay will publish.
+pub fn outbox_message(out: &Outgoing, task_id: &str) -> OutboxMessage {
+    OutboxMessage {
+        task_id: task_id.to_owned(),
+        exchange: out.exchange.clone(),
+        routing_key: out.routing_key.clone(),
+        headers: Value::Object(out.headers.clone()),
+        properties: serde_json::to_value(&out.properties).unwrap_or(Value::Null),
+        body: out.body.clone(),
+    }
+}
+
+fn idempotency(headers: &HeaderMap, body: &[u8]) -> Result<Option<IdempotencyRequest>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_HEADER) else { return Ok(None) };
+    let key = value
+        .to_str()
+        .map_err(|_| ApiError::validation("Idempotency-Key", "must be visible ASCII"))?
+        .trim();
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
+        return Err(ApiError::validation("Idempotency-Key", format!("must be 1 to {MAX_IDEMPOTENCY_KEY} characters")));
+    }
+    let digest = Sha256::digest(body);
+    let request_hash = digest.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(Some(IdempotencyRequest { key: key.to_owned(), request_hash }))
+}
+
+/// The client as the first proxy saw it (`X-Forwarded-For: client, proxy1, …`).
+fn forwarded_for(headers: &HeaderMap) -> Option<IpAddr> {
+    headers
+        .get("x-forwarded-for")?
+        .to_str()
+        .ok()?
+        .split(',')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}

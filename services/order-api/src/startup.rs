@@ -1,0 +1,97 @@
+//! Builds the HTTP application and runs it with the outbox relay until shutdown.
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::http::{Request, StatusCode};
+use axum::routing::{get, post};
+use shopfds_store::Store;
+use shopfds_telemetry::ops::{self, Readiness};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::config::Settings;
+use crate::{relay, routes};
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+}
+
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    settings: Settings,
+    store: Store,
+}
+
+impl Application {
+    /// Connects the database (creating and migrating it if needed) and binds `HTTP_ADDR`
+    /// (port 0 picks a free port, for tests). The broker is not needed to start: orders are
+    /// accepted while it is down and their tasks wait in the outbox.
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let store = Store::connect(&settings.database).await?;
+        let listener = TcpListener::bind(settings.http_addr).await?;
+        let router = router(AppState { store: store.clone() }, &settings);
+        Ok(Application { listener, router, settings, store })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// Serves until `shutdown` fires, then finishes in-flight requests and stops the relay.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let relay = self.settings.relay.enabled.then(|| {
+            tokio::spawn(relay::run(self.store.clone(), self.settings.broker.clone(), self.settings.relay.clone(), shutdown.clone()))
+        });
+        let stop = shutdown.clone();
+        axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await?;
+        shutdown.cancel();
+        if let Some(relay) = relay {
+            let _ = relay.await;
+        }
+        self.store.close().await;
+        tracing::info!("order-api stopped");
+        Ok(())
+    }
+}
+
+fn router(state: AppState, settings: &Settings) -> Router {
+    let store = state.store.clone();
+    let broker = settings.broker.clone();
+    let readiness = Readiness::new()
+        .with("database", ops::check(move || {
+            let store = store.clone();
+            async move { store.ping().await.map_err(|e| e.to_string()) }
+        }))
+        .with("broker", ops::check(move || {
+            let broker = broker.clone();
+            async move { shopfds_broker::amqp::ping(&broker).await }
+        }));
+    let api = Router::new()
+        .route("/v1/orders", post(routes::orders::create))
+        .route("/v1/orders/{id}", get(routes::orders::get))
+        .route("/v1/tasks/{id}", get(routes::tasks::get))
+        .with_state(state);
+    api.merge(ops::router(readiness))
+        .layer(axum::middleware::from_fn(shopfds_telemetry::metrics::track_http))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, settings.request_timeout))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+            let span = tracing::info_span!("http", otel.name = %format!("{} {}", req.method(), req.uri().path()), method = %req.method(), path = %req.uri().path());
+            // Continue the caller's trace when it sent a W3C traceparent.
+            let headers = req
+                .headers()
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+                .collect();
+            shopfds_telemetry::propagation::set_parent_from_headers(&span, &headers);
+            span
+        }))
+}
+
