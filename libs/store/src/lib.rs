@@ -25,6 +25,7 @@ pub use orders::{
 pub use outbox::{OUTBOX_CHANNEL, OutboxMessage, OutboxRow, PendingTask};
 pub use results::{TaskRecord, TaskStateUpdate};
 pub use settings::DatabaseSettings;
+pub use sqlx;
 
 /// The migrations compiled into the binary, so a service never depends on files at run time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

@@ -18,6 +18,7 @@ use std::time::Duration;
 use anyhow::bail;
 
 pub mod celery;
+pub mod net;
 pub mod pg;
 pub mod process;
 pub mod python;

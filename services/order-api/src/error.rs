@@ -23,7 +23,10 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn validation(field: &str, message: impl Into<String>) -> Self {
-        ApiError::Validation { field: field.to_owned(), message: message.into() }
+        ApiError::Validation {
+            field: field.to_owned(),
+            message: message.into(),
+        }
     }
 }
 
@@ -42,9 +45,17 @@ impl From<StoreError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, field) = match &self {
-            ApiError::Validation { field, .. } => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", Some(field.clone())),
+            ApiError::Validation { field, .. } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+                Some(field.clone()),
+            ),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),
-            ApiError::IdempotencyConflict => (StatusCode::CONFLICT, "idempotency_key_reused", Some("Idempotency-Key".to_owned())),
+            ApiError::IdempotencyConflict => (
+                StatusCode::CONFLICT,
+                "idempotency_key_reused",
+                Some("Idempotency-Key".to_owned()),
+            ),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
         };

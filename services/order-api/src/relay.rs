@@ -21,7 +21,12 @@ use crate::config::RelaySettings;
 /// How often expired results, old idempotency keys and sent outbox rows are cleaned up.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(600);
 
-pub async fn run(store: Store, broker: BrokerSettings, settings: RelaySettings, shutdown: CancellationToken) {
+pub async fn run(
+    store: Store,
+    broker: BrokerSettings,
+    settings: RelaySettings,
+    shutdown: CancellationToken,
+) {
     let mut last_housekeeping: Option<Instant> = None;
     while let Some(conn) = connect_with_retry(&broker, &shutdown).await {
         let publisher = match setup(&conn, &broker).await {
@@ -83,7 +88,10 @@ pub async fn run(store: Store, broker: BrokerSettings, settings: RelaySettings, 
     }
 }
 
-async fn setup(conn: &shopfds_broker::lapin::Connection, broker: &BrokerSettings) -> Result<Publisher, shopfds_broker::BrokerError> {
+async fn setup(
+    conn: &shopfds_broker::lapin::Connection,
+    broker: &BrokerSettings,
+) -> Result<Publisher, shopfds_broker::BrokerError> {
     // Declared here too so that a relay started before any worker still routes its messages.
     let channel = conn.create_channel().await?;
     topology::declare(&channel, broker.queue_type).await?;
@@ -92,21 +100,35 @@ async fn setup(conn: &shopfds_broker::lapin::Connection, broker: &BrokerSettings
 }
 
 /// Publishes batches until the outbox is empty or a batch fails.
-async fn drain(store: &Store, publisher: &Publisher, batch: i64) -> Result<usize, shopfds_store::StoreError> {
+async fn drain(
+    store: &Store,
+    publisher: &Publisher,
+    batch: i64,
+) -> Result<usize, shopfds_store::StoreError> {
     let mut total = 0;
     loop {
         let publisher = publisher.clone();
         let sent = store
             .relay_outbox(batch, |rows| async move {
                 let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-                let outgoing: Vec<Result<Outgoing, String>> = rows.into_iter().map(to_outgoing).collect();
-                let valid: Vec<Outgoing> = outgoing.iter().filter_map(|o| o.as_ref().ok().cloned()).collect();
+                let outgoing: Vec<Result<Outgoing, String>> =
+                    rows.into_iter().map(to_outgoing).collect();
+                let valid: Vec<Outgoing> = outgoing
+                    .iter()
+                    .filter_map(|o| o.as_ref().ok().cloned())
+                    .collect();
                 let mut published = publisher.publish_batch(&valid).await.into_iter();
                 ids.into_iter()
                     .zip(outgoing)
                     .map(|(id, o)| match o {
                         Err(e) => (id, Err(e)),
-                        Ok(_) => (id, published.next().unwrap_or(Err(shopfds_broker::PublishError::Closed)).map_err(|e| e.to_string())),
+                        Ok(_) => (
+                            id,
+                            published
+                                .next()
+                                .unwrap_or(Err(shopfds_broker::PublishError::Closed))
+                                .map_err(|e| e.to_string()),
+                        ),
                     })
                     .collect()
             })
@@ -122,15 +144,27 @@ fn to_outgoing(row: OutboxRow) -> Result<Outgoing, String> {
     let m = row.message;
     let headers = match m.headers {
         Value::Object(map) => map,
-        other => return Err(format!("outbox row {}: headers are not an object: {other}", row.id)),
+        other => {
+            return Err(format!(
+                "outbox row {}: headers are not an object: {other}",
+                row.id
+            ));
+        }
     };
-    let properties: MessageProperties =
-        serde_json::from_value(m.properties).map_err(|e| format!("outbox row {}: properties: {e}", row.id))?;
-    Ok(Outgoing { exchange: m.exchange, routing_key: m.routing_key, headers, properties, body: m.body })
+    let properties: MessageProperties = serde_json::from_value(m.properties)
+        .map_err(|e| format!("outbox row {}: properties: {e}", row.id))?;
+    Ok(Outgoing {
+        exchange: m.exchange,
+        routing_key: m.routing_key,
+        headers,
+        properties,
+        body: m.body,
+    })
 }
 
 async fn housekeeping(store: &Store, settings: &RelaySettings) {
-    let retention = chrono::Duration::from_std(settings.retention).unwrap_or(chrono::Duration::hours(24));
+    let retention =
+        chrono::Duration::from_std(settings.retention).unwrap_or(chrono::Duration::hours(24));
     match store.purge_expired_results().await {
         Ok(n) if n > 0 => tracing::info!(removed = n, "expired task results removed"),
         Ok(_) => {}
@@ -139,7 +173,10 @@ async fn housekeeping(store: &Store, settings: &RelaySettings) {
     if let Err(e) = store.purge_sent_outbox(retention).await {
         tracing::warn!(error = %e, "could not purge sent outbox rows");
     }
-    if let Err(e) = store.purge_idempotency_keys(chrono::Duration::hours(24)).await {
+    if let Err(e) = store
+        .purge_idempotency_keys(chrono::Duration::hours(24))
+        .await
+    {
         tracing::warn!(error = %e, "could not purge idempotency keys");
     }
 }

@@ -35,8 +35,18 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let store = Store::connect(&settings.database).await?;
         let listener = TcpListener::bind(settings.http_addr).await?;
-        let router = router(AppState { store: store.clone() }, &settings);
-        Ok(Application { listener, router, settings, store })
+        let router = router(
+            AppState {
+                store: store.clone(),
+            },
+            &settings,
+        );
+        Ok(Application {
+            listener,
+            router,
+            settings,
+            store,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -46,12 +56,21 @@ impl Application {
     /// Serves until `shutdown` fires, then finishes in-flight requests and stops the relay.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let relay = self.settings.relay.enabled.then(|| {
-            tokio::spawn(relay::run(self.store.clone(), self.settings.broker.clone(), self.settings.relay.clone(), shutdown.clone()))
+            tokio::spawn(relay::run(
+                self.store.clone(),
+                self.settings.broker.clone(),
+                self.settings.relay.clone(),
+                shutdown.clone(),
+            ))
         });
         let stop = shutdown.clone();
-        axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await?;
+        axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await?;
         shutdown.cancel();
         if let Some(relay) = relay {
             let _ = relay.await;
@@ -66,14 +85,20 @@ fn router(state: AppState, settings: &Settings) -> Router {
     let store = state.store.clone();
     let broker = settings.broker.clone();
     let readiness = Readiness::new()
-        .with("database", ops::check(move || {
-            let store = store.clone();
-            async move { store.ping().await.map_err(|e| e.to_string()) }
-        }))
-        .with("broker", ops::check(move || {
-            let broker = broker.clone();
-            async move { shopfds_broker::amqp::ping(&broker).await }
-        }));
+        .with(
+            "database",
+            ops::check(move || {
+                let store = store.clone();
+                async move { store.ping().await.map_err(|e| e.to_string()) }
+            }),
+        )
+        .with(
+            "broker",
+            ops::check(move || {
+                let broker = broker.clone();
+                async move { shopfds_broker::amqp::ping(&broker).await }
+            }),
+        );
     let api = Router::new()
         .route("/v1/orders", post(routes::orders::create))
         .route("/v1/orders/{id}", get(routes::orders::get))
@@ -94,4 +119,3 @@ fn router(state: AppState, settings: &Settings) -> Router {
             span
         }))
 }
-

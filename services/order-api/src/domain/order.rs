@@ -102,7 +102,11 @@ fn missing_field(message: &str) -> Option<&str> {
 }
 
 fn strip_position(message: &str) -> String {
-    message.split(" at line ").next().unwrap_or(message).to_owned()
+    message
+        .split(" at line ")
+        .next()
+        .unwrap_or(message)
+        .to_owned()
 }
 
 impl OrderRequest {
@@ -113,35 +117,62 @@ impl OrderRequest {
         c.email = email("customer.email", &c.email)?;
         if let Some(created) = c.account_created_at {
             if created > Utc::now() + chrono::Duration::minutes(5) {
-                return Err(ApiError::validation("customer.account_created_at", "is in the future"));
+                return Err(ApiError::validation(
+                    "customer.account_created_at",
+                    "is in the future",
+                ));
             }
         }
         if self.items.is_empty() {
-            return Err(ApiError::validation("items", "must contain at least one item"));
+            return Err(ApiError::validation(
+                "items",
+                "must contain at least one item",
+            ));
         }
         if self.items.len() > MAX_ITEMS {
-            return Err(ApiError::validation("items", format!("at most {MAX_ITEMS} items per order")));
+            return Err(ApiError::validation(
+                "items",
+                format!("at most {MAX_ITEMS} items per order"),
+            ));
         }
         self.currency = self.currency.trim().to_ascii_uppercase();
         if money::minor_unit_digits(&self.currency).is_none() {
             let known: Vec<&str> = money::supported_currencies().collect();
-            return Err(ApiError::validation("currency", format!("{:?} is not accepted; use one of {}", self.currency, known.join(", "))));
+            return Err(ApiError::validation(
+                "currency",
+                format!(
+                    "{:?} is not accepted; use one of {}",
+                    self.currency,
+                    known.join(", ")
+                ),
+            ));
         }
         let mut total: i64 = 0;
         for (i, item) in self.items.iter_mut().enumerate() {
             item.sku = text(&format!("items[{i}].sku"), &item.sku, 64)?;
             item.name = text(&format!("items[{i}].name"), &item.name, 200)?;
             if !(1..=MAX_QUANTITY).contains(&item.quantity) {
-                return Err(ApiError::validation(&format!("items[{i}].quantity"), format!("must be between 1 and {MAX_QUANTITY}")));
+                return Err(ApiError::validation(
+                    &format!("items[{i}].quantity"),
+                    format!("must be between 1 and {MAX_QUANTITY}"),
+                ));
             }
             if item.unit_price < 0 {
-                return Err(ApiError::validation(&format!("items[{i}].unit_price"), "must not be negative (minor units)"));
+                return Err(ApiError::validation(
+                    &format!("items[{i}].unit_price"),
+                    "must not be negative (minor units)",
+                ));
             }
             total = item
                 .unit_price
                 .checked_mul(item.quantity)
                 .and_then(|line| total.checked_add(line))
-                .ok_or_else(|| ApiError::validation(&format!("items[{i}].unit_price"), "the order total is too large"))?;
+                .ok_or_else(|| {
+                    ApiError::validation(
+                        &format!("items[{i}].unit_price"),
+                        "the order total is too large",
+                    )
+                })?;
         }
         let a = &mut self.shipping_address;
         a.name = text("shipping_address.name", &a.name, 200)?;
@@ -151,11 +182,22 @@ impl OrderRequest {
         a.country = country("shipping_address.country", &a.country)?;
         self.billing_country = country("billing_country", &self.billing_country)?;
         self.payment.method = text("payment.method", &self.payment.method, 32)?;
-        let client_ip = match self.client_ip.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        let client_ip = match self
+            .client_ip
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
             None => None,
-            Some(ip) => Some(ip.parse::<IpAddr>().map_err(|_| ApiError::validation("client_ip", format!("{ip:?} is not an IP address")))?),
+            Some(ip) => Some(ip.parse::<IpAddr>().map_err(|_| {
+                ApiError::validation("client_ip", format!("{ip:?} is not an IP address"))
+            })?),
         };
-        Ok(ValidOrder { request: self, total, client_ip })
+        Ok(ValidOrder {
+            request: self,
+            total,
+            client_ip,
+        })
     }
 }
 
@@ -165,10 +207,16 @@ fn text(field: &str, value: &str, max: usize) -> Result<String, ApiError> {
         return Err(ApiError::validation(field, "must not be empty"));
     }
     if v.chars().count() > max {
-        return Err(ApiError::validation(field, format!("at most {max} characters")));
+        return Err(ApiError::validation(
+            field,
+            format!("at most {max} characters"),
+        ));
     }
     if v.chars().any(char::is_control) {
-        return Err(ApiError::validation(field, "must not contain control characters"));
+        return Err(ApiError::validation(
+            field,
+            "must not contain control characters",
+        ));
     }
     Ok(v.to_owned())
 }
@@ -183,7 +231,10 @@ fn email(field: &str, value: &str) -> Result<String, ApiError> {
 fn country(field: &str, value: &str) -> Result<String, ApiError> {
     let v = value.trim().to_ascii_uppercase();
     if v.len() != 2 || !v.bytes().all(|b| b.is_ascii_uppercase()) {
-        return Err(ApiError::validation(field, "must be an ISO 3166-1 alpha-2 country code such as \"KR\""));
+        return Err(ApiError::validation(
+            field,
+            "must be an ISO 3166-1 alpha-2 country code such as \"KR\"",
+        ));
     }
     Ok(v)
 }
@@ -252,6 +303,8 @@ mod tests {
         let mut b = sample();
         b["client_ip"] = json!("300.1.1.1");
         assert_eq!(field_of(b), "client_ip");
-        assert!(matches!(ValidOrder::parse(b"{\"customer\": "), Err(ApiError::Validation { field, .. }) if field == "body"));
+        assert!(
+            matches!(ValidOrder::parse(b"{\"customer\": "), Err(ApiError::Validation { field, .. }) if field == "body")
+        );
     }
 }

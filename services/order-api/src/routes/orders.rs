@@ -16,7 +16,10 @@ use sha2::{Digest, Sha256};
 use shopfds_broker::Outgoing;
 use shopfds_protocol::payloads::OrderTask;
 use shopfds_protocol::{TaskArgs, TaskMessage, tasks};
-use shopfds_store::{CreateOutcome, IdempotencyRequest, NewOrder, NewOrderItem, OrderRecord, OutboxMessage, PendingTask, StoredResponse};
+use shopfds_store::{
+    CreateOutcome, IdempotencyRequest, NewOrder, NewOrderItem, OrderRecord, OutboxMessage,
+    PendingTask, StoredResponse,
+};
 use uuid::Uuid;
 
 use crate::domain::ValidOrder;
@@ -34,18 +37,28 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let order = ValidOrder::parse(&body)?;
     let idempotency = idempotency(&headers, &body)?;
-    let client_ip = order.client_ip.or_else(|| forwarded_for(&headers)).unwrap_or(peer.ip());
+    let client_ip = order
+        .client_ip
+        .or_else(|| forwarded_for(&headers))
+        .unwrap_or(peer.ip());
 
     let order_id = Uuid::new_v4();
     // The order's tasks, each a Celery message, the way a Python producer would send them.
-    let planned = [TaskMessage::new(tasks::SEND_ORDER_CONFIRMATION_EMAIL, OrderTask { order_id }.to_kwargs())];
+    let planned = [TaskMessage::new(
+        tasks::SEND_ORDER_CONFIRMATION_EMAIL,
+        OrderTask { order_id }.to_kwargs(),
+    )];
     let mut outbox = Vec::with_capacity(planned.len());
     let mut pending = Vec::with_capacity(planned.len());
     let mut task_ids = Map::new();
     for msg in &planned {
         let queue = tasks::queue_for(msg.task());
         outbox.push(outbox_message(&Outgoing::task(msg, queue), msg.id()));
-        pending.push(PendingTask { task_id: msg.id().to_owned(), name: msg.task().to_owned(), queue: queue.to_owned() });
+        pending.push(PendingTask {
+            task_id: msg.id().to_owned(),
+            name: msg.task().to_owned(),
+            queue: queue.to_owned(),
+        });
         task_ids.insert(msg.task().to_owned(), Value::String(msg.id().to_owned()));
     }
 
@@ -89,8 +102,15 @@ pub async fn create(
         fds,
         tasks: Value::Object(task_ids),
     };
-    let stored = StoredResponse { status: StatusCode::CREATED.as_u16(), body: response };
-    match state.store.create_order(idempotency.as_ref(), &new_order, &outbox, &pending, &stored).await? {
+    let stored = StoredResponse {
+        status: StatusCode::CREATED.as_u16(),
+        body: response,
+    };
+    match state
+        .store
+        .create_order(idempotency.as_ref(), &new_order, &outbox, &pending, &stored)
+        .await?
+    {
         CreateOutcome::Created => {
             tracing::info!(%order_id, total = order.total, currency = %req.currency, "order accepted");
             Ok((StatusCode::CREATED, Json(stored.body)).into_response())
@@ -98,17 +118,26 @@ pub async fn create(
         CreateOutcome::Replayed(first) => {
             let status = StatusCode::from_u16(first.status).unwrap_or(StatusCode::CREATED);
             let mut response = (status, Json(first.body)).into_response();
-            response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+            response
+                .headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
             Ok(response)
         }
         CreateOutcome::KeyConflict => Err(ApiError::IdempotencyConflict),
     }
 }
 
-pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let not_found = || ApiError::NotFound(format!("no order with id {id:?}"));
     let order_id = Uuid::parse_str(&id).map_err(|_| not_found())?;
-    let order = state.store.get_order(order_id).await?.ok_or_else(not_found)?;
+    let order = state
+        .store
+        .get_order(order_id)
+        .await?
+        .ok_or_else(not_found)?;
     Ok(Json(order_json(&order)))
 }
 
@@ -145,17 +174,25 @@ pub fn outbox_message(out: &Outgoing, task_id: &str) -> OutboxMessage {
 }
 
 fn idempotency(headers: &HeaderMap, body: &[u8]) -> Result<Option<IdempotencyRequest>, ApiError> {
-    let Some(value) = headers.get(IDEMPOTENCY_HEADER) else { return Ok(None) };
+    let Some(value) = headers.get(IDEMPOTENCY_HEADER) else {
+        return Ok(None);
+    };
     let key = value
         .to_str()
         .map_err(|_| ApiError::validation("Idempotency-Key", "must be visible ASCII"))?
         .trim();
     if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
-        return Err(ApiError::validation("Idempotency-Key", format!("must be 1 to {MAX_IDEMPOTENCY_KEY} characters")));
+        return Err(ApiError::validation(
+            "Idempotency-Key",
+            format!("must be 1 to {MAX_IDEMPOTENCY_KEY} characters"),
+        ));
     }
     let digest = Sha256::digest(body);
     let request_hash = digest.iter().map(|b| format!("{b:02x}")).collect();
-    Ok(Some(IdempotencyRequest { key: key.to_owned(), request_hash }))
+    Ok(Some(IdempotencyRequest {
+        key: key.to_owned(),
+        request_hash,
+    }))
 }
 
 /// The client as the first proxy saw it (`X-Forwarded-For: client, proxy1, …`).

@@ -8,12 +8,15 @@ use serde_json::{Value, json};
 use crate::error::ApiError;
 use crate::startup::AppState;
 
-pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let task = state
-        .store
-        .task_result(&id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no task with id {id:?} (unknown, or its result expired)")))?;
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let task = state.store.task_result(&id).await?.ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "no task with id {id:?} (unknown, or its result expired)"
+        ))
+    })?;
     let progress = task.progress.as_ref().map(|p| {
         json!({"current": p.get("current"), "total": p.get("total"), "message": p.get("message")})
     });

@@ -1,0 +1,216 @@
+//! `spawn_app()`: order-api on a free port with its own database and RabbitMQ vhost, the
+//! email-worker consuming that vhost, and a real SMTP server; optionally with the broker or the
+//! database behind a proxy the test can cut.
+
+use std::time::{Duration, Instant};
+
+use order_api::Application;
+use reqwest::Response;
+use serde_json::{Value, json};
+use shopfds_broker::BrokerSettings;
+use shopfds_store::{DatabaseSettings, Store};
+use shopfds_testkit::net::TcpProxy;
+use shopfds_testkit::pg::TestDatabase;
+use shopfds_testkit::rabbit::TestVhost;
+use shopfds_testkit::smtp::{ReceivedMail, SmtpSink};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Default)]
+pub struct Options {
+    /// The relay reaches RabbitMQ through a proxy that starts cut.
+    pub broker_starts_down: bool,
+    /// order-api reaches PostgreSQL through a proxy the test can cut.
+    pub database_behind_proxy: bool,
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub store: Store,
+    pub smtp: SmtpSink,
+    pub broker_proxy: Option<TcpProxy>,
+    pub database_proxy: Option<TcpProxy>,
+    shutdown: CancellationToken,
+    handles: Vec<JoinHandle<anyhow::Result<()>>>,
+    _vhost: TestVhost,
+    _db: TestDatabase,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Options::default()).await
+}
+
+pub async fn spawn_app_with(options: Options) -> TestApp {
+    shopfds_testkit::init_tracing();
+    let db = TestDatabase::create().await.expect("test database");
+    let vhost = TestVhost::create().expect("test vhost");
+    let smtp = SmtpSink::start().await.expect("smtp sink");
+    let store = Store::connect(&DatabaseSettings::with_url(db.url()))
+        .await
+        .expect("store");
+
+    let broker_proxy = options
+        .broker_starts_down
+        .then(|| TcpProxy::closed(([127, 0, 0, 1], 5672).into()));
+    let database_proxy = if options.database_behind_proxy {
+        Some(
+            TcpProxy::open(([127, 0, 0, 1], 5432).into())
+                .await
+                .expect("db proxy"),
+        )
+    } else {
+        None
+    };
+
+    let mut settings = order_api::Settings::from_env().expect("order-api settings");
+    settings.http_addr = "127.0.0.1:0".parse().expect("addr");
+    let mut database = DatabaseSettings::with_url(match &database_proxy {
+        Some(p) => db.url().replace(":5432/", &format!(":{}/", p.port())),
+        None => db.url(),
+    });
+    database.acquire_timeout = Duration::from_secs(1);
+    settings.database = database;
+    let broker_url = match &broker_proxy {
+        Some(p) => vhost
+            .amqp_url()
+            .replace(":5672/", &format!(":{}/", p.port())),
+        None => vhost.amqp_url(),
+    };
+    settings.broker = fast_reconnect(BrokerSettings::with_url(broker_url, "order-api-test"));
+    settings.relay.poll_interval = Duration::from_millis(200);
+
+    let app = Application::build(settings)
+        .await
+        .expect("order-api builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let shutdown = CancellationToken::new();
+    let mut handles = vec![tokio::spawn(app.run_until_stopped(shutdown.clone()))];
+
+    // The worker always reaches the broker directly: only the relay's path is cut.
+    let mut worker = email_worker::Settings::from_env().expect("email-worker settings");
+    worker.broker = fast_reconnect(BrokerSettings::with_url(
+        vhost.amqp_url(),
+        "email-worker-test",
+    ));
+    worker.database = DatabaseSettings::with_url(db.url());
+    worker.smtp_url = smtp.url();
+    worker.ops_addr = "127.0.0.1:0".parse().expect("addr");
+    worker.worker.shutdown_grace = Duration::from_secs(5);
+    let worker = email_worker::Application::build(worker)
+        .await
+        .expect("email-worker builds");
+    handles.push(tokio::spawn(worker.run_until_stopped(shutdown.clone())));
+
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        store,
+        smtp,
+        broker_proxy,
+        database_proxy,
+        shutdown,
+        handles,
+        _vhost: vhost,
+        _db: db,
+    }
+}
+
+fn fast_reconnect(mut broker: BrokerSettings) -> BrokerSettings {
+    broker.reconnect_max = Duration::from_millis(500);
+    broker
+}
+
+impl TestApp {
+    pub async fn post_order(&self, body: &Value) -> Response {
+        self.client
+            .post(format!("{}/v1/orders", self.address))
+            .json(body)
+            .send()
+            .await
+            .expect("POST /v1/orders")
+    }
+
+    pub async fn post_raw(&self, body: &str, idempotency_key: Option<&str>) -> Response {
+        let mut req = self
+            .client
+            .post(format!("{}/v1/orders", self.address))
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        if let Some(key) = idempotency_key {
+            req = req.header("Idempotency-Key", key);
+        }
+        req.send().await.expect("POST /v1/orders")
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("GET")
+    }
+
+    /// Polls `GET /v1/tasks/{id}` until the task reaches `state`.
+    pub async fn wait_for_task_state(
+        &self,
+        task_id: &str,
+        state: &str,
+        timeout: Duration,
+    ) -> Value {
+        let deadline = Instant::now() + timeout;
+        let mut last = Value::Null;
+        while Instant::now() < deadline {
+            let resp = self.get(&format!("/v1/tasks/{task_id}")).await;
+            if resp.status() == 200 {
+                last = resp.json().await.expect("task JSON");
+                if last["state"] == state {
+                    return last;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("task {task_id} did not reach {state} within {timeout:?}; last seen: {last}");
+    }
+
+    pub async fn wait_for_mail(&self, n: usize) -> Vec<ReceivedMail> {
+        self.smtp
+            .wait_for(n, Duration::from_secs(30))
+            .await
+            .expect("mail arrives")
+    }
+
+    pub async fn order_count(&self) -> i64 {
+        sqlx_count(&self.store, "SELECT count(*) FROM orders").await
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        for h in self.handles {
+            h.await.expect("joined").expect("stopped cleanly");
+        }
+    }
+}
+
+pub async fn sqlx_count(store: &Store, sql: &'static str) -> i64 {
+    let row: (i64,) = shopfds_store::sqlx::query_as(sql)
+        .fetch_one(store.pool())
+        .await
+        .expect("count");
+    row.0
+}
+
+/// The DESIGN.md example order.
+pub fn sample_order() -> Value {
+    json!({
+        "customer": {"id": "c-1001", "email": "minsu.kim@example.com", "name": "김민수", "account_created_at": "2025-03-01T00:00:00Z"},
+        "items": [
+            {"sku": "KB-101", "name": "무선 키보드", "quantity": 2, "unit_price": 45000}
+        ],
+        "currency": "KRW",
+        "shipping_address": {"name": "김민수", "line1": "세종대로 110", "line2": null, "city": "Seoul", "postal_code": "04524", "country": "KR", "phone": "+82-2-120"},
+        "billing_country": "KR",
+        "payment": {"method": "card", "card_fingerprint": "fp_9f8e7d"},
+        "client_ip": "203.0.113.7"
+    })
+}

@@ -1,0 +1,250 @@
+//! order-api against the real PostgreSQL, RabbitMQ and an SMTP server, with the email-worker
+//! consuming: what a client and a customer observe.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod helpers;
+
+use std::time::Duration;
+
+use helpers::{Options, sample_order, spawn_app, spawn_app_with};
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn an_order_is_confirmed_by_email_end_to_end() {
+    let app = spawn_app().await;
+
+    let resp = app.post_order(&sample_order()).await;
+    assert_eq!(resp.status(), 201);
+    let body: Value = resp.json().await.unwrap();
+    let order_id = body["order_id"].as_str().unwrap().to_owned();
+    assert_eq!(body["status"], "accepted");
+    assert_eq!(body["total"], 90000);
+    assert_eq!(body["currency"], "KRW");
+    let task_id = body["tasks"]["send_order_confirmation_email"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let mail = app.wait_for_mail(1).await;
+    let mail = &mail[0];
+    assert_eq!(mail.to, vec!["minsu.kim@example.com".to_owned()]);
+    assert!(
+        mail.subject.contains("주문 확인") && mail.subject.contains(&order_id),
+        "subject: {}",
+        mail.subject
+    );
+    let text = mail.text.as_deref().unwrap();
+    assert!(
+        text.contains("무선 키보드") && text.contains("KB-101") && text.contains("₩90,000"),
+        "text: {text}"
+    );
+    let html = mail.html.as_deref().unwrap();
+    assert!(
+        html.contains("무선 키보드") && html.contains("₩90,000"),
+        "html: {html}"
+    );
+
+    let task = app
+        .wait_for_task_state(&task_id, "SUCCESS", Duration::from_secs(10))
+        .await;
+    assert_eq!(task["name"], "send_order_confirmation_email");
+    assert_eq!(task["queue"], "email");
+    assert_eq!(task["result"]["status"], "sent");
+    assert_eq!(task["retries"], 0);
+
+    let order: Value = app
+        .get(&format!("/v1/orders/{order_id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(order["items"][0]["sku"], "KB-101");
+    assert_eq!(order["items"][0]["quantity"], 2);
+    assert_eq!(order["customer"]["email"], "minsu.kim@example.com");
+    assert_eq!(
+        order["tasks"]["send_order_confirmation_email"],
+        task_id.as_str()
+    );
+    assert_eq!(order["client_ip"], "203.0.113.7");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn orders_are_accepted_while_the_broker_is_down_and_mailed_once_it_is_back() {
+    let app = spawn_app_with(Options {
+        broker_starts_down: true,
+        ..Options::default()
+    })
+    .await;
+
+    let resp = app.post_order(&sample_order()).await;
+    assert_eq!(
+        resp.status(),
+        201,
+        "an order never fails because RabbitMQ is down"
+    );
+    let body: Value = resp.json().await.unwrap();
+    let task_id = body["tasks"]["send_order_confirmation_email"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // The task waits in the outbox, PENDING, and no mail goes out.
+    let task: Value = app
+        .get(&format!("/v1/tasks/{task_id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(task["state"], "PENDING");
+    assert_eq!(app.store.outbox_pending().await.unwrap(), 1);
+    assert!(app.smtp.messages().unwrap().is_empty());
+
+    // RabbitMQ becomes reachable: the relay reconnects by itself and the mail goes out.
+    app.broker_proxy.as_ref().unwrap().resume().await.unwrap();
+    let mail = app.wait_for_mail(1).await;
+    assert_eq!(mail[0].to, vec!["minsu.kim@example.com".to_owned()]);
+    app.wait_for_task_state(&task_id, "SUCCESS", Duration::from_secs(10))
+        .await;
+    assert_eq!(app.store.outbox_pending().await.unwrap(), 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_bodies_get_422_naming_the_field_and_write_nothing() {
+    let app = spawn_app().await;
+    let mut zero = sample_order();
+    zero["items"][0]["quantity"] = json!(0);
+    let mut no_email = sample_order();
+    no_email["customer"]
+        .as_object_mut()
+        .unwrap()
+        .remove("email");
+    let mut bad_price = sample_order();
+    bad_price["items"][0]["unit_price"] = json!("45000");
+    let cases = [
+        (zero.to_string(), "items[0].quantity"),
+        (no_email.to_string(), "customer.email"),
+        (bad_price.to_string(), "items[0].unit_price"),
+        ("{\"customer\": ".to_owned(), "body"),
+        ("[]".to_owned(), "body"),
+    ];
+    for (body, field) in cases {
+        let resp = app.post_raw(&body, None).await;
+        assert_eq!(resp.status(), 422, "body {body}");
+        let err: Value = resp.json().await.unwrap();
+        assert_eq!(err["error"]["code"], "validation_failed");
+        assert_eq!(err["error"]["field"], field, "body {body}: {err}");
+        assert!(!err["error"]["message"].as_str().unwrap().is_empty());
+    }
+    assert_eq!(app.order_count().await, 0);
+    assert_eq!(app.store.outbox_pending().await.unwrap(), 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_idempotency_key_replays_the_first_answer_and_refuses_another_body() {
+    let app = spawn_app().await;
+    let body = sample_order().to_string();
+
+    let first = app.post_raw(&body, Some("checkout-42")).await;
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+    let again = app.post_raw(&body, Some("checkout-42")).await;
+    assert_eq!(again.status(), 201);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(
+        again, first,
+        "the replay is the first answer, same order and task ids"
+    );
+    assert_eq!(app.order_count().await, 1);
+
+    let mut other = sample_order();
+    other["items"][0]["quantity"] = json!(3);
+    let conflict = app.post_raw(&other.to_string(), Some("checkout-42")).await;
+    assert_eq!(conflict.status(), 409);
+    let err: Value = conflict.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "idempotency_key_reused");
+
+    // One order, one confirmation.
+    app.wait_for_mail(1).await;
+    let task_id = first["tasks"]["send_order_confirmation_email"]
+        .as_str()
+        .unwrap();
+    app.wait_for_task_state(task_id, "SUCCESS", Duration::from_secs(10))
+        .await;
+    assert_eq!(app.smtp.messages().unwrap().len(), 1);
+    assert_eq!(app.order_count().await, 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_ids_are_404() {
+    let app = spawn_app().await;
+    for path in [
+        format!("/v1/orders/{}", uuid::Uuid::new_v4()),
+        "/v1/orders/not-a-uuid".to_owned(),
+        "/v1/tasks/no-such-task".to_owned(),
+    ] {
+        let resp = app.get(&path).await;
+        assert_eq!(resp.status(), 404, "{path}");
+        let err: Value = resp.json().await.unwrap();
+        assert_eq!(err["error"]["code"], "not_found");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_database_outage_is_503_and_leaves_nothing_half_written() {
+    let app = spawn_app_with(Options {
+        database_behind_proxy: true,
+        ..Options::default()
+    })
+    .await;
+    let proxy = app.database_proxy.as_ref().unwrap();
+    proxy.cut().await;
+
+    let resp = app.post_order(&sample_order()).await;
+    assert_eq!(resp.status(), 503);
+    let err: Value = resp.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "unavailable");
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status(), 503);
+
+    proxy.resume().await.unwrap();
+    assert_eq!(app.order_count().await, 0);
+    assert_eq!(app.store.outbox_pending().await.unwrap(), 0);
+    // And the API recovers by itself.
+    let mut recovered = None;
+    for _ in 0..50 {
+        let resp = app.post_order(&sample_order()).await;
+        if resp.status() == 201 {
+            recovered = Some(resp);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        recovered.is_some(),
+        "order-api accepts orders again once the database is back"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics_are_served() {
+    let app = spawn_app().await;
+    assert_eq!(app.get("/healthz").await.status(), 200);
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status(), 200);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["checks"]["database"], "ok");
+    assert_eq!(ready["checks"]["broker"], "ok");
+    app.post_raw("{}", None).await;
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains("shopfds_http_requests_total"), "{metrics}");
+    assert!(metrics.contains("route=\"/v1/orders\""), "{metrics}");
+    app.stop().await;
+}
