@@ -115,13 +115,13 @@ impl OrderRequest {
         c.id = text("customer.id", &c.id, 64)?;
         c.name = text("customer.name", &c.name, 200)?;
         c.email = email("customer.email", &c.email)?;
-        if let Some(created) = c.account_created_at {
-            if created > Utc::now() + chrono::Duration::minutes(5) {
-                return Err(ApiError::validation(
-                    "customer.account_created_at",
-                    "is in the future",
-                ));
-            }
+        if c.account_created_at
+            .is_some_and(|t| t > Utc::now() + chrono::Duration::minutes(5))
+        {
+            return Err(ApiError::validation(
+                "customer.account_created_at",
+                "is in the future",
+            ));
         }
         if self.items.is_empty() {
             return Err(ApiError::validation(
