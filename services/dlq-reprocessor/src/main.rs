@@ -1,1 +1,13 @@
-fn main() {}
+//! dlq-reprocessor: the dead-letter tool (no operations yet: topology and ops endpoints only).
+
+use dlq_reprocessor::{Application, Settings};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let settings = Settings::from_env()?;
+    let _telemetry = shopfds_telemetry::init(&settings.telemetry)?;
+    let shutdown = shopfds_telemetry::ops::shutdown_on_signal();
+    let app = Application::build(settings).await?;
+    tracing::info!(ops_port = app.ops_port(), "dlq-reprocessor started");
+    app.run_until_stopped(shutdown).await
+}

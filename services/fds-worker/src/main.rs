@@ -1,1 +1,13 @@
-fn main() {}
+//! fds-worker: consumes queue `fds` (no task handlers yet: messages are dead-lettered).
+
+use fds_worker::{Application, Settings};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let settings = Settings::from_env()?;
+    let _telemetry = shopfds_telemetry::init(&settings.telemetry)?;
+    let shutdown = shopfds_telemetry::ops::shutdown_on_signal();
+    let app = Application::build(settings).await?;
+    tracing::info!(ops_port = app.ops_port(), "fds-worker started");
+    app.run_until_stopped(shutdown).await
+}

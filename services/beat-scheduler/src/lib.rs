@@ -1,0 +1,9 @@
+//! beat-scheduler: will publish the crontab and interval schedules (Asia/Seoul), safely with
+//! several replicas. The schedules come in a later change; for now it connects to PostgreSQL
+//! (migrating it) and RabbitMQ, declares the topology and serves the operations endpoints.
+
+pub mod config;
+pub mod startup;
+
+pub use config::Settings;
+pub use startup::Application;

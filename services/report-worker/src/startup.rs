@@ -1,0 +1,64 @@
+//! Wires the worker: result store, task registry, operations endpoints.
+//!
+//! The registry is empty until this worker's task handlers land, so a message for any task is
+//! dead-lettered to `failed.<queue>` with "unknown task … no handler registered" rather than
+//! acknowledged or left to pile up.
+
+use shopfds_broker::{Registry, Worker};
+use shopfds_store::Store;
+use shopfds_telemetry::ops;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::Settings;
+
+pub struct Application {
+    settings: Settings,
+    store: Store,
+    ops_listener: TcpListener,
+}
+
+impl Application {
+    /// Connects the database (running migrations) and binds the operations port (port 0 picks a
+    /// free one, for tests).
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let store = Store::connect(&settings.database).await?;
+        let ops_listener = TcpListener::bind(settings.ops_addr).await?;
+        Ok(Application {
+            settings,
+            store,
+            ops_listener,
+        })
+    }
+
+    pub fn ops_port(&self) -> u16 {
+        self.ops_listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or(0)
+    }
+
+    pub fn registry(&self) -> Registry {
+        Registry::new()
+    }
+
+    /// Consumes until `shutdown` fires, then drains running tasks within the grace period.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let registry = self.registry();
+        let readiness = shopfds_broker::ops::readiness(&self.store, &self.settings.broker);
+        let ops_server = tokio::spawn(ops::serve(self.ops_listener, readiness, shutdown.clone()));
+        let worker = Worker::new(
+            self.settings.broker,
+            self.settings.worker,
+            registry,
+            self.store.clone(),
+        );
+        let outcome = worker.run(shutdown.clone()).await;
+        shutdown.cancel();
+        let _ = ops_server.await;
+        self.store.close().await;
+        outcome?;
+        tracing::info!("report-worker stopped");
+        Ok(())
+    }
+}
