@@ -510,7 +510,8 @@ impl Runtime {
             }) if message.headers.retries < options.max_retries => {
                 let wait =
                     countdown.unwrap_or_else(|| options.retry.delay(message.headers.retries));
-                let seconds = wait.as_secs().max(1) + u64::from(wait.subsec_nanos() > 0);
+                // Whole seconds, rounded up, at least 1 (the delay tree's granularity).
+                let seconds = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
                 let mut retry_headers = headers;
                 retry_headers.insert("retries".to_owned(), json!(message.headers.retries + 1));
                 let eta = Utc::now()

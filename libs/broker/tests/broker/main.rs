@@ -28,6 +28,7 @@ struct Attempt {
     retries: u32,
     parent_id: Option<String>,
     root_id: Option<String>,
+    eta: Option<DateTime<Utc>>,
     at: DateTime<Utc>,
     mono: std::time::Instant,
 }
@@ -41,6 +42,7 @@ fn log_attempt(log: &Log, ctx: &shopfds_broker::TaskContext) {
         retries: ctx.message.headers.retries,
         parent_id: ctx.message.headers.parent_id.clone(),
         root_id: ctx.message.headers.root_id.clone(),
+        eta: ctx.message.headers.eta,
         at: Utc::now(),
         mono: std::time::Instant::now(),
     });
@@ -278,6 +280,43 @@ async fn transient_errors_retry_through_the_broker_with_the_same_id_until_succes
             "retry ran {gap:?} after the previous attempt; the policy says 1 s"
         );
     }
+}
+
+#[tokio::test]
+async fn a_sub_second_retry_countdown_is_rounded_up_to_one_second_not_two() {
+    let log = Log::default();
+    let mut registry = Registry::new();
+    let options = TaskOptions {
+        max_retries: 1,
+        retry: RetryPolicy::Fixed(Duration::from_millis(500)),
+        ..TaskOptions::default()
+    };
+    register_logged(&mut registry, "half_second", options, &log, |retries| {
+        if retries == 0 {
+            Err(TaskError::transient("busy"))
+        } else {
+            Ok(Value::Null)
+        }
+    });
+    let tw = spawn_worker(registry).await;
+    let msg = TaskMessage::new("half_second", Map::new());
+    tw.publisher
+        .publish(&Outgoing::task(&msg, QUEUE))
+        .await
+        .unwrap();
+    tw.wait_for_state(msg.id(), TaskState::Success).await;
+
+    let runs = attempts(&log);
+    assert_eq!(runs.len(), 2, "{runs:#?}");
+    // The retry's `eta` header is when the runtime scheduled it: the policy's 500 ms rounded up
+    // to the delay tree's whole seconds is 1 s after the failed attempt (which returned at once).
+    let eta = runs[1].eta.expect("a retry carries its eta");
+    let scheduled = eta - runs[0].at;
+    assert!(
+        scheduled >= chrono::Duration::milliseconds(500)
+            && scheduled < chrono::Duration::milliseconds(1500),
+        "retry scheduled {scheduled} after the failure; expected 1 s"
+    );
 }
 
 #[tokio::test]
