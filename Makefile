@@ -1,0 +1,39 @@
+# The verbs a person types. `make demo` and `make test` set up what they need themselves:
+# PostgreSQL and RabbitMQ (installed from Debian packages and started where missing) and a
+# Python virtualenv with stock Celery and aiosmtpd for the interoperability tests and the demo.
+
+SHELL := /bin/bash
+# Builds are kept outside the clone, so a fresh clone (CI) reuses earlier compilations.
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/shopfds/target
+
+.PHONY: all setup services python build test demo fmt lint clean
+
+all: build
+
+setup: services python
+
+services:
+	@scripts/ensure-services.sh
+
+python:
+	@scripts/python-env.sh >/dev/null
+
+build:
+	cargo build --workspace --bins
+
+test: setup
+	cargo test --workspace --no-fail-fast
+
+demo: setup build
+	@scripts/demo.sh
+
+fmt:
+	cargo fmt --all
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+clean:
+	cargo clean
+	rm -rf .venv .demo

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# The main job, start to finish: an SMTP server, email-worker and order-api up; one order placed;
+# its confirmation email seen arriving; everything stopped with SIGTERM and checked to exit 0.
+# Run through `make demo` (which builds and sets up PostgreSQL, RabbitMQ and the Python venv).
+set -euo pipefail
+
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+bin="${CARGO_TARGET_DIR:-$repo/target}/debug"
+demo="$repo/.demo"
+venv="$("$repo/scripts/python-env.sh")"
+rm -rf "$demo" && mkdir -p "$demo/mail"
+
+http_port="${DEMO_HTTP_PORT:-8080}"
+ops_port="${DEMO_WORKER_OPS_PORT:-9101}"
+smtp_port="${DEMO_SMTP_PORT:-1025}"
+for port in "$http_port" "$ops_port" "$smtp_port"; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        echo "demo: port $port is already in use; set DEMO_HTTP_PORT / DEMO_WORKER_OPS_PORT / DEMO_SMTP_PORT" >&2
+        exit 1
+    fi
+done
+
+export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/shopfds}"
+export BROKER_URL="${BROKER_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
+export SMTP_URL="smtp://127.0.0.1:$smtp_port"
+export RUST_LOG="${RUST_LOG:-info}"
+
+pids=()
+stop_all() {
+    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+}
+trap stop_all EXIT
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+wait_http() { # url, name
+    for _ in $(seq 1 150); do
+        if curl -fsS -o /dev/null "$1" 2>/dev/null; then return 0; fi
+        sleep 0.2
+    done
+    echo "demo: $2 did not become ready ($1); its log:" >&2
+    tail -n 40 "$demo/$2.log" >&2
+    exit 1
+}
+
+step "SMTP server (aiosmtpd) on 127.0.0.1:$smtp_port"
+PYTHONPATH="$repo/interop/python" "$venv/bin/python" -m aiosmtpd -n -u -l "127.0.0.1:$smtp_port" \
+    -c smtp_sink.Sink "$demo/mail" >"$demo/smtp.log" 2>&1 &
+smtp_pid=$!
+pids+=("$smtp_pid")
+
+step "email-worker (queues email, default; ops on 127.0.0.1:$ops_port)"
+OPS_ADDR="127.0.0.1:$ops_port" "$bin/email-worker" >"$demo/email-worker.log" 2>&1 &
+worker_pid=$!
+pids+=("$worker_pid")
+
+step "order-api on http://127.0.0.1:$http_port"
+HTTP_ADDR="127.0.0.1:$http_port" "$bin/order-api" >"$demo/order-api.log" 2>&1 &
+api_pid=$!
+pids+=("$api_pid")
+
+wait_http "http://127.0.0.1:$http_port/readyz" order-api
+wait_http "http://127.0.0.1:$ops_port/readyz" email-worker
+echo "ready: $(curl -fsS "http://127.0.0.1:$http_port/readyz")"
+
+step "POST /v1/orders"
+response="$(curl -fsS -X POST "http://127.0.0.1:$http_port/v1/orders" \
+    -H 'content-type: application/json' -H "Idempotency-Key: demo-$(date +%s%N)" \
+    --data-binary @- <<'JSON'
+{ "customer": { "id": "c-1001", "email": "minsu.kim@example.com", "name": "김민수",
+                "account_created_at": "2025-03-01T00:00:00Z" },
+  "items": [ { "sku": "KB-101", "name": "무선 키보드", "quantity": 2, "unit_price": 45000 } ],
+  "currency": "KRW",
+  "shipping_address": { "name": "김민수", "line1": "세종대로 110", "line2": null, "city": "Seoul",
+                        "postal_code": "04524", "country": "KR", "phone": "+82-2-120" },
+  "billing_country": "KR",
+  "payment": { "method": "card", "card_fingerprint": "fp_9f8e7d" },
+  "client_ip": "203.0.113.7" }
+JSON
+)"
+echo "$response"
+task_id="$("$venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["tasks"]["send_order_confirmation_email"])' <<<"$response")"
+
+step "GET /v1/tasks/$task_id until SUCCESS"
+state=""
+for _ in $(seq 1 150); do
+    task="$(curl -fsS "http://127.0.0.1:$http_port/v1/tasks/$task_id")"
+    state="$("$venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["state"])' <<<"$task")"
+    [[ "$state" == "SUCCESS" || "$state" == "FAILURE" ]] && break
+    sleep 0.2
+done
+echo "$task"
+[[ "$state" == "SUCCESS" ]] || { echo "demo: the task ended in state '$state'" >&2; exit 1; }
+
+step "The mail the SMTP server received"
+"$venv/bin/python" - "$demo/mail" <<'PY'
+import email, email.policy, glob, json, os, sys
+files = sorted(glob.glob(os.path.join(sys.argv[1], "*.eml")))
+if not files:
+    sys.exit("demo: no mail received")
+for path in files:
+    envelope = json.load(open(path[:-4] + ".json"))
+    msg = email.message_from_binary_file(open(path, "rb"), policy=email.policy.default)
+    print(f"envelope: {envelope['mail_from']} -> {', '.join(envelope['rcpt_tos'])}")
+    for h in ("From", "To", "Subject", "Message-ID"):
+        print(f"{h}: {msg[h]}")
+    print("parts:", ", ".join(p.get_content_type() for p in msg.walk() if not p.is_multipart()))
+    print()
+    print(msg.get_body(preferencelist=("plain",)).get_content())
+PY
+
+step "Shutting down with SIGTERM"
+trap - EXIT
+status=0
+for name_pid in "order-api:$api_pid" "email-worker:$worker_pid"; do
+    name="${name_pid%%:*}"; pid="${name_pid##*:}"
+    kill -TERM "$pid"
+    if wait "$pid"; then echo "$name exited 0"; else code=$?; echo "$name exited $code" >&2; status=1; fi
+done
+kill -TERM "$smtp_pid" 2>/dev/null || true
+wait "$smtp_pid" 2>/dev/null || true
+echo "logs: $demo/*.log"
+exit "$status"
