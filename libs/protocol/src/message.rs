@@ -516,15 +516,20 @@ fn bind_args<T: TaskArgs>(args: &[Value], kwargs: &Map<String, Value>) -> Result
             message: "unexpected keyword argument".to_owned(),
         });
     }
-    serde_json::from_value(Value::Object(bound)).map_err(|e| {
-        let text = e.to_string();
-        let name = T::PARAMS
-            .iter()
-            .find(|p| text.contains(&format!("`{p}`")))
-            .map_or_else(|| "kwargs".to_owned(), |p| (*p).to_owned());
+    serde_path_to_error::deserialize(Value::Object(bound)).map_err(|e| {
+        let path = e.path().to_string();
+        let name = if path == "." {
+            // A missing argument: serde names it in the message.
+            let text = e.inner().to_string();
+            text.strip_prefix("missing field `")
+                .and_then(|rest| rest.split('`').next())
+                .map_or_else(|| "kwargs".to_owned(), str::to_owned)
+        } else {
+            path
+        };
         ProtocolError::InvalidArgument {
             name,
-            message: text,
+            message: e.into_inner().to_string(),
         }
     })
 }

@@ -190,3 +190,25 @@ fn binds_arguments_like_python() {
         Err(ProtocolError::InvalidArgument { .. })
     ));
 }
+
+#[test]
+fn names_the_argument_whose_type_is_wrong_or_that_is_missing() {
+    let (headers, _, _) = fixture("kwargs_only");
+    let decode_body = |body: &str| {
+        TaskMessage::decode(
+            Some("application/json"),
+            None,
+            headers.clone(),
+            body.as_bytes(),
+        )
+        .expect("decodes")
+    };
+    let wrong_type = decode_body(r#"[[], {"order_id": 42}, null]"#);
+    assert!(
+        matches!(wrong_type.bind::<OrderTask>(), Err(ProtocolError::InvalidArgument { name, .. }) if name == "order_id")
+    );
+    let missing = decode_body(r#"[[], {}, null]"#);
+    assert!(
+        matches!(missing.bind::<OrderTask>(), Err(ProtocolError::InvalidArgument { name, .. }) if name == "order_id")
+    );
+}

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use shopfds_broker::{Registry, Worker};
 use shopfds_store::Store;
-use shopfds_telemetry::ops::{self, Readiness};
+use shopfds_telemetry::ops;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -50,23 +50,7 @@ impl Application {
     /// Consumes until `shutdown` fires, then drains running tasks within the grace period.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let registry = self.registry();
-        let store = self.store.clone();
-        let broker = self.settings.broker.clone();
-        let readiness = Readiness::new()
-            .with(
-                "database",
-                ops::check(move || {
-                    let store = store.clone();
-                    async move { store.ping().await.map_err(|e| e.to_string()) }
-                }),
-            )
-            .with(
-                "broker",
-                ops::check(move || {
-                    let broker = broker.clone();
-                    async move { shopfds_broker::amqp::ping(&broker).await }
-                }),
-            );
+        let readiness = shopfds_broker::ops::readiness(&self.store, &self.settings.broker);
         let ops_server = tokio::spawn(ops::serve(self.ops_listener, readiness, shutdown.clone()));
         let worker = Worker::new(
             self.settings.broker,

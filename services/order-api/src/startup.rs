@@ -6,7 +6,7 @@ use axum::Router;
 use axum::http::{Request, StatusCode};
 use axum::routing::{get, post};
 use shopfds_store::Store;
-use shopfds_telemetry::ops::{self, Readiness};
+use shopfds_telemetry::ops;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
@@ -82,23 +82,7 @@ impl Application {
 }
 
 fn router(state: AppState, settings: &Settings) -> Router {
-    let store = state.store.clone();
-    let broker = settings.broker.clone();
-    let readiness = Readiness::new()
-        .with(
-            "database",
-            ops::check(move || {
-                let store = store.clone();
-                async move { store.ping().await.map_err(|e| e.to_string()) }
-            }),
-        )
-        .with(
-            "broker",
-            ops::check(move || {
-                let broker = broker.clone();
-                async move { shopfds_broker::amqp::ping(&broker).await }
-            }),
-        );
+    let readiness = shopfds_broker::ops::readiness(&state.store, &settings.broker);
     let api = Router::new()
         .route("/v1/orders", post(routes::orders::create))
         .route("/v1/orders/{id}", get(routes::orders::get))
