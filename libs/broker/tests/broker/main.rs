@@ -177,8 +177,7 @@ async fn hostile_messages_are_dead_lettered_with_a_reason_and_the_worker_keeps_s
     expect("no_task_header", &["`task` is missing"]);
     expect("no_id_header", &["`id`"]);
     expect("body_not_triple", &["[args, kwargs, embed]"]);
-    // The reason names the bad value and the expected type. (It says `kwargs` rather than
-    // `order_id`: serde's invalid-type error does not carry the field name; see the report.)
+    // The reason names the argument, the bad value and the expected type.
     expect("bad_argument_type", &["argument `order_id` is invalid", "42", "UUID"]);
 
     // The pickle is dead-lettered byte for byte, with its content type: nothing was decoded.
