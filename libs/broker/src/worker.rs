@@ -434,7 +434,7 @@ impl Runtime {
             if record {
                 self.record(&msg, &queue, TaskState::Revoked, None, Some(json!({"exc_type": "TaskRevokedError", "exc_message": format!("expired at {expires}")}))).await;
             }
-            count(&queue, msg.task(), "revoked");
+            count(&queue, msg.task(), outcome::REVOKED);
             ack(&delivery).await;
             return;
         }

@@ -21,6 +21,8 @@ pub mod outcome {
     pub const RETRIED: &str = "retried";
     pub const REJECTED: &str = "rejected";
     pub const DEAD_LETTERED: &str = "dead_lettered";
+    /// Expired (`expires` passed) before it ran.
+    pub const REVOKED: &str = "revoked";
 }
 
 /// `route` label of HTTP requests that matched no route, so scanners cannot mint label values.
