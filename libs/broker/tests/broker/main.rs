@@ -178,7 +178,10 @@ async fn hostile_messages_are_dead_lettered_with_a_reason_and_the_worker_keeps_s
     expect("no_id_header", &["`id`"]);
     expect("body_not_triple", &["[args, kwargs, embed]"]);
     // The reason names the argument, the bad value and the expected type.
-    expect("bad_argument_type", &["argument `order_id` is invalid", "42", "UUID"]);
+    expect(
+        "bad_argument_type",
+        &["argument `order_id` is invalid", "42", "UUID"],
+    );
 
     // The pickle is dead-lettered byte for byte, with its content type: nothing was decoded.
     let pickled = dead
@@ -617,4 +620,45 @@ async fn an_unroutable_publish_is_an_error_and_a_confirmed_batch_is_all_in_the_q
     assert_eq!(tw.vhost.queue_depth("reports").unwrap(), 1000);
     let first = take_messages(&tw.conn, "reports", 1).await;
     assert_eq!(first[0].headers["kwargsrepr"], json!("{'n': 0}"));
+}
+
+#[tokio::test]
+async fn a_worker_reconnects_by_itself_after_its_connection_is_cut() {
+    let mut echo = Registry::new();
+    echo.register("echo", TaskOptions::default(), |ctx| async move {
+        Ok(json!({ "id": ctx.id() }))
+    });
+    let mut tw = spawn_worker(Registry::new()).await;
+    tw.worker.stop().await.unwrap();
+
+    // A second worker whose only path to RabbitMQ is a proxy the test can cut.
+    let proxy = shopfds_testkit::net::TcpProxy::open(([127, 0, 0, 1], 5672).into())
+        .await
+        .unwrap();
+    let mut via_proxy = tw.broker.clone();
+    via_proxy.url = tw
+        .vhost
+        .amqp_url()
+        .replace(":5672/", &format!(":{}/", proxy.port()));
+    let _worker = start_worker(&via_proxy, &tw.store, echo, helpers::worker_settings());
+
+    let first = TaskMessage::new("echo", Map::new());
+    tw.publisher
+        .publish(&Outgoing::task(&first, QUEUE))
+        .await
+        .unwrap();
+    tw.wait_for_state(first.id(), TaskState::Success).await;
+
+    // The network drops every connection; a task published meanwhile waits in the queue.
+    proxy.cut().await;
+    let second = TaskMessage::new("echo", Map::new());
+    tw.publisher
+        .publish(&Outgoing::task(&second, QUEUE))
+        .await
+        .unwrap();
+    wait_for_depth(&tw.vhost, QUEUE, |d| d >= 1).await;
+    proxy.resume().await.unwrap();
+
+    let record = tw.wait_for_state(second.id(), TaskState::Success).await;
+    assert_eq!(record.result, Some(json!({ "id": second.id() })));
 }

@@ -1,0 +1,80 @@
+//! The real order-api binary: configured only through the environment, serves its ops
+//! endpoints, takes an order, and exits 0 on SIGTERM.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+use std::time::Duration;
+
+use shopfds_testkit::pg::TestDatabase;
+use shopfds_testkit::process::ChildGuard;
+use shopfds_testkit::rabbit::TestVhost;
+
+#[tokio::test]
+async fn the_binary_serves_takes_an_order_and_stops_cleanly_on_sigterm() {
+    let db = TestDatabase::create().await.unwrap();
+    let vhost = TestVhost::create().unwrap();
+    let port = shopfds_testkit::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = ChildGuard::spawn_logged(
+        Command::new(env!("CARGO_BIN_EXE_order-api"))
+            .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("DATABASE_URL", db.url())
+            .env("BROKER_URL", vhost.amqp_url())
+            .env("LOG_FORMAT", "json"),
+        &dir.path().join("order-api.log"),
+    )
+    .unwrap();
+    shopfds_testkit::wait_for_port(port, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("{e}: {}", child.log()));
+
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    assert_eq!(
+        client
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let body = serde_json::json!({
+        "customer": {"id": "c-1", "email": "a@example.com", "name": "A"},
+        "items": [{"sku": "S-1", "name": "Item", "quantity": 1, "unit_price": 1999}],
+        "currency": "USD",
+        "shipping_address": {"name": "A", "line1": "1 Main St", "city": "Springfield", "postal_code": "12345", "country": "US"},
+        "billing_country": "US",
+        "payment": {"method": "card"}
+    });
+    let resp = client
+        .post(format!("{base}/v1/orders"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    // The relay published the task: it is in the email queue.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while vhost.queue_depth("email").unwrap_or(0) < 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the task never reached the email queue: {}",
+            child.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let status = child.terminate(Duration::from_secs(30)).await.unwrap();
+    assert!(status.success(), "exit status {status}: {}", child.log());
+}
