@@ -21,6 +21,8 @@ pub struct Settings {
     pub relay: RelaySettings,
     /// `REQUEST_TIMEOUT_SECS` (default 10): a request taking longer is answered 408.
     pub request_timeout: Duration,
+    /// `SHUTDOWN_GRACE_SECS` (default 30): after SIGTERM, how long in-flight requests may take.
+    pub shutdown_grace: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -67,6 +69,7 @@ impl Settings {
             telemetry: TelemetrySettings::from_env(SERVICE)?,
             relay,
             request_timeout: Duration::from_secs(env_parse("REQUEST_TIMEOUT_SECS", 10)?),
+            shutdown_grace: Duration::from_secs(env_parse("SHUTDOWN_GRACE_SECS", 30)?),
         })
     }
 }

@@ -1,5 +1,6 @@
 //! Builds the HTTP application and runs it with the outbox relay until shutdown.
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 
 use axum::Router;
@@ -64,13 +65,22 @@ impl Application {
             ))
         });
         let stop = shutdown.clone();
-        axum::serve(
+        let server = axum::serve(
             self.listener,
             self.router
                 .into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await?;
+        .into_future();
+        let grace = self.settings.shutdown_grace;
+        let deadline = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(grace).await;
+        };
+        tokio::select! {
+            served = server => served?,
+            _ = deadline => tracing::warn!(grace_secs = grace.as_secs(), "requests still running after the grace period; stopping anyway"),
+        }
         shutdown.cancel();
         if let Some(relay) = relay {
             let _ = relay.await;
