@@ -23,7 +23,9 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use lapin::Connection;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions};
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions,
+};
 use lapin::types::FieldTable;
 use rand::Rng;
 use serde_json::{Map, Value, json};
@@ -317,6 +319,7 @@ impl Worker {
             settings: self.settings.clone(),
         });
         let mut streams = Vec::with_capacity(self.settings.queues.len());
+        let mut consumers = Vec::with_capacity(self.settings.queues.len());
         for consumer in &self.settings.queues {
             let channel = conn.create_channel().await?;
             channel
@@ -329,11 +332,12 @@ impl Worker {
             let stream = channel
                 .basic_consume(
                     consumer.queue.as_str().into(),
-                    tag.into(),
+                    tag.as_str().into(),
                     BasicConsumeOptions::default(),
                     FieldTable::default(),
                 )
                 .await?;
+            consumers.push((channel, tag));
             let queue = consumer.queue.clone();
             streams.push(stream.map(move |d| (queue.clone(), d)).boxed());
         }
@@ -341,12 +345,12 @@ impl Worker {
         let mut deliveries = futures::stream::select_all(streams);
         loop {
             let permit = tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
+                _ = shutdown.cancelled() => break,
                 permit = semaphore.clone().acquire_owned() => permit,
             };
-            let Ok(permit) = permit else { return Ok(()) };
+            let Ok(permit) = permit else { break };
             let next = tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
+                _ = shutdown.cancelled() => break,
                 next = deliveries.next() => next,
             };
             match next {
@@ -365,6 +369,18 @@ impl Worker {
                 }
             }
         }
+        // Shutdown: tell the broker to stop pushing messages. Running tasks still ack on these
+        // channels; prefetched messages never started are requeued when the connection closes.
+        drop(deliveries);
+        for (channel, tag) in consumers {
+            if let Err(e) = channel
+                .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                .await
+            {
+                tracing::debug!(error = %e, consumer = %tag, "consumer cancel failed");
+            }
+        }
+        Ok(())
     }
 }
 
