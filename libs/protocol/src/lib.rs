@@ -1,6 +1,8 @@
 //! The wire contract every ShopFDS service agrees on: the Celery message protocol v2 envelope,
 //! task names and their typed keyword arguments, queue and exchange names, and task states.
 
+#[cfg(feature = "grpc")]
+pub mod grpc;
 pub mod message;
 pub mod money;
 pub mod names;
