@@ -23,6 +23,7 @@ pub mod pg;
 pub mod process;
 pub mod python;
 pub mod rabbit;
+pub mod service;
 pub mod smtp;
 
 /// The repository root (two levels above this crate's manifest).

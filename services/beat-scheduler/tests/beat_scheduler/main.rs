@@ -3,38 +3,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod helpers;
+use shopfds_testkit::service::{TestService, assert_operational, run_with_env};
 
-use helpers::{run_with_env, spawn_service};
-use serde_json::Value;
+const BIN: &str = env!("CARGO_BIN_EXE_beat-scheduler");
 
 #[tokio::test]
 async fn serves_ops_declares_topology_and_stops_on_sigterm() {
-    let mut service = spawn_service().await;
-
-    assert!(service.applied_migrations().await > 0);
-    let (status, body) = service.get("/readyz").await;
-    assert_eq!(status, 200, "{body}");
-    let ready: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(ready["checks"]["database"], "ok", "{body}");
-    assert_eq!(ready["checks"]["broker"], "ok", "{body}");
-    let (status, metrics) = service.get("/metrics").await;
-    assert_eq!(status, 200);
-    assert!(metrics.contains("shopfds_"), "{metrics}");
-
-    service.wait_for_queue("failed.fds").await;
-    for queue in ["default", "email", "fds", "reports", "maintenance"] {
-        assert!(service.vhost.queue_depth(queue).is_ok(), "{queue}");
-        assert!(
-            service
-                .vhost
-                .queue_depth(&format!("failed.{queue}"))
-                .is_ok(),
-            "{queue}"
-        );
-    }
-
-    let status = service.terminate().await;
+    let mut service = TestService::spawn(BIN, &[]).await.unwrap();
+    assert_operational(&service).await.unwrap();
+    let status = service.terminate().await.unwrap();
     assert!(
         status.success(),
         "exit {status}: {}",
@@ -50,7 +27,7 @@ async fn an_invalid_variable_is_named_on_stderr_and_the_exit_is_non_zero() {
         ("OPS_ADDR", "not-an-address"),
         ("DATABASE_URL", "mysql://nope"),
     ] {
-        let (status, stderr) = run_with_env(&[(variable, value)]).await;
+        let (status, stderr) = run_with_env(BIN, &[(variable, value)]).await.unwrap();
         assert!(!status.success(), "{variable}={value} accepted");
         assert!(stderr.contains(variable), "{variable}: {stderr}");
     }
