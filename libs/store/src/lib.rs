@@ -5,9 +5,11 @@
 //!   idempotency key, in one transaction (transactional outbox);
 //! - [`outbox`]: the relay step that publishes outbox rows and marks them sent after the confirm;
 //! - [`results`]: the Celery-style result store behind `GET /v1/tasks/{id}`;
-//! - [`once`]: once-only side effects, keyed by task id or a business key.
+//! - [`once`]: once-only side effects, keyed by task id or a business key;
+//! - `fds`: fraud decisions (`fds_results`) and the velocity counts of the fraud rules.
 
 pub mod error;
+mod fds;
 pub mod once;
 pub mod orders;
 pub mod outbox;
@@ -18,6 +20,9 @@ use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
 pub use error::StoreError;
+pub use fds::{
+    FdsDecision, FdsResultRecord, FdsSource, NewFdsResult, VelocityCounts, VelocityQuery,
+};
 pub use once::OnceGuard;
 pub use orders::{
     CreateOutcome, IdempotencyRequest, NewOrder, NewOrderItem, OrderRecord, StoredResponse,
