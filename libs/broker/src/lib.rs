@@ -6,6 +6,7 @@
 pub mod amqp;
 pub mod ops;
 pub mod publisher;
+pub mod service;
 pub mod settings;
 pub mod topology;
 pub mod worker;

@@ -3,10 +3,8 @@
 //! Nothing is published or consumed yet: the service declares the topology it will rely on,
 //! then serves `/healthz`, `/readyz` and `/metrics` until shutdown.
 
-use shopfds_broker::amqp::connect_with_retry;
-use shopfds_broker::topology;
+use shopfds_broker::service;
 use shopfds_store::Store;
-use shopfds_telemetry::ops;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -41,40 +39,14 @@ impl Application {
     /// Serves the operations endpoints at once (so liveness holds while the broker is down),
     /// connects to the broker with backoff, declares the topology, then waits for `shutdown`.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let readiness = shopfds_broker::ops::readiness(&self.store, &self.settings.broker);
-        let ops_server = tokio::spawn(ops::serve(self.ops_listener, readiness, shutdown.clone()));
-        let declared = declare_topology(&self.settings, &shutdown).await;
-        if declared.is_ok() {
-            shutdown.cancelled().await;
-        }
-        shutdown.cancel();
-        let _ = ops_server.await;
-        self.store.close().await;
-        declared?;
+        service::run_declare_only(
+            self.ops_listener,
+            self.settings.broker,
+            self.store,
+            shutdown,
+        )
+        .await?;
         tracing::info!("dlq-reprocessor stopped");
         Ok(())
     }
-}
-
-/// Declares the topology on a connection of its own, closed afterwards: until this service
-/// publishes or consumes, holding a connection open would only show up as an idle one. Returns
-/// at once if `shutdown` fires while the broker is still unreachable.
-async fn declare_topology(settings: &Settings, shutdown: &CancellationToken) -> anyhow::Result<()> {
-    let Some(conn) = connect_with_retry(&settings.broker, shutdown).await else {
-        return Ok(());
-    };
-    let declared = async {
-        let channel = conn.create_channel().await?;
-        topology::declare(&channel, settings.broker.queue_type).await?;
-        let _ = channel.close(200, "declared".into()).await;
-        anyhow::Ok(())
-    }
-    .await;
-    let _ = conn.close(200, "topology declared".into()).await;
-    declared?;
-    tracing::info!(
-        queue_type = settings.broker.queue_type.as_str(),
-        "topology declared"
-    );
-    Ok(())
 }

@@ -4,9 +4,8 @@
 //! dead-lettered to `failed.<queue>` with "unknown task … no handler registered" rather than
 //! acknowledged or left to pile up.
 
-use shopfds_broker::{Registry, Worker};
+use shopfds_broker::{Registry, service};
 use shopfds_store::Store;
-use shopfds_telemetry::ops;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -45,19 +44,16 @@ impl Application {
     /// Consumes until `shutdown` fires, then drains running tasks within the grace period.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let registry = self.registry();
-        let readiness = shopfds_broker::ops::readiness(&self.store, &self.settings.broker);
-        let ops_server = tokio::spawn(ops::serve(self.ops_listener, readiness, shutdown.clone()));
-        let worker = Worker::new(
-            self.settings.broker,
-            self.settings.worker,
+        let s = self.settings;
+        service::run_worker(
+            self.ops_listener,
+            s.broker,
+            s.worker,
             registry,
-            self.store.clone(),
-        );
-        let outcome = worker.run(shutdown.clone()).await;
-        shutdown.cancel();
-        let _ = ops_server.await;
-        self.store.close().await;
-        outcome?;
+            self.store,
+            shutdown,
+        )
+        .await?;
         tracing::info!("report-worker stopped");
         Ok(())
     }
