@@ -9,6 +9,8 @@ use shopfds_broker::settings::env_parse;
 use shopfds_store::DatabaseSettings;
 use shopfds_telemetry::TelemetrySettings;
 
+use crate::fds::FdsSettings;
+
 pub const SERVICE: &str = "order-api";
 
 #[derive(Debug, Clone)]
@@ -19,6 +21,7 @@ pub struct Settings {
     pub broker: BrokerSettings,
     pub telemetry: TelemetrySettings,
     pub relay: RelaySettings,
+    pub fds: FdsSettings,
     /// `REQUEST_TIMEOUT_SECS` (default 10): a request taking longer is answered 408.
     pub request_timeout: Duration,
     /// `SHUTDOWN_GRACE_SECS` (default 30): after SIGTERM, how long in-flight requests may take.
@@ -68,6 +71,7 @@ impl Settings {
             broker: BrokerSettings::from_env(SERVICE)?,
             telemetry: TelemetrySettings::from_env(SERVICE)?,
             relay,
+            fds: FdsSettings::from_env()?,
             request_timeout: Duration::from_secs(env_parse("REQUEST_TIMEOUT_SECS", 10)?),
             shutdown_grace: Duration::from_secs(env_parse("SHUTDOWN_GRACE_SECS", 30)?),
         })

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod fds;
 pub mod relay;
 pub mod routes;
 pub mod startup;

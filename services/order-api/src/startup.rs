@@ -14,12 +14,14 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::config::Settings;
+use crate::fds::FdsClient;
 use crate::{relay, routes};
 
 /// What handlers share.
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
+    pub fds: FdsClient,
 }
 
 pub struct Application {
@@ -36,9 +38,11 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let store = Store::connect(&settings.database).await?;
         let listener = TcpListener::bind(settings.http_addr).await?;
+        let fds = FdsClient::new(settings.fds.clone())?;
         let router = router(
             AppState {
                 store: store.clone(),
+                fds,
             },
             &settings,
         );

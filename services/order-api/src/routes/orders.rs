@@ -62,10 +62,12 @@ pub async fn create(
         task_ids.insert(msg.task().to_owned(), Value::String(msg.id().to_owned()));
     }
 
-    // Scoring by fds-worker is not wired yet: the order is accepted unscored (fds: null) and is
-    // picked up by the batch evaluation of unscored transactions.
-    let status = "accepted";
-    let fds = Value::Null;
+    let verdict = state
+        .fds
+        .score(&order_id.to_string(), &order, client_ip)
+        .await;
+    let status = verdict.order_status();
+    let fds = verdict.json;
     let req = &order.request;
     let response = json!({
         "order_id": order_id,

@@ -79,6 +79,8 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     };
     settings.broker = fast_reconnect(BrokerSettings::with_url(broker_url, "order-api-test"));
     settings.relay.poll_interval = Duration::from_millis(200);
+    // No fds-worker listens here: every order gets the fallback decision.
+    settings.fds.url = format!("http://127.0.0.1:{}", shopfds_testkit::free_port());
 
     let app = Application::build(settings)
         .await

@@ -18,7 +18,11 @@ async fn an_order_is_confirmed_by_email_end_to_end() {
     assert_eq!(resp.status(), 201);
     let body: Value = resp.json().await.unwrap();
     let order_id = body["order_id"].as_str().unwrap().to_owned();
-    assert_eq!(body["status"], "accepted");
+    // fds-worker is not running in this test: the configured fallback (REVIEW) applies.
+    assert_eq!(body["status"], "review");
+    assert_eq!(body["fds"]["decision"], "REVIEW");
+    assert_eq!(body["fds"]["source"], "fallback");
+    assert_eq!(body["fds"]["reasons"][0]["rule_id"], "fds.unavailable");
     assert_eq!(body["total"], 90000);
     assert_eq!(body["currency"], "KRW");
     let task_id = body["tasks"]["send_order_confirmation_email"]
@@ -67,6 +71,8 @@ async fn an_order_is_confirmed_by_email_end_to_end() {
         task_id.as_str()
     );
     assert_eq!(order["client_ip"], "203.0.113.7");
+    assert_eq!(order["status"], "review");
+    assert_eq!(order["fds"]["source"], "fallback");
     app.stop().await;
 }
 

@@ -1,0 +1,175 @@
+//! The synchronous fraud score: one shared gRPC channel to fds-worker, a deadline on every call,
+//! and a configured fallback decision when fds-worker does not answer in time. An order is never
+//! refused because scoring is down; it is flagged (`fds.source = "fallback"`) and left unscored
+//! for the batch evaluation.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::{Value, json};
+use shopfds_broker::settings::env_parse;
+use shopfds_protocol::grpc::{Decision, FraudDetectionClient, Item, ScoreRequest};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::domain::ValidOrder;
+
+#[derive(Debug, Clone)]
+pub struct FdsSettings {
+    /// `FDS_GRPC_URL`, default `http://127.0.0.1:50051`.
+    pub url: String,
+    /// `FDS_TIMEOUT_MS`, default 100: the deadline of one Score call.
+    pub timeout: Duration,
+    /// `FDS_FALLBACK_DECISION`: `APPROVE`, `REVIEW` (default) or `BLOCK`.
+    pub fallback: Decision,
+}
+
+impl FdsSettings {
+    pub fn from_env() -> anyhow::Result<Self> {
+        let fallback =
+            std::env::var("FDS_FALLBACK_DECISION").unwrap_or_else(|_| "REVIEW".to_owned());
+        let fallback = match fallback.trim().to_ascii_uppercase().as_str() {
+            "APPROVE" => Decision::Approve,
+            "REVIEW" | "" => Decision::Review,
+            "BLOCK" => Decision::Block,
+            other => {
+                anyhow::bail!("FDS_FALLBACK_DECISION: {other:?} is not APPROVE, REVIEW or BLOCK")
+            }
+        };
+        Ok(FdsSettings {
+            url: std::env::var("FDS_GRPC_URL")
+                .unwrap_or_else(|_| "http://127.0.0.1:50051".to_owned()),
+            timeout: Duration::from_millis(env_parse("FDS_TIMEOUT_MS", 100)?),
+            fallback,
+        })
+    }
+}
+
+/// The score of one order, as the API answers and stores it.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    pub decision: Decision,
+    /// `{score, decision, reasons, rules_version, source}`.
+    pub json: Value,
+}
+
+impl Verdict {
+    /// The order status a decision gives.
+    pub fn order_status(&self) -> &'static str {
+        match self.decision {
+            Decision::Block => "blocked",
+            Decision::Review => "review",
+            Decision::Approve | Decision::Unspecified => "accepted",
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct FdsClient {
+    client: FraudDetectionClient<Channel>,
+    settings: FdsSettings,
+}
+
+impl FdsClient {
+    /// A lazily connected channel, shared by every request (HTTP/2 multiplexes the calls).
+    pub fn new(settings: FdsSettings) -> anyhow::Result<FdsClient> {
+        let endpoint = Endpoint::from_shared(settings.url.clone())
+            .with_context(|| format!("FDS_GRPC_URL: {:?} is not a URL", settings.url))?
+            .connect_timeout(settings.timeout.max(Duration::from_millis(50)))
+            .tcp_nodelay(true);
+        let client = FraudDetectionClient::new(endpoint.connect_lazy());
+        Ok(FdsClient { client, settings })
+    }
+
+    pub async fn score(&self, order_id: &str, order: &ValidOrder, client_ip: IpAddr) -> Verdict {
+        let mut request = tonic::Request::new(score_request(order_id, order, client_ip));
+        request.set_timeout(self.settings.timeout);
+        let mut client = self.client.clone();
+        let call = tokio::time::timeout(self.settings.timeout, client.score(request)).await;
+        match call {
+            Ok(Ok(response)) => {
+                let r = response.into_inner();
+                let decision = r.decision();
+                Verdict {
+                    decision,
+                    json: json!({
+                        "score": r.score,
+                        "decision": decision_name(decision),
+                        "reasons": r.reasons.iter().map(|x| json!({"rule_id": x.rule_id, "weight": x.weight, "message": x.message})).collect::<Vec<_>>(),
+                        "rules_version": r.rules_version,
+                        "source": "realtime",
+                    }),
+                }
+            }
+            Ok(Err(status)) => self.fallback(&format!(
+                "fds-worker answered {:?}: {}",
+                status.code(),
+                status.message()
+            )),
+            Err(_) => self.fallback(&format!(
+                "no answer from fds-worker within {} ms",
+                self.settings.timeout.as_millis()
+            )),
+        }
+    }
+
+    fn fallback(&self, why: &str) -> Verdict {
+        tracing::warn!(
+            reason = why,
+            decision = decision_name(self.settings.fallback),
+            "fraud score unavailable; fallback decision applied"
+        );
+        Verdict {
+            decision: self.settings.fallback,
+            json: json!({
+                "score": null,
+                "decision": decision_name(self.settings.fallback),
+                "reasons": [{"rule_id": "fds.unavailable", "weight": 0, "message": why}],
+                "rules_version": null,
+                "source": "fallback",
+            }),
+        }
+    }
+}
+
+fn decision_name(d: Decision) -> &'static str {
+    match d {
+        Decision::Approve => "APPROVE",
+        Decision::Review => "REVIEW",
+        Decision::Block => "BLOCK",
+        Decision::Unspecified => "UNSPECIFIED",
+    }
+}
+
+fn score_request(order_id: &str, order: &ValidOrder, client_ip: IpAddr) -> ScoreRequest {
+    let r = &order.request;
+    ScoreRequest {
+        order_id: order_id.to_owned(),
+        customer_id: r.customer.id.clone(),
+        email: r.customer.email.clone(),
+        client_ip: client_ip.to_string(),
+        amount: order.total,
+        currency: r.currency.clone(),
+        items: r
+            .items
+            .iter()
+            .map(|i| Item {
+                sku: i.sku.clone(),
+                name: i.name.clone(),
+                quantity: u32::try_from(i.quantity).unwrap_or(0),
+                unit_price: i.unit_price,
+            })
+            .collect(),
+        shipping_country: r.shipping_address.country.clone(),
+        billing_country: r.billing_country.clone(),
+        card_fingerprint: r.payment.card_fingerprint.clone().unwrap_or_default(),
+        payment_token: r.payment.payment_token.clone().unwrap_or_default(),
+        account_created_at: r
+            .customer
+            .account_created_at
+            .map(|t| prost_types::Timestamp {
+                seconds: t.timestamp(),
+                nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
+            }),
+    }
+}
