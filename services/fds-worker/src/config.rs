@@ -1,6 +1,8 @@
 //! Settings of the fds-worker, from the environment, validated at start.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use shopfds_broker::{BrokerSettings, WorkerSettings};
@@ -15,6 +17,9 @@ pub const DEFAULT_QUEUES: &[&str] = &["fds"];
 /// Tasks running at once unless `WORKER_CONCURRENCY` says otherwise.
 pub const DEFAULT_CONCURRENCY: usize = 4;
 
+/// Score RPCs in progress at once unless `GRPC_CONCURRENCY` says otherwise.
+pub const DEFAULT_GRPC_CONCURRENCY: usize = 256;
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub broker: BrokerSettings,
@@ -23,6 +28,89 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
     /// `OPS_ADDR`: `/healthz`, `/readyz`, `/metrics`. Default `127.0.0.1:9102`.
     pub ops_addr: SocketAddr,
+    pub fds: FdsSettings,
+}
+
+/// The gRPC score server and its rules.
+#[derive(Debug, Clone)]
+pub struct FdsSettings {
+    /// `GRPC_ADDR`: the `fds.v1.FraudDetection` server. Default `127.0.0.1:50051`; port 0 picks one.
+    pub grpc_addr: SocketAddr,
+    /// `GRPC_CONCURRENCY`: RPCs served at once across all connections (more wait). Default 256.
+    pub grpc_concurrency: usize,
+    /// `FDS_RULES_PATH`: the rules file (TOML); unset or empty: the built-in defaults.
+    pub rules_path: Option<PathBuf>,
+    /// `FDS_RULES_RELOAD_SECS`: how often the rules file is checked for changes. Default 5.
+    pub rules_reload: Duration,
+    /// `FDS_VELOCITY_TIMEOUT_MS`: the velocity query's budget on the Score path; past it the
+    /// velocity rules are skipped for that order. Default 50.
+    pub velocity_timeout: Duration,
+    /// `FDS_RESULTS_BUFFER`: decisions waiting for the background writer; beyond it new ones are
+    /// dropped (and counted) rather than slowing Score. Default 10000.
+    pub results_buffer: usize,
+}
+
+impl Default for FdsSettings {
+    fn default() -> Self {
+        FdsSettings {
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            grpc_concurrency: DEFAULT_GRPC_CONCURRENCY,
+            rules_path: None,
+            rules_reload: Duration::from_secs(5),
+            velocity_timeout: Duration::from_millis(50),
+            results_buffer: 10_000,
+        }
+    }
+}
+
+impl FdsSettings {
+    pub fn from_env() -> anyhow::Result<Self> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// From any variable source (tests pass a map).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        let defaults = FdsSettings::default();
+        let var = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let grpc_addr = match var("GRPC_ADDR") {
+            Some(v) => v
+                .trim()
+                .parse()
+                .with_context(|| format!("GRPC_ADDR: {v:?} is not host:port"))?,
+            None => defaults.grpc_addr,
+        };
+        let positive = |name: &str, default: u64| -> anyhow::Result<u64> {
+            match var(name) {
+                Some(v) => match v.trim().parse::<u64>() {
+                    Ok(n) if n > 0 => Ok(n),
+                    _ => anyhow::bail!("{name}: {v:?} is not a positive integer"),
+                },
+                None => Ok(default),
+            }
+        };
+        Ok(FdsSettings {
+            grpc_addr,
+            grpc_concurrency: usize::try_from(positive(
+                "GRPC_CONCURRENCY",
+                defaults.grpc_concurrency as u64,
+            )?)
+            .context("GRPC_CONCURRENCY: too large")?,
+            rules_path: var("FDS_RULES_PATH").map(PathBuf::from),
+            rules_reload: Duration::from_secs(positive(
+                "FDS_RULES_RELOAD_SECS",
+                defaults.rules_reload.as_secs(),
+            )?),
+            velocity_timeout: Duration::from_millis(positive(
+                "FDS_VELOCITY_TIMEOUT_MS",
+                defaults.velocity_timeout.as_millis() as u64,
+            )?),
+            results_buffer: usize::try_from(positive(
+                "FDS_RESULTS_BUFFER",
+                defaults.results_buffer as u64,
+            )?)
+            .context("FDS_RESULTS_BUFFER: too large")?,
+        })
+    }
 }
 
 impl Settings {
@@ -36,6 +124,7 @@ impl Settings {
             ops_addr: ops_addr
                 .parse()
                 .with_context(|| format!("OPS_ADDR: {ops_addr:?} is not host:port"))?,
+            fds: FdsSettings::from_env()?,
         })
     }
 }

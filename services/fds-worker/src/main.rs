@@ -1,4 +1,4 @@
-//! fds-worker: consumes queue `fds` (no task handlers yet: messages are dead-lettered).
+//! fds-worker: the fds.v1.FraudDetection gRPC score server and the consumer of queue `fds`.
 
 use fds_worker::{Application, Settings};
 
@@ -8,6 +8,10 @@ async fn main() -> anyhow::Result<()> {
     let _telemetry = shopfds_telemetry::init(&settings.telemetry)?;
     let shutdown = shopfds_telemetry::ops::shutdown_on_signal();
     let app = Application::build(settings).await?;
-    tracing::info!(ops_port = app.ops_port(), "fds-worker started");
+    tracing::info!(
+        ops_port = app.ops_port(),
+        grpc_port = app.grpc_port(),
+        "fds-worker started"
+    );
     app.run_until_stopped(shutdown).await
 }

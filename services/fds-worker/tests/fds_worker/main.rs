@@ -11,7 +11,11 @@ const BIN: &str = env!("CARGO_BIN_EXE_fds-worker");
 
 #[tokio::test]
 async fn serves_ops_declares_topology_dead_letters_unknown_tasks_and_stops_on_sigterm() {
-    let mut service = TestService::spawn(BIN, &[]).await.unwrap();
+    // Not the default 50051: tests and a developer's running service must not collide.
+    let grpc_addr = format!("127.0.0.1:{}", shopfds_testkit::free_port());
+    let mut service = TestService::spawn(BIN, &[("GRPC_ADDR", grpc_addr)])
+        .await
+        .unwrap();
     assert_operational(&service).await.unwrap();
 
     let conn = service.vhost.connect().await.unwrap();
@@ -46,6 +50,10 @@ async fn an_invalid_variable_is_named_on_stderr_and_the_exit_is_non_zero() {
         ("WORKER_CONCURRENCY", "0"),
         ("OPS_ADDR", "not-an-address"),
         ("DATABASE_URL", "mysql://nope"),
+        ("GRPC_ADDR", "not-an-address"),
+        ("GRPC_CONCURRENCY", "0"),
+        ("FDS_RULES_RELOAD_SECS", "soon"),
+        ("FDS_RULES_PATH", "/nonexistent/rules.toml"),
     ] {
         let (status, stderr) = run_with_env(BIN, &[(variable, value)]).await.unwrap();
         assert!(!status.success(), "{variable}={value} accepted");
