@@ -195,6 +195,8 @@ pub struct TaskContext {
     pub soft_limit: CancellationToken,
     /// The broker says this message was delivered before (to this or another worker).
     pub redelivered: bool,
+    /// The worker's confirmed publisher, for tasks that fan out more work (a group of chunks).
+    pub publisher: Publisher,
 }
 
 impl TaskContext {
@@ -483,6 +485,7 @@ impl Runtime {
             store: self.store.clone(),
             soft_limit: soft_limit.clone(),
             redelivered: delivery.redelivered,
+            publisher: self.publisher.clone(),
         };
         let started = Instant::now();
         let soft_timer = {
