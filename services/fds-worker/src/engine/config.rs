@@ -295,7 +295,7 @@ impl RulesConfig {
     }
 
     /// Upper-case currency codes, lower-case domains without a leading `@` or `.`.
-    fn normalize(&mut self) {
+    pub fn normalize(&mut self) {
         self.amount.currencies = std::mem::take(&mut self.amount.currencies)
             .into_iter()
             .map(|(k, v)| (k.to_ascii_uppercase(), v))

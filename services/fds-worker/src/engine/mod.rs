@@ -107,7 +107,8 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(config: RulesConfig, version: impl Into<String>) -> Engine {
+    pub fn new(mut config: RulesConfig, version: impl Into<String>) -> Engine {
+        config.normalize();
         Engine {
             rules: ArcSwap::from_pointee(ActiveRules {
                 config,
@@ -151,7 +152,8 @@ impl Engine {
     }
 
     /// Puts a new rule set in force at once.
-    pub fn replace_rules(&self, config: RulesConfig, version: impl Into<String>) {
+    pub fn replace_rules(&self, mut config: RulesConfig, version: impl Into<String>) {
+        config.normalize();
         let version = version.into();
         tracing::info!(rules_version = %version, "fraud rules in force");
         self.rules.store(Arc::new(ActiveRules { config, version }));
@@ -162,3 +164,6 @@ impl Engine {
         &self.intel
     }
 }
+
+#[cfg(test)]
+mod tests;

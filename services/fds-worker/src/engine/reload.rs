@@ -29,7 +29,9 @@ fn stamp(path: &std::path::Path) -> Option<Stamp> {
 
 /// Polls `path` every `every` until `shutdown`, swapping valid new rules into `engine`.
 ///
-/// The file as it is now is taken as already loaded (the caller built `engine` from it).
+/// The first poll reads the file once whatever its stamp, so a change made between building
+/// `engine` and starting the watcher is not missed; the version hash keeps an unchanged file
+/// from being swapped in again.
 pub fn watch_rules(
     engine: Arc<Engine>,
     path: PathBuf,
@@ -37,7 +39,8 @@ pub fn watch_rules(
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut seen = stamp(&path);
+        // `None`: not looked at yet.
+        let mut seen: Option<Option<Stamp>> = None;
         let mut ticker = tokio::time::interval(every.max(Duration::from_millis(10)));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await;
@@ -47,10 +50,10 @@ pub fn watch_rules(
                 _ = ticker.tick() => {}
             }
             let now = stamp(&path);
-            if now == seen {
+            if seen == Some(now) {
                 continue;
             }
-            seen = now;
+            seen = Some(now);
             let loaded = {
                 let path = path.clone();
                 tokio::task::spawn_blocking(move || RulesConfig::load(&path)).await
