@@ -43,11 +43,23 @@ pub async fn create(
         .unwrap_or(peer.ip());
 
     let order_id = Uuid::new_v4();
+    let verdict = state
+        .fds
+        .score(&order_id.to_string(), &order, client_ip)
+        .await;
+    let status = verdict.order_status();
+    let fds = verdict.json;
+
     // The order's tasks, each a Celery message, the way a Python producer would send them.
-    let planned = [TaskMessage::new(
-        tasks::SEND_ORDER_CONFIRMATION_EMAIL,
-        OrderTask { order_id }.to_kwargs(),
-    )];
+    // A blocked order starts none of them.
+    let planned: Vec<TaskMessage> = if status == "blocked" {
+        Vec::new()
+    } else {
+        vec![TaskMessage::new(
+            tasks::SEND_ORDER_CONFIRMATION_EMAIL,
+            OrderTask { order_id }.to_kwargs(),
+        )]
+    };
     let mut outbox = Vec::with_capacity(planned.len());
     let mut pending = Vec::with_capacity(planned.len());
     let mut task_ids = Map::new();
@@ -62,12 +74,6 @@ pub async fn create(
         task_ids.insert(msg.task().to_owned(), Value::String(msg.id().to_owned()));
     }
 
-    let verdict = state
-        .fds
-        .score(&order_id.to_string(), &order, client_ip)
-        .await;
-    let status = verdict.order_status();
-    let fds = verdict.json;
     let req = &order.request;
     let response = json!({
         "order_id": order_id,

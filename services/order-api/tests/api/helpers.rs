@@ -22,6 +22,9 @@ pub struct Options {
     pub broker_starts_down: bool,
     /// order-api reaches PostgreSQL through a proxy the test can cut.
     pub database_behind_proxy: bool,
+    /// Run fds-worker (its gRPC score server) too; otherwise nothing answers and the fallback
+    /// decision applies.
+    pub fds_worker: bool,
 }
 
 pub struct TestApp {
@@ -79,15 +82,35 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     };
     settings.broker = fast_reconnect(BrokerSettings::with_url(broker_url, "order-api-test"));
     settings.relay.poll_interval = Duration::from_millis(200);
-    // No fds-worker listens here: every order gets the fallback decision.
-    settings.fds.url = format!("http://127.0.0.1:{}", shopfds_testkit::free_port());
+    let shutdown = CancellationToken::new();
+    let mut handles = Vec::new();
+    if options.fds_worker {
+        let mut fds = fds_worker::Settings::from_env().expect("fds-worker settings");
+        fds.broker = fast_reconnect(BrokerSettings::with_url(
+            vhost.amqp_url(),
+            "fds-worker-test",
+        ));
+        fds.database = DatabaseSettings::with_url(db.url());
+        fds.ops_addr = "127.0.0.1:0".parse().expect("addr");
+        fds.fds.grpc_addr = "127.0.0.1:0".parse().expect("addr");
+        fds.worker.shutdown_grace = Duration::from_secs(5);
+        let fds = fds_worker::Application::build(fds)
+            .await
+            .expect("fds-worker builds");
+        settings.fds.url = format!("http://127.0.0.1:{}", fds.grpc_port());
+        // A debug build on a busy 2-core machine: the deadline is about scheduling, not speed.
+        settings.fds.timeout = Duration::from_secs(2);
+        handles.push(tokio::spawn(fds.run_until_stopped(shutdown.clone())));
+    } else {
+        // No fds-worker listens here: every order gets the fallback decision.
+        settings.fds.url = format!("http://127.0.0.1:{}", shopfds_testkit::free_port());
+    }
 
     let app = Application::build(settings)
         .await
         .expect("order-api builds");
     let address = format!("http://127.0.0.1:{}", app.port());
-    let shutdown = CancellationToken::new();
-    let mut handles = vec![tokio::spawn(app.run_until_stopped(shutdown.clone()))];
+    handles.push(tokio::spawn(app.run_until_stopped(shutdown.clone())));
 
     // The worker always reaches the broker directly: only the relay's path is cut.
     let mut worker = email_worker::Settings::from_env().expect("email-worker settings");

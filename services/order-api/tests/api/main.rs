@@ -254,3 +254,72 @@ async fn health_readiness_and_metrics_are_served() {
     assert!(metrics.contains("route=\"/v1/orders\""), "{metrics}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn fds_worker_scores_orders_approve_review_and_block_with_their_reasons() {
+    let app = spawn_app_with(Options {
+        fds_worker: true,
+        ..Options::default()
+    })
+    .await;
+
+    // The design's example: a small domestic order from an established account.
+    let resp = app.post_order(&sample_order()).await;
+    assert_eq!(resp.status(), 201);
+    let approve: Value = resp.json().await.unwrap();
+    assert_eq!(approve["status"], "accepted", "{approve}");
+    assert_eq!(approve["fds"]["decision"], "APPROVE");
+    assert_eq!(approve["fds"]["source"], "realtime");
+    assert!(approve["tasks"]["send_order_confirmation_email"].is_string());
+
+    // ₩6,000,000: over the high-amount threshold alone → REVIEW.
+    let mut large = sample_order();
+    large["customer"]["id"] = json!("c-2002");
+    large["items"] =
+        json!([{"sku": "TV-77", "name": "OLED TV", "quantity": 1, "unit_price": 6_000_000}]);
+    let review: Value = app.post_order(&large).await.json().await.unwrap();
+    assert_eq!(review["status"], "review", "{review}");
+    assert_eq!(review["fds"]["decision"], "REVIEW");
+    let rules = |v: &Value| -> Vec<String> {
+        v["fds"]["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["rule_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert!(
+        rules(&review).iter().any(|r| r.starts_with("amount.")),
+        "{review}"
+    );
+
+    // The same amount from a day-old account, billed abroad → BLOCK, and no task starts.
+    let mut risky = large.clone();
+    risky["customer"]["id"] = json!("c-3003");
+    risky["customer"]["account_created_at"] =
+        json!((chrono::Utc::now() - chrono::Duration::days(1)).to_rfc3339());
+    risky["billing_country"] = json!("US");
+    let block: Value = app.post_order(&risky).await.json().await.unwrap();
+    assert_eq!(block["status"], "blocked", "{block}");
+    assert_eq!(block["fds"]["decision"], "BLOCK");
+    let fired = rules(&block);
+    assert!(fired.contains(&"country.mismatch".to_owned()), "{block}");
+    assert!(
+        fired.contains(&"account.new_large_order".to_owned()),
+        "{block}"
+    );
+    assert_eq!(block["tasks"], json!({}));
+    let order_id = block["order_id"].as_str().unwrap();
+    let stored: Value = app
+        .get(&format!("/v1/orders/{order_id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stored["status"], "blocked");
+    assert_eq!(stored["fds"]["score"], block["fds"]["score"]);
+
+    // Only the approved and the reviewed order were mailed.
+    app.wait_for_mail(2).await;
+    app.stop().await;
+}
