@@ -1,0 +1,145 @@
+//! `spawn_grpc`: the real fds.v1 server (engine, velocity store, background recorder, health,
+//! reflection) in-process on 127.0.0.1:0 against a fresh, migrated PostgreSQL database.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fds_worker::FraudDetectionService;
+use fds_worker::engine::{Engine, RulesConfig};
+use fds_worker::recorder::ResultRecorder;
+use shopfds_protocol::grpc::{FraudDetectionClient, Item, ScoreRequest};
+use shopfds_store::{DatabaseSettings, FdsResultRecord, Store};
+use shopfds_testkit::init_tracing;
+use shopfds_testkit::pg::TestDatabase;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+/// The server; dropped before its database (field order).
+pub struct TestGrpc {
+    pub channel: Channel,
+    pub client: FraudDetectionClient<Channel>,
+    pub engine: Arc<Engine>,
+    pub store: Store,
+    shutdown: CancellationToken,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+    /// Kept alive for the server; dropped (and the database with it) last.
+    _db: TestDatabase,
+}
+
+pub async fn spawn_grpc(config: RulesConfig) -> TestGrpc {
+    init_tracing();
+    let db = TestDatabase::create().await.unwrap();
+    let store = Store::connect(&DatabaseSettings::with_url(db.url()))
+        .await
+        .unwrap();
+    let engine = Arc::new(Engine::new(config, "test-rules"));
+    let (recorder, _writer) = ResultRecorder::spawn(store.clone(), 1000);
+    let service = FraudDetectionService::new(
+        Arc::clone(&engine),
+        store.clone(),
+        recorder,
+        Duration::from_millis(500),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(fds_worker::grpc::serve(
+        listener,
+        service,
+        64,
+        shutdown.clone(),
+    ));
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    TestGrpc {
+        client: FraudDetectionClient::new(channel.clone()),
+        channel,
+        engine,
+        store,
+        shutdown,
+        server: Some(server),
+        _db: db,
+    }
+}
+
+impl TestGrpc {
+    /// The decisions recorded for `order_id`, once at least `count` are there (5 s deadline).
+    pub async fn recorded(&self, order_id: &str, count: usize) -> Vec<FdsResultRecord> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let rows = self.store.fds_results_for_order(order_id).await.unwrap();
+            if rows.len() >= count {
+                return rows;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{count} fds_results for {order_id} within 5 s, got {rows:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Inserts a stored order placed `minutes_ago` by `customer_id` from `ip` with `card`.
+    pub async fn insert_order(&self, customer_id: &str, ip: &str, card: &str, minutes_ago: i64) {
+        sqlx::query(
+            "INSERT INTO orders (id, customer_id, customer_email, customer_name, currency, total, \
+                                 shipping_address, billing_country, payment, client_ip, status, \
+                                 fds, tasks, created_at) \
+             VALUES ($1, $2, 'v@example.com', 'V', 'KRW', 1000, '{}', 'KR', $3, $4, 'accepted', \
+                     '{}', '{}', now() - make_interval(mins => $5))",
+        )
+        .bind(uuid::Uuid::new_v4())
+        .bind(customer_id)
+        .bind(serde_json::json!({ "method": "card", "card_fingerprint": card }))
+        .bind(ip)
+        .bind(i32::try_from(minutes_ago).unwrap())
+        .execute(self.store.pool())
+        .await
+        .unwrap();
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            server.await.unwrap().unwrap();
+        }
+    }
+}
+
+impl Drop for TestGrpc {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// An order no built-in rule objects to.
+pub fn plain_request(order_id: &str) -> ScoreRequest {
+    ScoreRequest {
+        order_id: order_id.to_owned(),
+        customer_id: format!("c-{order_id}"),
+        email: "minsu.kim@example.com".into(),
+        client_ip: "203.0.113.7".into(),
+        amount: 90_000,
+        currency: "KRW".into(),
+        items: vec![Item {
+            sku: "KB-101".into(),
+            name: "무선 키보드".into(),
+            quantity: 2,
+            unit_price: 45_000,
+        }],
+        shipping_country: "KR".into(),
+        billing_country: "KR".into(),
+        card_fingerprint: format!("fp-{order_id}"),
+        payment_token: "tok_1".into(),
+        account_created_at: Some(prost_types::Timestamp {
+            seconds: 1_700_000_000,
+            nanos: 0,
+        }),
+    }
+}
