@@ -6,10 +6,13 @@
 //! - [`outbox`]: the relay step that publishes outbox rows and marks them sent after the confirm;
 //! - [`results`]: the Celery-style result store behind `GET /v1/tasks/{id}`;
 //! - [`once`]: once-only side effects, keyed by task id or a business key;
-//! - `fds`: fraud decisions (`fds_results`) and the velocity counts of the fraud rules.
+//! - `fds`: fraud decisions (`fds_results`) and the velocity counts of the fraud rules;
+//! - [`fds_batch`]: the batch re-evaluation's reads and writes (inside a once-only transaction)
+//!   and the stored versions of the threat-intelligence feed.
 
 pub mod error;
 mod fds;
+pub mod fds_batch;
 pub mod once;
 pub mod orders;
 pub mod outbox;
@@ -23,6 +26,7 @@ pub use error::StoreError;
 pub use fds::{
     FdsDecision, FdsResultRecord, FdsSource, NewFdsResult, VelocityCounts, VelocityQuery,
 };
+pub use fds_batch::{OrderToEvaluate, SavedThreatIntel, ThreatIntelRecord};
 pub use once::OnceGuard;
 pub use orders::{
     CreateOutcome, IdempotencyRequest, NewOrder, NewOrderItem, OrderRecord, StoredResponse,
