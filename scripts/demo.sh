@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The main job, start to finish: an SMTP server, email-worker and order-api up; one order placed;
-# its confirmation email seen arriving; everything stopped with SIGTERM and checked to exit 0.
+# The main job, start to finish: an SMTP server, fds-worker, email-worker and order-api up; one
+# order placed and scored; its confirmation email seen arriving; everything stopped with SIGTERM
+# and checked to exit 0.
 # Run through `make demo` (which builds and sets up PostgreSQL, RabbitMQ and the Python venv).
 set -euo pipefail
 
@@ -12,10 +13,12 @@ rm -rf "$demo" && mkdir -p "$demo/mail"
 
 http_port="${DEMO_HTTP_PORT:-8080}"
 ops_port="${DEMO_WORKER_OPS_PORT:-9101}"
+fds_ops_port="${DEMO_FDS_OPS_PORT:-9102}"
+grpc_port="${DEMO_GRPC_PORT:-50051}"
 smtp_port="${DEMO_SMTP_PORT:-1025}"
-for port in "$http_port" "$ops_port" "$smtp_port"; do
+for port in "$http_port" "$ops_port" "$fds_ops_port" "$grpc_port" "$smtp_port"; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-        echo "demo: port $port is already in use; set DEMO_HTTP_PORT / DEMO_WORKER_OPS_PORT / DEMO_SMTP_PORT" >&2
+        echo "demo: port $port is already in use; set DEMO_HTTP_PORT / DEMO_WORKER_OPS_PORT / DEMO_FDS_OPS_PORT / DEMO_GRPC_PORT / DEMO_SMTP_PORT" >&2
         exit 1
     fi
 done
@@ -49,18 +52,24 @@ PYTHONPATH="$repo/interop/python" "$venv/bin/python" -m aiosmtpd -n -u -l "127.0
 smtp_pid=$!
 pids+=("$smtp_pid")
 
+step "fds-worker (gRPC score on 127.0.0.1:$grpc_port, queue fds; ops on 127.0.0.1:$fds_ops_port)"
+OPS_ADDR="127.0.0.1:$fds_ops_port" GRPC_ADDR="127.0.0.1:$grpc_port" "$bin/fds-worker" >"$demo/fds-worker.log" 2>&1 &
+fds_pid=$!
+pids+=("$fds_pid")
+
 step "email-worker (queues email, default; ops on 127.0.0.1:$ops_port)"
 OPS_ADDR="127.0.0.1:$ops_port" "$bin/email-worker" >"$demo/email-worker.log" 2>&1 &
 worker_pid=$!
 pids+=("$worker_pid")
 
 step "order-api on http://127.0.0.1:$http_port"
-HTTP_ADDR="127.0.0.1:$http_port" "$bin/order-api" >"$demo/order-api.log" 2>&1 &
+HTTP_ADDR="127.0.0.1:$http_port" FDS_GRPC_URL="http://127.0.0.1:$grpc_port" "$bin/order-api" >"$demo/order-api.log" 2>&1 &
 api_pid=$!
 pids+=("$api_pid")
 
 wait_http "http://127.0.0.1:$http_port/readyz" order-api
 wait_http "http://127.0.0.1:$ops_port/readyz" email-worker
+wait_http "http://127.0.0.1:$fds_ops_port/readyz" fds-worker
 echo "ready: $(curl -fsS "http://127.0.0.1:$http_port/readyz")"
 
 step "POST /v1/orders"
@@ -112,7 +121,7 @@ PY
 step "Shutting down with SIGTERM"
 trap - EXIT
 status=0
-for name_pid in "order-api:$api_pid" "email-worker:$worker_pid"; do
+for name_pid in "order-api:$api_pid" "email-worker:$worker_pid" "fds-worker:$fds_pid"; do
     name="${name_pid%%:*}"; pid="${name_pid##*:}"
     kill -TERM "$pid"
     if wait "$pid"; then echo "$name exited 0"; else code=$?; echo "$name exited $code" >&2; status=1; fi
