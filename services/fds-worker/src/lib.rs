@@ -14,6 +14,7 @@ pub mod grpc;
 pub mod metrics;
 pub mod recorder;
 pub mod startup;
+pub mod tasks;
 
 pub use config::{FdsSettings, Settings};
 pub use grpc::FraudDetectionService;

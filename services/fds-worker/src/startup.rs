@@ -2,9 +2,9 @@
 //! server, the background decision writer, the queue worker and the operations endpoints — all
 //! stopped by one cancellation token.
 //!
-//! The worker's registry is empty until this worker's task handlers land, so a message for any
-//! task is dead-lettered to `failed.<queue>` with "unknown task … no handler registered" rather
-//! than acknowledged or left to pile up.
+//! The worker runs the tasks of [`crate::tasks`] (settings from `FDS_BATCH_CHUNK_SIZE`,
+//! `THREAT_INTEL_*`); their threat-intel reloader runs next to it. A message for any other task
+//! is dead-lettered to `failed.<queue>` with "unknown task … no handler registered".
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,6 +31,7 @@ pub struct Application {
     engine: Arc<Engine>,
     ops_listener: TcpListener,
     grpc_listener: TcpListener,
+    tasks: crate::tasks::TasksSettings,
 }
 
 impl Application {
@@ -41,6 +42,7 @@ impl Application {
         let engine =
             Engine::from_path(settings.fds.rules_path.as_deref()).context("FDS_RULES_PATH")?;
         tracing::info!(rules_version = %engine.rules().version, "fraud rules loaded");
+        let tasks = crate::tasks::TasksSettings::from_env()?;
         let store = Store::connect(&settings.database).await?;
         let ops_listener = TcpListener::bind(settings.ops_addr)
             .await
@@ -54,6 +56,7 @@ impl Application {
             engine: Arc::new(engine),
             ops_listener,
             grpc_listener,
+            tasks,
         })
     }
 
@@ -79,7 +82,9 @@ impl Application {
     }
 
     pub fn registry(&self) -> Registry {
-        Registry::new()
+        let mut registry = Registry::new();
+        crate::tasks::register(&mut registry, Arc::clone(&self.engine), self.tasks.clone());
+        registry
     }
 
     /// Serves gRPC and consumes until `shutdown` fires, then drains in-flight RPCs and running
@@ -89,6 +94,12 @@ impl Application {
         let fds = self.settings.fds.clone();
         let readiness = shopfds_broker::ops::readiness(&self.store, &self.settings.broker);
         let ops_server = tokio::spawn(ops::serve(self.ops_listener, readiness, shutdown.clone()));
+        let background = crate::tasks::spawn_background(
+            self.store.clone(),
+            Arc::clone(&self.engine),
+            &self.tasks,
+            shutdown.clone(),
+        );
 
         let watcher = fds.rules_path.clone().map(|path| {
             watch_rules(
@@ -142,6 +153,7 @@ impl Application {
         if let Some(watcher) = watcher {
             let _ = watcher.await;
         }
+        let _ = background.await;
         let _ = ops_server.await;
         self.store.close().await;
         outcome?;
