@@ -119,7 +119,7 @@ impl Settings {
         Ok(Settings {
             broker: BrokerSettings::from_env(SERVICE)?,
             database: DatabaseSettings::from_env()?,
-            worker: WorkerSettings::from_env(SERVICE, DEFAULT_QUEUES, DEFAULT_CONCURRENCY)?,
+            worker: worker_settings()?,
             telemetry: TelemetrySettings::from_env(SERVICE)?,
             ops_addr: ops_addr
                 .parse()
@@ -127,4 +127,16 @@ impl Settings {
             fds: FdsSettings::from_env()?,
         })
     }
+}
+
+/// The seed's prefetch table: 2–4 for batch FDS (short tasks, throughput), so the multiplier
+/// defaults to 2 here unless `WORKER_PREFETCH_MULTIPLIER` is set.
+fn worker_settings() -> anyhow::Result<WorkerSettings> {
+    let mut worker = WorkerSettings::from_env(SERVICE, DEFAULT_QUEUES, DEFAULT_CONCURRENCY)?;
+    if std::env::var("WORKER_PREFETCH_MULTIPLIER").is_err() {
+        for queue in &mut worker.queues {
+            queue.prefetch_multiplier = 2;
+        }
+    }
+    Ok(worker)
 }

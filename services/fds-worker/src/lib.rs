@@ -5,8 +5,8 @@
 //! - [`engine`]: the rule engine ([`engine::Engine::assess`]), its hot-reloaded rules file and
 //!   the run-time threat intelligence, usable from the queue tasks too;
 //! - [`recorder`]: every decision written to `fds_results` in the background;
-//! - the worker of queue `fds`, with an empty registry until its task handlers land (messages
-//!   are dead-lettered as unknown tasks).
+//! - [`tasks`]: the worker of queue `fds`: `evaluate_transaction`, `batch_fds_evaluation` (the
+//!   nightly batch, fanned out as a group of chunks) and `update_threat_intelligence`.
 
 pub mod config;
 pub mod engine;

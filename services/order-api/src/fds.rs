@@ -1,7 +1,7 @@
 //! The synchronous fraud score: one shared gRPC channel to fds-worker, a deadline on every call,
 //! and a configured fallback decision when fds-worker does not answer in time. An order is never
-//! refused because scoring is down; it is flagged (`fds.source = "fallback"`) and left unscored
-//! for the batch evaluation.
+//! refused because scoring is down; it is flagged (`fds.source = "fallback"`) and an
+//! `evaluate_transaction` task is queued, which fds-worker runs when it is back.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -49,6 +49,8 @@ impl FdsSettings {
 #[derive(Debug, Clone)]
 pub struct Verdict {
     pub decision: Decision,
+    /// fds-worker did not answer: the configured fallback decided.
+    pub fallback: bool,
     /// `{score, decision, reasons, rules_version, source}`.
     pub json: Value,
 }
@@ -92,6 +94,7 @@ impl FdsClient {
                 let decision = r.decision();
                 Verdict {
                     decision,
+                    fallback: false,
                     json: json!({
                         "score": r.score,
                         "decision": decision_name(decision),
@@ -121,6 +124,7 @@ impl FdsClient {
         );
         Verdict {
             decision: self.settings.fallback,
+            fallback: true,
             json: json!({
                 "score": null,
                 "decision": decision_name(self.settings.fallback),

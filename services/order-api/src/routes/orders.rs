@@ -51,15 +51,21 @@ pub async fn create(
     let fds = verdict.json;
 
     // The order's tasks, each a Celery message, the way a Python producer would send them.
-    // A blocked order starts none of them.
-    let planned: Vec<TaskMessage> = if status == "blocked" {
-        Vec::new()
-    } else {
-        vec![TaskMessage::new(
+    // A blocked order is not confirmed; an order the fallback decided is scored again later,
+    // by whichever fds-worker takes the message once one is up.
+    let mut planned = Vec::with_capacity(2);
+    if status != "blocked" {
+        planned.push(TaskMessage::new(
             tasks::SEND_ORDER_CONFIRMATION_EMAIL,
             OrderTask { order_id }.to_kwargs(),
-        )]
-    };
+        ));
+    }
+    if verdict.fallback {
+        planned.push(TaskMessage::new(
+            tasks::EVALUATE_TRANSACTION,
+            OrderTask { order_id }.to_kwargs(),
+        ));
+    }
     let mut outbox = Vec::with_capacity(planned.len());
     let mut pending = Vec::with_capacity(planned.len());
     let mut task_ids = Map::new();

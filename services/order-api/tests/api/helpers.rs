@@ -85,22 +85,11 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     let shutdown = CancellationToken::new();
     let mut handles = Vec::new();
     if options.fds_worker {
-        let mut fds = fds_worker::Settings::from_env().expect("fds-worker settings");
-        fds.broker = fast_reconnect(BrokerSettings::with_url(
-            vhost.amqp_url(),
-            "fds-worker-test",
-        ));
-        fds.database = DatabaseSettings::with_url(db.url());
-        fds.ops_addr = "127.0.0.1:0".parse().expect("addr");
-        fds.fds.grpc_addr = "127.0.0.1:0".parse().expect("addr");
-        fds.worker.shutdown_grace = Duration::from_secs(5);
-        let fds = fds_worker::Application::build(fds)
-            .await
-            .expect("fds-worker builds");
-        settings.fds.url = format!("http://127.0.0.1:{}", fds.grpc_port());
+        let (grpc_port, handle) = spawn_fds_worker(&vhost, &db, &shutdown).await;
+        settings.fds.url = format!("http://127.0.0.1:{grpc_port}");
         // A debug build on a busy 2-core machine: the deadline is about scheduling, not speed.
         settings.fds.timeout = Duration::from_secs(2);
-        handles.push(tokio::spawn(fds.run_until_stopped(shutdown.clone())));
+        handles.push(handle);
     } else {
         // No fds-worker listens here: every order gets the fallback decision.
         settings.fds.url = format!("http://127.0.0.1:{}", shopfds_testkit::free_port());
@@ -139,6 +128,28 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         _vhost: vhost,
         _db: db,
     }
+}
+
+/// fds-worker (gRPC score server and the `fds` queue) on the test's vhost and database.
+async fn spawn_fds_worker(
+    vhost: &TestVhost,
+    db: &TestDatabase,
+    shutdown: &CancellationToken,
+) -> (u16, JoinHandle<anyhow::Result<()>>) {
+    let mut fds = fds_worker::Settings::from_env().expect("fds-worker settings");
+    fds.broker = fast_reconnect(BrokerSettings::with_url(
+        vhost.amqp_url(),
+        "fds-worker-test",
+    ));
+    fds.database = DatabaseSettings::with_url(db.url());
+    fds.ops_addr = "127.0.0.1:0".parse().expect("addr");
+    fds.fds.grpc_addr = "127.0.0.1:0".parse().expect("addr");
+    fds.worker.shutdown_grace = Duration::from_secs(5);
+    let fds = fds_worker::Application::build(fds)
+        .await
+        .expect("fds-worker builds");
+    let port = fds.grpc_port();
+    (port, tokio::spawn(fds.run_until_stopped(shutdown.clone())))
 }
 
 fn fast_reconnect(mut broker: BrokerSettings) -> BrokerSettings {
@@ -207,6 +218,12 @@ impl TestApp {
 
     pub async fn order_count(&self) -> i64 {
         sqlx_count(&self.store, "SELECT count(*) FROM orders").await
+    }
+
+    /// Starts fds-worker now (its queue consumer picks up the evaluations queued meanwhile).
+    pub async fn start_fds_worker(&mut self) {
+        let (_, handle) = spawn_fds_worker(&self._vhost, &self._db, &self.shutdown).await;
+        self.handles.push(handle);
     }
 
     pub async fn stop(self) {

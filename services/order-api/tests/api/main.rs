@@ -96,7 +96,8 @@ async fn orders_are_accepted_while_the_broker_is_down_and_mailed_once_it_is_back
         .unwrap()
         .to_owned();
 
-    // The task waits in the outbox, PENDING, and no mail goes out.
+    // The tasks (the mail, and the evaluation queued by the FDS fallback) wait in the outbox,
+    // PENDING, and no mail goes out.
     let task: Value = app
         .get(&format!("/v1/tasks/{task_id}"))
         .await
@@ -104,7 +105,9 @@ async fn orders_are_accepted_while_the_broker_is_down_and_mailed_once_it_is_back
         .await
         .unwrap();
     assert_eq!(task["state"], "PENDING");
-    assert_eq!(app.store.outbox_pending().await.unwrap(), 1);
+    let planned = body["tasks"].as_object().unwrap().len();
+    assert_eq!(planned, 2, "{body}");
+    assert_eq!(app.store.outbox_pending().await.unwrap(), 2);
     assert!(app.smtp.messages().unwrap().is_empty());
 
     // RabbitMQ becomes reachable: the relay reconnects by itself and the mail goes out.
@@ -321,5 +324,43 @@ async fn fds_worker_scores_orders_approve_review_and_block_with_their_reasons() 
 
     // Only the approved and the reviewed order were mailed.
     app.wait_for_mail(2).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn with_fds_worker_down_the_fallback_applies_and_the_order_is_evaluated_once_it_is_back() {
+    let mut app = spawn_app().await;
+
+    let body: Value = app.post_order(&sample_order()).await.json().await.unwrap();
+    assert_eq!(body["status"], "review", "{body}");
+    assert_eq!(body["fds"]["source"], "fallback");
+    let order_id = body["order_id"].as_str().unwrap().to_owned();
+    let evaluation = body["tasks"]["evaluate_transaction"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let task: Value = app
+        .get(&format!("/v1/tasks/{evaluation}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(task["queue"], "fds");
+
+    // fds-worker comes up and takes the queued evaluation: the order gets its real decision.
+    app.start_fds_worker().await;
+    let task = app
+        .wait_for_task_state(&evaluation, "SUCCESS", Duration::from_secs(30))
+        .await;
+    assert_eq!(task["result"]["decision"], "APPROVE", "{task}");
+    let order: Value = app
+        .get(&format!("/v1/orders/{order_id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(order["status"], "accepted", "{order}");
+    assert_eq!(order["fds"]["source"], "batch");
+    assert_eq!(order["fds"]["decision"], "APPROVE");
     app.stop().await;
 }
