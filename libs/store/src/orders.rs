@@ -189,6 +189,29 @@ impl Store {
         }
     }
 
+    /// What `create_order` would answer for this key right now without writing anything:
+    /// `Some(Replayed)` or `Some(KeyConflict)` when the key was used, `None` when it is free.
+    /// A cheap check before work that should not run for a replay (scoring the order); the
+    /// transaction in `create_order` still decides races.
+    pub async fn idempotent_outcome(&self, idem: &IdempotencyRequest) -> Result<Option<CreateOutcome>, StoreError> {
+        let existing = sqlx::query_as::<_, IdempotencyRow>(
+            "SELECT request_hash, response_status, response_body FROM idempotency_keys WHERE key = $1",
+        )
+        .bind(&idem.key)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(existing.map(|row| {
+            if row.request_hash != idem.request_hash {
+                return CreateOutcome::KeyConflict;
+            }
+            match (row.response_status.and_then(|s| u16::try_from(s).ok()), row.response_body) {
+                (Some(status), Some(body)) => CreateOutcome::Replayed(StoredResponse { status, body }),
+                // A half-stored row cannot be replayed; let create_order report it.
+                _ => CreateOutcome::KeyConflict,
+            }
+        }))
+    }
+
     pub async fn get_order(&self, id: Uuid) -> Result<Option<OrderRecord>, StoreError> {
         let Some(row) = sqlx::query_as::<_, OrderRow>(
             "SELECT id, customer_id, customer_email, customer_name, account_created_at, currency, \

@@ -53,6 +53,12 @@ pub async fn run(ctx: TaskContext, mailer: &Mailer) -> Result<Value, TaskError> 
         .await
         .map_err(TaskError::transient)?
         .ok_or_else(|| TaskError::permanent(format!("order {order_id} not found")))?;
+    if order.status == "blocked" {
+        // Fraud detection blocked it (possibly after this message was queued): no confirmation.
+        // Nothing is recorded, so a later unblock and replay still sends it.
+        tracing::info!(%order_id, "order blocked; no confirmation sent");
+        return Ok(json!({"status": "not_sent", "reason": "order blocked by fraud detection"}));
+    }
     let mail = confirmation(&order);
     let message_id = mailer
         .send(

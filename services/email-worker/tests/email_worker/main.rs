@@ -240,3 +240,19 @@ async fn the_binary_serves_health_and_readiness_and_exits_cleanly_on_sigterm() {
     assert!(status.success(), "exit {status}: {}", child.describe());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_blocked_order_is_not_confirmed() {
+    let app = spawn_email_worker().await;
+    shopfds_store::sqlx::query("UPDATE orders SET status = 'blocked' WHERE id = $1")
+        .bind(app.order_id)
+        .execute(app.store.pool())
+        .await
+        .unwrap();
+    let msg = TaskMessage::new(SEND_ORDER_CONFIRMATION_EMAIL, app.order_kwargs());
+    app.publish(&Outgoing::task(&msg, "email")).await;
+
+    let record = app.wait_for_state(msg.id(), TaskState::Success).await;
+    assert_eq!(record.result.unwrap()["status"], "not_sent");
+    assert!(app.smtp.messages().unwrap().is_empty());
+}

@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use shopfds_broker::Outgoing;
 use shopfds_protocol::payloads::OrderTask;
-use shopfds_protocol::{TaskArgs, TaskMessage, tasks};
+use shopfds_protocol::{Signature, TaskArgs, TaskMessage, tasks};
 use shopfds_store::{
     CreateOutcome, IdempotencyRequest, NewOrder, NewOrderItem, OrderRecord, OutboxMessage,
     PendingTask, StoredResponse,
@@ -42,6 +42,13 @@ pub async fn create(
         .or_else(|| forwarded_for(&headers))
         .unwrap_or(peer.ip());
 
+    // A replay is answered before the order is scored again.
+    if let Some(idem) = &idempotency
+        && let Some(outcome) = state.store.idempotent_outcome(idem).await?
+    {
+        return answer(outcome, None);
+    }
+
     let order_id = Uuid::new_v4();
     let verdict = state
         .fds
@@ -51,27 +58,40 @@ pub async fn create(
     let fds = verdict.json;
 
     // The order's tasks, each a Celery message, the way a Python producer would send them.
-    // A blocked order is not confirmed; an order the fallback decided is scored again later,
-    // by whichever fds-worker takes the message once one is up.
-    let mut planned = Vec::with_capacity(2);
-    if status != "blocked" {
-        planned.push(TaskMessage::new(
-            tasks::SEND_ORDER_CONFIRMATION_EMAIL,
-            OrderTask { order_id }.to_kwargs(),
-        ));
-    }
+    // Scored in real time: the confirmation goes out unless the order is blocked. Decided by
+    // the fallback: the order is evaluated first, when an fds-worker is up, and the
+    // confirmation follows as the next link of that chain (the mail task skips a blocked order).
+    let confirmation = TaskMessage::new(
+        tasks::SEND_ORDER_CONFIRMATION_EMAIL,
+        OrderTask { order_id }.to_kwargs(),
+    );
+    let mut planned = Vec::with_capacity(1);
+    let mut chained = Vec::new();
     if verdict.fallback {
-        planned.push(TaskMessage::new(
+        let mut evaluation = TaskMessage::new(
             tasks::EVALUATE_TRANSACTION,
             OrderTask { order_id }.to_kwargs(),
-        ));
+        );
+        let next = Signature::new(confirmation.task(), confirmation.kwargs.clone())
+            .immutable()
+            .with_option("task_id", confirmation.id());
+        evaluation.embed.chain = Some(vec![next]);
+        planned.push(evaluation);
+        chained.push(confirmation);
+    } else if status != "blocked" {
+        planned.push(confirmation);
     }
     let mut outbox = Vec::with_capacity(planned.len());
-    let mut pending = Vec::with_capacity(planned.len());
+    let mut pending = Vec::with_capacity(planned.len() + chained.len());
     let mut task_ids = Map::new();
     for msg in &planned {
+        outbox.push(outbox_message(
+            &Outgoing::task(msg, tasks::queue_for(msg.task())),
+            msg.id(),
+        ));
+    }
+    for msg in planned.iter().chain(&chained) {
         let queue = tasks::queue_for(msg.task());
-        outbox.push(outbox_message(&Outgoing::task(msg, queue), msg.id()));
         pending.push(PendingTask {
             task_id: msg.id().to_owned(),
             name: msg.task().to_owned(),
@@ -120,16 +140,23 @@ pub async fn create(
         status: StatusCode::CREATED.as_u16(),
         body: response,
     };
-    match state
+    let outcome = state
         .store
         .create_order(idempotency.as_ref(), &new_order, &outbox, &pending, &stored)
-        .await?
-    {
-        CreateOutcome::Created => {
-            tracing::info!(%order_id, total = order.total, currency = %req.currency, "order accepted");
+        .await?;
+    if let CreateOutcome::Created = outcome {
+        tracing::info!(%order_id, total = order.total, currency = %req.currency, status, "order accepted");
+    }
+    answer(outcome, Some(stored))
+}
+
+/// The HTTP answer to an order: the new order, the first answer for a replayed key, or 409.
+fn answer(outcome: CreateOutcome, created: Option<StoredResponse>) -> Result<Response, ApiError> {
+    match (outcome, created) {
+        (CreateOutcome::Created, Some(stored)) => {
             Ok((StatusCode::CREATED, Json(stored.body)).into_response())
         }
-        CreateOutcome::Replayed(first) => {
+        (CreateOutcome::Replayed(first), _) => {
             let status = StatusCode::from_u16(first.status).unwrap_or(StatusCode::CREATED);
             let mut response = (status, Json(first.body)).into_response();
             response
@@ -137,7 +164,10 @@ pub async fn create(
                 .insert("idempotent-replayed", HeaderValue::from_static("true"));
             Ok(response)
         }
-        CreateOutcome::KeyConflict => Err(ApiError::IdempotencyConflict),
+        (CreateOutcome::KeyConflict, _) => Err(ApiError::IdempotencyConflict),
+        (CreateOutcome::Created, None) => {
+            Err(ApiError::Internal("created without a response".to_owned()))
+        }
     }
 }
 

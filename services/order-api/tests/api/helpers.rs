@@ -22,9 +22,9 @@ pub struct Options {
     pub broker_starts_down: bool,
     /// order-api reaches PostgreSQL through a proxy the test can cut.
     pub database_behind_proxy: bool,
-    /// Run fds-worker (its gRPC score server) too; otherwise nothing answers and the fallback
-    /// decision applies.
-    pub fds_worker: bool,
+    /// Start without fds-worker: nothing answers Score, the fallback decision applies, and the
+    /// evaluations wait in queue `fds` until `start_fds_worker`.
+    pub fds_down: bool,
 }
 
 pub struct TestApp {
@@ -84,7 +84,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     settings.relay.poll_interval = Duration::from_millis(200);
     let shutdown = CancellationToken::new();
     let mut handles = Vec::new();
-    if options.fds_worker {
+    if !options.fds_down {
         let (grpc_port, handle) = spawn_fds_worker(&vhost, &db, &shutdown).await;
         settings.fds.url = format!("http://127.0.0.1:{grpc_port}");
         // A debug build on a busy 2-core machine: the deadline is about scheduling, not speed.

@@ -18,11 +18,9 @@ async fn an_order_is_confirmed_by_email_end_to_end() {
     assert_eq!(resp.status(), 201);
     let body: Value = resp.json().await.unwrap();
     let order_id = body["order_id"].as_str().unwrap().to_owned();
-    // fds-worker is not running in this test: the configured fallback (REVIEW) applies.
-    assert_eq!(body["status"], "review");
-    assert_eq!(body["fds"]["decision"], "REVIEW");
-    assert_eq!(body["fds"]["source"], "fallback");
-    assert_eq!(body["fds"]["reasons"][0]["rule_id"], "fds.unavailable");
+    assert_eq!(body["status"], "accepted");
+    assert_eq!(body["fds"]["decision"], "APPROVE");
+    assert_eq!(body["fds"]["source"], "realtime");
     assert_eq!(body["total"], 90000);
     assert_eq!(body["currency"], "KRW");
     let task_id = body["tasks"]["send_order_confirmation_email"]
@@ -71,8 +69,8 @@ async fn an_order_is_confirmed_by_email_end_to_end() {
         task_id.as_str()
     );
     assert_eq!(order["client_ip"], "203.0.113.7");
-    assert_eq!(order["status"], "review");
-    assert_eq!(order["fds"]["source"], "fallback");
+    assert_eq!(order["status"], "accepted");
+    assert_eq!(order["fds"]["source"], "realtime");
     app.stop().await;
 }
 
@@ -96,8 +94,7 @@ async fn orders_are_accepted_while_the_broker_is_down_and_mailed_once_it_is_back
         .unwrap()
         .to_owned();
 
-    // The tasks (the mail, and the evaluation queued by the FDS fallback) wait in the outbox,
-    // PENDING, and no mail goes out.
+    // The task waits in the outbox, PENDING, and no mail goes out.
     let task: Value = app
         .get(&format!("/v1/tasks/{task_id}"))
         .await
@@ -105,9 +102,7 @@ async fn orders_are_accepted_while_the_broker_is_down_and_mailed_once_it_is_back
         .await
         .unwrap();
     assert_eq!(task["state"], "PENDING");
-    let planned = body["tasks"].as_object().unwrap().len();
-    assert_eq!(planned, 2, "{body}");
-    assert_eq!(app.store.outbox_pending().await.unwrap(), 2);
+    assert_eq!(app.store.outbox_pending().await.unwrap(), 1);
     assert!(app.smtp.messages().unwrap().is_empty());
 
     // RabbitMQ becomes reachable: the relay reconnects by itself and the mail goes out.
@@ -260,11 +255,7 @@ async fn health_readiness_and_metrics_are_served() {
 
 #[tokio::test]
 async fn fds_worker_scores_orders_approve_review_and_block_with_their_reasons() {
-    let app = spawn_app_with(Options {
-        fds_worker: true,
-        ..Options::default()
-    })
-    .await;
+    let app = spawn_app().await;
 
     // The design's example: a small domestic order from an established account.
     let resp = app.post_order(&sample_order()).await;
@@ -328,14 +319,25 @@ async fn fds_worker_scores_orders_approve_review_and_block_with_their_reasons() 
 }
 
 #[tokio::test]
-async fn with_fds_worker_down_the_fallback_applies_and_the_order_is_evaluated_once_it_is_back() {
-    let mut app = spawn_app().await;
+async fn with_fds_worker_down_the_fallback_applies_and_the_order_is_evaluated_then_confirmed_once_it_is_back()
+ {
+    let mut app = spawn_app_with(Options {
+        fds_down: true,
+        ..Options::default()
+    })
+    .await;
 
     let body: Value = app.post_order(&sample_order()).await.json().await.unwrap();
     assert_eq!(body["status"], "review", "{body}");
+    assert_eq!(body["fds"]["decision"], "REVIEW");
     assert_eq!(body["fds"]["source"], "fallback");
+    assert_eq!(body["fds"]["reasons"][0]["rule_id"], "fds.unavailable");
     let order_id = body["order_id"].as_str().unwrap().to_owned();
     let evaluation = body["tasks"]["evaluate_transaction"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let confirmation = body["tasks"]["send_order_confirmation_email"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -347,7 +349,28 @@ async fn with_fds_worker_down_the_fallback_applies_and_the_order_is_evaluated_on
         .unwrap();
     assert_eq!(task["queue"], "fds");
 
-    // fds-worker comes up and takes the queued evaluation: the order gets its real decision.
+    // fds-worker comes up and takes the queued evaluation: the order gets its real decision,
+    // and only then is the customer mailed (the next link of the chain).
+    // The relay has published the evaluation; the confirmation waits behind it, unsent.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while app.store.outbox_pending().await.unwrap() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the relay did not publish the evaluation"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let waiting: Value = app
+        .get(&format!("/v1/tasks/{confirmation}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(waiting["state"], "PENDING");
+    assert!(
+        app.smtp.messages().unwrap().is_empty(),
+        "no mail before the order is scored"
+    );
     app.start_fds_worker().await;
     let task = app
         .wait_for_task_state(&evaluation, "SUCCESS", Duration::from_secs(30))
@@ -362,5 +385,11 @@ async fn with_fds_worker_down_the_fallback_applies_and_the_order_is_evaluated_on
     assert_eq!(order["status"], "accepted", "{order}");
     assert_eq!(order["fds"]["source"], "batch");
     assert_eq!(order["fds"]["decision"], "APPROVE");
+    app.wait_for_task_state(&confirmation, "SUCCESS", Duration::from_secs(30))
+        .await;
+    assert_eq!(
+        app.wait_for_mail(1).await[0].to,
+        vec!["minsu.kim@example.com".to_owned()]
+    );
     app.stop().await;
 }
