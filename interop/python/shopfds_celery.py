@@ -178,7 +178,7 @@ def register_shipment(self, order_id):
 
 
 @app.task(bind=True, name="batch_fds_evaluation")
-def batch_fds_evaluation(self, transaction_ids=None):
+def batch_fds_evaluation(self, transaction_ids=None, date=None):
     _record(self, self.request.args, self.request.kwargs)
     return {"evaluated": len(transaction_ids or [])}
 

@@ -1,6 +1,6 @@
 //! A service binary under test: started with a RabbitMQ vhost, a PostgreSQL database and an ops
 //! port of its own, and talked to the way an operator would (ops endpoints, queues, signals).
-//! Every service's smoke test uses this instead of its own copy.
+//! The smoke tests of the worker and scheduler binaries use this instead of copies of their own.
 
 use std::path::PathBuf;
 use std::process::{Command, ExitStatus};
