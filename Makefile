@@ -6,7 +6,7 @@ SHELL := /bin/bash
 # Builds are kept outside the clone, so a fresh clone (CI) reuses earlier compilations.
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/shopfds/target
 
-.PHONY: all setup services python build test demo fmt lint clean
+.PHONY: all setup services python build test demo bench fmt lint clean
 
 all: build
 
@@ -26,6 +26,12 @@ test: setup
 
 demo: setup build
 	@scripts/demo.sh
+
+# Score latency (p50…p99.9) and throughput of the in-process fds-worker on loopback, release build;
+# a measurement that prints whether the target was met (BENCH_RATE, BENCH_REQUESTS,
+# BENCH_CONCURRENCY, BENCH_CONNECTIONS tune it; see services/fds-worker/benches/score_load.rs).
+bench: setup
+	cargo bench -p fds-worker --bench score_load
 
 fmt:
 	cargo fmt --all
