@@ -193,7 +193,10 @@ impl Store {
     /// `Some(Replayed)` or `Some(KeyConflict)` when the key was used, `None` when it is free.
     /// A cheap check before work that should not run for a replay (scoring the order); the
     /// transaction in `create_order` still decides races.
-    pub async fn idempotent_outcome(&self, idem: &IdempotencyRequest) -> Result<Option<CreateOutcome>, StoreError> {
+    pub async fn idempotent_outcome(
+        &self,
+        idem: &IdempotencyRequest,
+    ) -> Result<Option<CreateOutcome>, StoreError> {
         let existing = sqlx::query_as::<_, IdempotencyRow>(
             "SELECT request_hash, response_status, response_body FROM idempotency_keys WHERE key = $1",
         )
@@ -204,8 +207,13 @@ impl Store {
             if row.request_hash != idem.request_hash {
                 return CreateOutcome::KeyConflict;
             }
-            match (row.response_status.and_then(|s| u16::try_from(s).ok()), row.response_body) {
-                (Some(status), Some(body)) => CreateOutcome::Replayed(StoredResponse { status, body }),
+            match (
+                row.response_status.and_then(|s| u16::try_from(s).ok()),
+                row.response_body,
+            ) {
+                (Some(status), Some(body)) => {
+                    CreateOutcome::Replayed(StoredResponse { status, body })
+                }
                 // A half-stored row cannot be replayed; let create_order report it.
                 _ => CreateOutcome::KeyConflict,
             }
