@@ -11,7 +11,7 @@ use shopfds_broker::amqp::{json_to_table, table_to_json};
 use shopfds_broker::{
     BrokerError, BrokerSettings, Publisher, QueueType, Registry, Worker, WorkerSettings, topology,
 };
-use shopfds_protocol::TaskState;
+use shopfds_protocol::{TaskMessage, TaskState};
 use shopfds_store::{DatabaseSettings, Store, TaskRecord};
 use shopfds_testkit::pg::TestDatabase;
 use shopfds_testkit::rabbit::TestVhost;
@@ -121,6 +121,15 @@ pub fn start_worker(
 }
 
 impl TestWorker {
+    /// Publishes `msg` to the work queue (confirmed) and hands it back.
+    pub async fn send(&self, msg: TaskMessage) -> TaskMessage {
+        self.publisher
+            .publish(&shopfds_broker::Outgoing::task(&msg, QUEUE))
+            .await
+            .expect("confirmed publish");
+        msg
+    }
+
     /// Publishes bytes as they are, with lapin, to the work queue: for messages our own
     /// publisher would never produce.
     pub async fn publish_raw(&self, content_type: &str, headers: &Map<String, Value>, body: &[u8]) {

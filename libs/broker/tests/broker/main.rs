@@ -196,11 +196,7 @@ async fn hostile_messages_are_dead_lettered_with_a_reason_and_the_worker_keeps_s
     let typed_record = tw.wait_for_state(typed.id(), TaskState::Failure).await;
     assert_eq!(typed_record.error.unwrap()["exc_type"], "PermanentError");
 
-    let valid = TaskMessage::new("probe", Map::new());
-    tw.publisher
-        .publish(&Outgoing::task(&valid, QUEUE))
-        .await
-        .unwrap();
+    let valid = tw.send(TaskMessage::new("probe", Map::new())).await;
     let record = tw.wait_for_state(valid.id(), TaskState::Success).await;
     assert_eq!(record.result, Some(json!("ok")));
     // Only the valid message reached the handler of `probe`.
@@ -246,11 +242,12 @@ async fn transient_errors_retry_through_the_broker_with_the_same_id_until_succes
         }
     });
     let tw = spawn_worker(registry).await;
-    let msg = TaskMessage::new("flaky", kwargs(json!({"order_id": "o-1"})));
-    tw.publisher
-        .publish(&Outgoing::task(&msg, QUEUE))
-        .await
-        .unwrap();
+    let msg = tw
+        .send(TaskMessage::new(
+            "flaky",
+            kwargs(json!({"order_id": "o-1"})),
+        ))
+        .await;
 
     let seen = watch_states(&tw.store, msg.id(), TaskState::Success).await;
     let outcomes: Vec<(TaskState, i32)> = seen
@@ -301,11 +298,7 @@ async fn a_sub_second_retry_countdown_is_rounded_up_to_one_second_not_two() {
         }
     });
     let tw = spawn_worker(registry).await;
-    let msg = TaskMessage::new("half_second", Map::new());
-    tw.publisher
-        .publish(&Outgoing::task(&msg, QUEUE))
-        .await
-        .unwrap();
+    let msg = tw.send(TaskMessage::new("half_second", Map::new())).await;
     tw.wait_for_state(msg.id(), TaskState::Success).await;
 
     let runs = attempts(&log);
@@ -329,11 +322,7 @@ async fn exhausted_retries_end_in_failure_and_the_dead_letter_queue() {
         Err(TaskError::transient("SMTP 451 try later"))
     });
     let tw = spawn_worker(registry).await;
-    let msg = TaskMessage::new("always_flaky", Map::new());
-    tw.publisher
-        .publish(&Outgoing::task(&msg, QUEUE))
-        .await
-        .unwrap();
+    let msg = tw.send(TaskMessage::new("always_flaky", Map::new())).await;
 
     let record = tw.wait_for_state(msg.id(), TaskState::Failure).await;
     let error = record.error.unwrap();
@@ -362,11 +351,7 @@ async fn a_permanent_error_goes_straight_to_the_dead_letter_queue() {
         |_| Err(TaskError::permanent("order o-404 not found")),
     );
     let tw = spawn_worker(registry).await;
-    let msg = TaskMessage::new("doomed", Map::new());
-    tw.publisher
-        .publish(&Outgoing::task(&msg, QUEUE))
-        .await
-        .unwrap();
+    let msg = tw.send(TaskMessage::new("doomed", Map::new())).await;
 
     let record = tw.wait_for_state(msg.id(), TaskState::Failure).await;
     assert_eq!(record.retries, 0);
@@ -392,11 +377,7 @@ async fn a_message_whose_worker_stopped_mid_task_is_redelivered_to_the_next_work
         }
     });
     let tw = spawn_worker(stuck).await;
-    let msg = TaskMessage::new("slow", Map::new());
-    tw.publisher
-        .publish(&Outgoing::task(&msg, QUEUE))
-        .await
-        .unwrap();
+    let msg = tw.send(TaskMessage::new("slow", Map::new())).await;
     tokio::time::timeout(WAIT, started_rx.recv())
         .await
         .expect("the handler did not start")
@@ -642,20 +623,12 @@ async fn a_worker_reconnects_by_itself_after_its_connection_is_cut() {
         .replace(":5672/", &format!(":{}/", proxy.port()));
     let _worker = start_worker(&via_proxy, &tw.store, echo, helpers::worker_settings());
 
-    let first = TaskMessage::new("echo", Map::new());
-    tw.publisher
-        .publish(&Outgoing::task(&first, QUEUE))
-        .await
-        .unwrap();
+    let first = tw.send(TaskMessage::new("echo", Map::new())).await;
     tw.wait_for_state(first.id(), TaskState::Success).await;
 
     // The network drops every connection; a task published meanwhile waits in the queue.
     proxy.cut().await;
-    let second = TaskMessage::new("echo", Map::new());
-    tw.publisher
-        .publish(&Outgoing::task(&second, QUEUE))
-        .await
-        .unwrap();
+    let second = tw.send(TaskMessage::new("echo", Map::new())).await;
     wait_for_depth(&tw.vhost, QUEUE, |d| d >= 1).await;
     proxy.resume().await.unwrap();
 

@@ -179,6 +179,20 @@ impl TestApp {
         req.send().await.expect("POST /v1/orders")
     }
 
+    /// `POST /v1/orders`, expecting a JSON answer (whatever the status).
+    pub async fn post_order_json(&self, body: &Value) -> Value {
+        self.post_order(body)
+            .await
+            .json()
+            .await
+            .expect("JSON answer")
+    }
+
+    /// `GET path`, expecting a JSON answer (whatever the status).
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.get(path).await.json().await.expect("JSON answer")
+    }
+
     pub async fn get(&self, path: &str) -> Response {
         self.client
             .get(format!("{}{path}", self.address))

@@ -55,12 +55,7 @@ async fn an_order_is_confirmed_by_email_end_to_end() {
     assert_eq!(task["result"]["status"], "sent");
     assert_eq!(task["retries"], 0);
 
-    let order: Value = app
-        .get(&format!("/v1/orders/{order_id}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let order: Value = app.get_json(&format!("/v1/orders/{order_id}")).await;
     assert_eq!(order["items"][0]["sku"], "KB-101");
     assert_eq!(order["items"][0]["quantity"], 2);
     assert_eq!(order["customer"]["email"], "minsu.kim@example.com");
@@ -95,12 +90,7 @@ async fn orders_are_accepted_while_the_broker_is_down_and_mailed_once_it_is_back
         .to_owned();
 
     // The task waits in the outbox, PENDING, and no mail goes out.
-    let task: Value = app
-        .get(&format!("/v1/tasks/{task_id}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let task: Value = app.get_json(&format!("/v1/tasks/{task_id}")).await;
     assert_eq!(task["state"], "PENDING");
     assert_eq!(app.store.outbox_pending().await.unwrap(), 1);
     assert!(app.smtp.messages().unwrap().is_empty());
@@ -271,7 +261,7 @@ async fn fds_worker_scores_orders_approve_review_and_block_with_their_reasons() 
     large["customer"]["id"] = json!("c-2002");
     large["items"] =
         json!([{"sku": "TV-77", "name": "OLED TV", "quantity": 1, "unit_price": 6_000_000}]);
-    let review: Value = app.post_order(&large).await.json().await.unwrap();
+    let review: Value = app.post_order_json(&large).await;
     assert_eq!(review["status"], "review", "{review}");
     assert_eq!(review["fds"]["decision"], "REVIEW");
     let rules = |v: &Value| -> Vec<String> {
@@ -293,7 +283,7 @@ async fn fds_worker_scores_orders_approve_review_and_block_with_their_reasons() 
     risky["customer"]["account_created_at"] =
         json!((chrono::Utc::now() - chrono::Duration::days(1)).to_rfc3339());
     risky["billing_country"] = json!("US");
-    let block: Value = app.post_order(&risky).await.json().await.unwrap();
+    let block: Value = app.post_order_json(&risky).await;
     assert_eq!(block["status"], "blocked", "{block}");
     assert_eq!(block["fds"]["decision"], "BLOCK");
     let fired = rules(&block);
@@ -304,12 +294,7 @@ async fn fds_worker_scores_orders_approve_review_and_block_with_their_reasons() 
     );
     assert_eq!(block["tasks"], json!({}));
     let order_id = block["order_id"].as_str().unwrap();
-    let stored: Value = app
-        .get(&format!("/v1/orders/{order_id}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let stored: Value = app.get_json(&format!("/v1/orders/{order_id}")).await;
     assert_eq!(stored["status"], "blocked");
     assert_eq!(stored["fds"]["score"], block["fds"]["score"]);
 
@@ -327,7 +312,7 @@ async fn with_fds_worker_down_the_fallback_applies_and_the_order_is_evaluated_th
     })
     .await;
 
-    let body: Value = app.post_order(&sample_order()).await.json().await.unwrap();
+    let body: Value = app.post_order_json(&sample_order()).await;
     assert_eq!(body["status"], "review", "{body}");
     assert_eq!(body["fds"]["decision"], "REVIEW");
     assert_eq!(body["fds"]["source"], "fallback");
@@ -341,12 +326,7 @@ async fn with_fds_worker_down_the_fallback_applies_and_the_order_is_evaluated_th
         .as_str()
         .unwrap()
         .to_owned();
-    let task: Value = app
-        .get(&format!("/v1/tasks/{evaluation}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let task: Value = app.get_json(&format!("/v1/tasks/{evaluation}")).await;
     assert_eq!(task["queue"], "fds");
 
     // fds-worker comes up and takes the queued evaluation: the order gets its real decision,
@@ -360,12 +340,7 @@ async fn with_fds_worker_down_the_fallback_applies_and_the_order_is_evaluated_th
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let waiting: Value = app
-        .get(&format!("/v1/tasks/{confirmation}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let waiting: Value = app.get_json(&format!("/v1/tasks/{confirmation}")).await;
     assert_eq!(waiting["state"], "PENDING");
     assert!(
         app.smtp.messages().unwrap().is_empty(),
@@ -376,12 +351,7 @@ async fn with_fds_worker_down_the_fallback_applies_and_the_order_is_evaluated_th
         .wait_for_task_state(&evaluation, "SUCCESS", Duration::from_secs(30))
         .await;
     assert_eq!(task["result"]["decision"], "APPROVE", "{task}");
-    let order: Value = app
-        .get(&format!("/v1/orders/{order_id}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let order: Value = app.get_json(&format!("/v1/orders/{order_id}")).await;
     assert_eq!(order["status"], "accepted", "{order}");
     assert_eq!(order["fds"]["source"], "batch");
     assert_eq!(order["fds"]["decision"], "APPROVE");
