@@ -64,12 +64,15 @@ async fn the_binary_serves_takes_an_order_and_stops_cleanly_on_sigterm() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 201);
-    // The relay published the task: it is in the email queue.
+    // No fds-worker runs here: the fallback decided, so the order's evaluation (with the
+    // confirmation chained behind it) was queued, and the relay published it to queue fds.
+    let answer: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(answer["fds"]["source"], "fallback", "{answer}");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while vhost.queue_depth("email").unwrap_or(0) < 1 {
+    while vhost.queue_depth("fds").unwrap_or(0) < 1 {
         assert!(
             std::time::Instant::now() < deadline,
-            "the task never reached the email queue: {}",
+            "the evaluation never reached the fds queue: {}",
             child.log()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
