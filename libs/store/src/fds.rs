@@ -232,38 +232,52 @@ impl Store {
         &self,
         query: &VelocityQuery,
     ) -> Result<VelocityCounts, StoreError> {
-        let short_start = window_start(query.at, query.short_window);
-        let long_start = window_start(query.at, query.long_window.max(query.short_window));
-        let row: (i64, i64, i64, i64, i64, i64) = sqlx::query_as(
-            "SELECT \
-               count(*) FILTER (WHERE customer_id = $1 AND created_at > $5), \
-               count(*) FILTER (WHERE customer_id = $1), \
-               count(*) FILTER (WHERE client_ip = $2 AND created_at > $5), \
-               count(*) FILTER (WHERE client_ip = $2), \
-               count(*) FILTER (WHERE payment ->> 'card_fingerprint' = $3 AND created_at > $5), \
-               count(*) FILTER (WHERE payment ->> 'card_fingerprint' = $3) \
-             FROM orders \
-             WHERE created_at > $6 \
-               AND (customer_id = $1 OR client_ip = $2 OR payment ->> 'card_fingerprint' = $3) \
-               AND ($4::uuid IS NULL OR id <> $4)",
-        )
-        .bind(&query.customer_id)
-        .bind(query.client_ip.as_deref().filter(|s| !s.is_empty()))
-        .bind(query.card_fingerprint.as_deref().filter(|s| !s.is_empty()))
-        .bind(query.exclude_order)
-        .bind(short_start)
-        .bind(long_start)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(VelocityCounts {
-            customer_short: row.0,
-            customer_long: row.1,
-            ip_short: row.2,
-            ip_long: row.3,
-            card_short: row.4,
-            card_long: row.5,
-        })
+        // No upper bound: an order the database stamped a moment "after" this process's clock
+        // still counts.
+        count_velocity(&self.pool, query, None).await
     }
+}
+
+/// The velocity query, on any executor (the pool, or a transaction's connection). With
+/// `until`, orders created after it are not counted: a re-evaluation sees what the rules would
+/// have seen when the order was placed.
+pub(crate) async fn count_velocity<'e, E: sqlx::PgExecutor<'e>>(
+    executor: E,
+    query: &VelocityQuery,
+    until: Option<DateTime<Utc>>,
+) -> Result<VelocityCounts, StoreError> {
+    let short_start = window_start(query.at, query.short_window);
+    let long_start = window_start(query.at, query.long_window.max(query.short_window));
+    let row: (i64, i64, i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT \
+           count(*) FILTER (WHERE customer_id = $1 AND created_at > $5), \
+           count(*) FILTER (WHERE customer_id = $1), \
+           count(*) FILTER (WHERE client_ip = $2 AND created_at > $5), \
+           count(*) FILTER (WHERE client_ip = $2), \
+           count(*) FILTER (WHERE payment ->> 'card_fingerprint' = $3 AND created_at > $5), \
+           count(*) FILTER (WHERE payment ->> 'card_fingerprint' = $3) \
+         FROM orders \
+         WHERE created_at > $6 AND ($7::timestamptz IS NULL OR created_at <= $7) \
+           AND (customer_id = $1 OR client_ip = $2 OR payment ->> 'card_fingerprint' = $3) \
+           AND ($4::uuid IS NULL OR id <> $4)",
+    )
+    .bind(&query.customer_id)
+    .bind(query.client_ip.as_deref().filter(|s| !s.is_empty()))
+    .bind(query.card_fingerprint.as_deref().filter(|s| !s.is_empty()))
+    .bind(query.exclude_order)
+    .bind(short_start)
+    .bind(long_start)
+    .bind(until)
+    .fetch_one(executor)
+    .await?;
+    Ok(VelocityCounts {
+        customer_short: row.0,
+        customer_long: row.1,
+        ip_short: row.2,
+        ip_long: row.3,
+        card_short: row.4,
+        card_long: row.5,
+    })
 }
 
 /// `at - window`, saturating at the earliest representable time.

@@ -197,38 +197,7 @@ pub async fn velocity_counts_as_of(
     conn: &mut PgConnection,
     query: &VelocityQuery,
 ) -> Result<VelocityCounts, StoreError> {
-    let short_start = window_start(query.at, query.short_window);
-    let long_start = window_start(query.at, query.long_window.max(query.short_window));
-    let row: (i64, i64, i64, i64, i64, i64) = sqlx::query_as(
-        "SELECT \
-           count(*) FILTER (WHERE customer_id = $1 AND created_at > $5), \
-           count(*) FILTER (WHERE customer_id = $1), \
-           count(*) FILTER (WHERE client_ip = $2 AND created_at > $5), \
-           count(*) FILTER (WHERE client_ip = $2), \
-           count(*) FILTER (WHERE payment ->> 'card_fingerprint' = $3 AND created_at > $5), \
-           count(*) FILTER (WHERE payment ->> 'card_fingerprint' = $3) \
-         FROM orders \
-         WHERE created_at > $6 AND created_at <= $7 \
-           AND (customer_id = $1 OR client_ip = $2 OR payment ->> 'card_fingerprint' = $3) \
-           AND ($4::uuid IS NULL OR id <> $4)",
-    )
-    .bind(&query.customer_id)
-    .bind(query.client_ip.as_deref().filter(|s| !s.is_empty()))
-    .bind(query.card_fingerprint.as_deref().filter(|s| !s.is_empty()))
-    .bind(query.exclude_order)
-    .bind(short_start)
-    .bind(long_start)
-    .bind(query.at)
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok(VelocityCounts {
-        customer_short: row.0,
-        customer_long: row.1,
-        ip_short: row.2,
-        ip_long: row.3,
-        card_short: row.4,
-        card_long: row.5,
-    })
+    crate::fds::count_velocity(conn, query, Some(query.at)).await
 }
 
 /// Inserts one decision on `conn`; returns its id.
@@ -270,12 +239,4 @@ pub async fn set_unscored_order_fds(
         .execute(&mut *conn)
         .await?;
     Ok(done.rows_affected() == 1)
-}
-
-/// `at - window`, saturating at the earliest representable time.
-fn window_start(at: DateTime<Utc>, window: std::time::Duration) -> DateTime<Utc> {
-    chrono::Duration::from_std(window)
-        .ok()
-        .and_then(|w| at.checked_sub_signed(w))
-        .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
