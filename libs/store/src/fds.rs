@@ -1,6 +1,8 @@
 //! Fraud detection data: the decisions fds-worker records (`fds_results`) and the velocity counts
 //! its rules read from `orders` (orders per customer, client IP and card fingerprint in a short
-//! and a long window), both in one round trip each.
+//! and a long window), both in one round trip each; and the feed that keeps a replica's
+//! in-memory velocity index in step with `orders` (the keys of recent orders, and a listener on
+//! [`ORDERS_CHANNEL`]).
 
 use std::fmt;
 use std::time::Duration;
@@ -10,6 +12,28 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::{Store, StoreError};
+
+/// The channel a trigger on `orders` notifies, payload the new order's id, when the inserting
+/// transaction commits.
+pub const ORDERS_CHANNEL: &str = "orders_new";
+
+/// What the velocity rules count of one stored order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct VelocityEntry {
+    pub order_id: Uuid,
+    pub customer_id: String,
+    pub client_ip: Option<String>,
+    pub card_fingerprint: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The columns of a [`VelocityEntry`] (a macro, so the queries stay static strings).
+macro_rules! velocity_entry_columns {
+    () => {
+        "SELECT id AS order_id, customer_id, NULLIF(client_ip, '') AS client_ip, \
+         NULLIF(payment ->> 'card_fingerprint', '') AS card_fingerprint, created_at FROM orders "
+    };
+}
 
 /// The decision column of `fds_results` (checked by the schema).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -235,6 +259,47 @@ impl Store {
         // No upper bound: an order the database stamped a moment "after" this process's clock
         // still counts.
         count_velocity(&self.pool, query, None).await
+    }
+}
+
+impl Store {
+    /// The velocity keys of every order created after `since`, oldest first: what a replica
+    /// loads into its index when it starts or lost its listener.
+    pub async fn velocity_entries_since(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<VelocityEntry>, StoreError> {
+        let rows = sqlx::query_as(concat!(
+            velocity_entry_columns!(),
+            "WHERE created_at > $1 ORDER BY created_at"
+        ))
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows)
+    }
+
+    /// The velocity keys of the named orders (those announced on [`ORDERS_CHANNEL`]); ids that
+    /// name no order are left out.
+    pub async fn velocity_entries(&self, ids: &[Uuid]) -> Result<Vec<VelocityEntry>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query_as(concat!(
+            velocity_entry_columns!(),
+            "WHERE id = ANY($1) ORDER BY created_at"
+        ))
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows)
+    }
+
+    /// A listener already LISTENing on [`ORDERS_CHANNEL`], on a connection of its own.
+    pub async fn orders_listener(&self) -> Result<sqlx::postgres::PgListener, StoreError> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+        listener.listen(ORDERS_CHANNEL).await?;
+        Ok(listener)
     }
 }
 

@@ -24,7 +24,8 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
 pub use error::StoreError;
 pub use fds::{
-    FdsDecision, FdsResultRecord, FdsSource, NewFdsResult, VelocityCounts, VelocityQuery,
+    FdsDecision, FdsResultRecord, FdsSource, NewFdsResult, ORDERS_CHANNEL, VelocityCounts,
+    VelocityEntry, VelocityQuery,
 };
 pub use fds_batch::{OrderToEvaluate, SavedThreatIntel, ThreatIntelRecord};
 pub use once::OnceGuard;

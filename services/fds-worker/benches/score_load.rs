@@ -30,6 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use fds_worker::config::VelocitySource;
 use fds_worker::{Application, Settings, metrics};
 use hdrhistogram::Histogram;
 use shopfds_protocol::grpc::{FraudDetectionClient, Item, ScoreRequest};
@@ -163,9 +164,26 @@ fn run() -> anyhow::Result<bool> {
     let server = server_rt.spawn(app.run_until_stopped(shutdown.clone()));
 
     let pool = server_rt.block_on(db.pool())?;
+    let rss_before = resident_bytes();
     let seeded = server_rt.block_on(seed_orders(&pool))?;
+    let indexed = match settings.fds.velocity_source {
+        VelocitySource::Memory => Some(server_rt.block_on(index_caught_up(seeded))?),
+        VelocitySource::Database => None,
+    };
 
     print_header(&config, &settings, &rules_version, grpc_addr, seeded);
+    if let Some((indexed, waited)) = indexed {
+        let grown = resident_bytes().saturating_sub(rss_before);
+        println!(
+            "velocity index: {indexed} orders in memory, all seeded orders followed from \
+             orders_new within {:.1} s; the process grew by {:.1} MiB meanwhile (about {} \
+             bytes per order)",
+            waited.as_secs_f64(),
+            grown as f64 / (1024.0 * 1024.0),
+            grown / indexed.max(1),
+        );
+        println!();
+    }
     let outcome = client_rt.block_on(drive(&config, grpc_addr));
 
     shutdown.cancel();
@@ -196,6 +214,40 @@ fn run() -> anyhow::Result<bool> {
     print_verdict(&config, &open, &closed)
 }
 
+/// How long the in-memory index may take to follow the seeded orders.
+const INDEX_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Waits until the server's velocity index holds every seeded order (it learns of them from the
+/// `orders_new` notifications, as it would of orders placed through order-api).
+async fn index_caught_up(seeded: u64) -> anyhow::Result<(u64, Duration)> {
+    let started = Instant::now();
+    loop {
+        let held = u64::try_from(metrics::velocity_index_orders().get()).unwrap_or(0);
+        if metrics::velocity_index_synced().get() == 1 && held >= seeded {
+            return Ok((held, started.elapsed()));
+        }
+        if started.elapsed() > INDEX_DEADLINE {
+            anyhow::bail!(
+                "the velocity index holds {held} of {seeded} seeded orders after {INDEX_DEADLINE:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// This process's resident memory (VmRSS), 0 where /proc does not tell.
+fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status.lines().find_map(|l| {
+                l.strip_prefix("VmRSS:")
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            })
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
 fn print_header(
     config: &Config,
     settings: &Settings,
@@ -216,8 +268,12 @@ fn print_header(
     println!("machine: {nproc} CPUs (nproc), {cpu}");
     println!(
         "server: in-process fds-worker on {grpc_addr}, rules {rules_version}, \
-         GRPC_CONCURRENCY={}, DATABASE_MAX_CONNECTIONS={}, FDS_VELOCITY_TIMEOUT_MS={}, \
-         2 runtime threads",
+         FDS_VELOCITY_SOURCE={}, GRPC_CONCURRENCY={}, DATABASE_MAX_CONNECTIONS={}, \
+         FDS_VELOCITY_TIMEOUT_MS={}, 2 runtime threads",
+        match settings.fds.velocity_source {
+            VelocitySource::Memory => "memory",
+            VelocitySource::Database => "database",
+        },
         settings.fds.grpc_concurrency,
         settings.database.max_connections,
         settings.fds.velocity_timeout.as_millis(),

@@ -45,9 +45,38 @@ pub struct FdsSettings {
     /// `FDS_VELOCITY_TIMEOUT_MS`: the velocity query's budget on the Score path; past it the
     /// velocity rules are skipped for that order. Default 50.
     pub velocity_timeout: Duration,
+    /// `FDS_VELOCITY_SOURCE`: where Score counts velocity: `memory` (default: this replica's
+    /// index of the last 24 h, fed by the database; see [`crate::velocity`]) or `database` (one
+    /// query per Score).
+    pub velocity_source: VelocitySource,
     /// `FDS_RESULTS_BUFFER`: decisions waiting for the background writer; beyond it new ones are
     /// dropped (and counted) rather than slowing Score. Default 10000.
     pub results_buffer: usize,
+}
+
+/// Where the Score path counts orders per customer, IP and card.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VelocitySource {
+    /// The replica's in-memory index (the database while it is loading or lost its feed).
+    Memory,
+    /// One indexed query per Score.
+    Database,
+}
+
+impl std::str::FromStr for VelocitySource {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        match s {
+            "memory" => Ok(VelocitySource::Memory),
+            "database" => Ok(VelocitySource::Database),
+            other => {
+                anyhow::bail!(
+                    "FDS_VELOCITY_SOURCE: {other:?} is neither \"memory\" nor \"database\""
+                )
+            }
+        }
+    }
 }
 
 impl Default for FdsSettings {
@@ -58,6 +87,7 @@ impl Default for FdsSettings {
             rules_path: None,
             rules_reload: Duration::from_secs(5),
             velocity_timeout: Duration::from_millis(50),
+            velocity_source: VelocitySource::Memory,
             results_buffer: 10_000,
         }
     }
@@ -104,6 +134,10 @@ impl FdsSettings {
                 "FDS_VELOCITY_TIMEOUT_MS",
                 defaults.velocity_timeout.as_millis() as u64,
             )?),
+            velocity_source: match var("FDS_VELOCITY_SOURCE") {
+                Some(v) => v.trim().parse()?,
+                None => defaults.velocity_source,
+            },
             results_buffer: usize::try_from(positive(
                 "FDS_RESULTS_BUFFER",
                 defaults.results_buffer as u64,

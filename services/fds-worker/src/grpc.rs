@@ -1,9 +1,11 @@
 //! The `fds.v1.FraudDetection` gRPC server: request validation, the velocity lookup, the engine,
 //! asynchronous recording, plus grpc.health.v1 and server reflection on the same port.
 //!
-//! A Score costs one indexed query (velocity counts, bounded by `FDS_VELOCITY_TIMEOUT_MS`; past
-//! it the order is scored without the velocity rules) and microseconds of rule evaluation; the
-//! decision is queued for the background writer, never awaited.
+//! A Score costs a lookup of the velocity counts — in the replica's in-memory index
+//! ([`crate::velocity`]) when it is synced, otherwise one indexed query bounded by
+//! `FDS_VELOCITY_TIMEOUT_MS` (past it the order is scored without the velocity rules) — and
+//! microseconds of rule evaluation; the decision is queued for the background writer, never
+//! awaited.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -22,6 +24,7 @@ use tonic::{Request, Response, Status};
 use crate::engine::{Assessment, Decision, Engine, OrderFacts, VelocityCounts};
 use crate::metrics;
 use crate::recorder::ResultRecorder;
+use crate::velocity::VelocityIndex;
 
 /// Most orders one ScoreBatch call may carry.
 pub const MAX_BATCH: usize = 1000;
@@ -57,6 +60,7 @@ pub struct FraudDetectionService {
     store: Store,
     recorder: ResultRecorder,
     velocity_timeout: Duration,
+    velocity_index: Option<Arc<VelocityIndex>>,
 }
 
 impl FraudDetectionService {
@@ -71,7 +75,14 @@ impl FraudDetectionService {
             store,
             recorder,
             velocity_timeout,
+            velocity_index: None,
         }
+    }
+
+    /// Counts velocity in `index` whenever it is synced (the database otherwise).
+    pub fn with_velocity_index(mut self, index: Arc<VelocityIndex>) -> FraudDetectionService {
+        self.velocity_index = Some(index);
+        self
     }
 
     pub fn engine(&self) -> &Arc<Engine> {
@@ -93,8 +104,9 @@ impl FraudDetectionService {
         Ok(score_response(assessment))
     }
 
-    /// Orders already stored per customer, IP and card in the last 1 h and 24 h; `None` when the
-    /// store did not answer within the budget.
+    /// Orders already stored per customer, IP and card in the last 1 h and 24 h, from the index
+    /// when it is synced, else from the store; `None` when the store did not answer within the
+    /// budget.
     async fn velocity(&self, facts: &OrderFacts) -> Option<VelocityCounts> {
         let query = VelocityQuery {
             customer_id: facts.customer_id.clone(),
@@ -105,6 +117,9 @@ impl FraudDetectionService {
             short_window: Duration::from_secs(3600),
             long_window: Duration::from_secs(24 * 3600),
         };
+        if let Some(counts) = self.velocity_index.as_ref().and_then(|i| i.counts(&query)) {
+            return Some(counts);
+        }
         match tokio::time::timeout(self.velocity_timeout, self.store.velocity_counts(&query)).await
         {
             Ok(Ok(counts)) => Some(counts),

@@ -5,6 +5,8 @@
 //! - [`engine`]: the rule engine ([`engine::Engine::assess`]), its hot-reloaded rules file and
 //!   the run-time threat intelligence, usable from the queue tasks too;
 //! - [`recorder`]: every decision written to `fds_results` in the background;
+//! - [`velocity`]: the orders of the last 24 h per customer, IP and card, in memory on every
+//!   replica and fed by the database, so Score needs no query;
 //! - [`tasks`]: the worker of queue `fds`: `evaluate_transaction`, `batch_fds_evaluation` (the
 //!   nightly batch, fanned out as a group of chunks) and `update_threat_intelligence`.
 
@@ -15,6 +17,7 @@ pub mod metrics;
 pub mod recorder;
 pub mod startup;
 pub mod tasks;
+pub mod velocity;
 
 pub use config::{FdsSettings, Settings};
 pub use grpc::FraudDetectionService;

@@ -3,13 +3,16 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts};
 
 struct Collectors {
     decisions_total: IntCounterVec,
     results_dropped_total: IntCounter,
     results_write_failed_total: IntCounter,
     velocity_unavailable_total: IntCounter,
+    velocity_index_orders: IntGauge,
+    velocity_index_synced: IntGauge,
+    velocity_resyncs_total: IntCounter,
     score_duration_seconds: Histogram,
 }
 
@@ -45,6 +48,21 @@ fn build() -> Collectors {
             "Scores made without velocity rules because the velocity query failed or was slow.",
         )
         .expect("valid collector"),
+        velocity_index_orders: IntGauge::new(
+            "shopfds_fds_velocity_index_orders",
+            "Orders of the last 24 h held by this replica's in-memory velocity index.",
+        )
+        .expect("valid collector"),
+        velocity_index_synced: IntGauge::new(
+            "shopfds_fds_velocity_index_synced",
+            "1 while the velocity index follows new orders; 0 while Score counts in the database.",
+        )
+        .expect("valid collector"),
+        velocity_resyncs_total: IntCounter::new(
+            "shopfds_fds_velocity_resyncs_total",
+            "Times the velocity index lost its feed from the database and was reloaded.",
+        )
+        .expect("valid collector"),
         score_duration_seconds: Histogram::with_opts(
             HistogramOpts::new(
                 "shopfds_fds_score_duration_seconds",
@@ -61,6 +79,9 @@ fn build() -> Collectors {
     let _ = registry.register(Box::new(c.results_dropped_total.clone()));
     let _ = registry.register(Box::new(c.results_write_failed_total.clone()));
     let _ = registry.register(Box::new(c.velocity_unavailable_total.clone()));
+    let _ = registry.register(Box::new(c.velocity_index_orders.clone()));
+    let _ = registry.register(Box::new(c.velocity_index_synced.clone()));
+    let _ = registry.register(Box::new(c.velocity_resyncs_total.clone()));
     let _ = registry.register(Box::new(c.score_duration_seconds.clone()));
     c
 }
@@ -79,6 +100,18 @@ pub fn results_write_failed_total() -> &'static IntCounter {
 
 pub fn velocity_unavailable_total() -> &'static IntCounter {
     &COLLECTORS.velocity_unavailable_total
+}
+
+pub fn velocity_index_orders() -> &'static IntGauge {
+    &COLLECTORS.velocity_index_orders
+}
+
+pub fn velocity_index_synced() -> &'static IntGauge {
+    &COLLECTORS.velocity_index_synced
+}
+
+pub fn velocity_resyncs_total() -> &'static IntCounter {
+    &COLLECTORS.velocity_resyncs_total
 }
 
 pub fn score_duration_seconds() -> &'static Histogram {

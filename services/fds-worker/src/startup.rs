@@ -18,9 +18,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::Settings;
+use crate::config::VelocitySource;
 use crate::engine::{Engine, watch_rules};
 use crate::grpc::{self, FraudDetectionService};
 use crate::recorder::ResultRecorder;
+use crate::velocity::{self, VelocityIndex};
 
 /// How long queued decisions may take to reach the database at shutdown.
 const RESULTS_FLUSH_GRACE: Duration = Duration::from_secs(10);
@@ -110,12 +112,20 @@ impl Application {
             )
         });
         let (recorder, writer) = ResultRecorder::spawn(self.store.clone(), fds.results_buffer);
-        let service = FraudDetectionService::new(
+        let mut service = FraudDetectionService::new(
             Arc::clone(&self.engine),
             self.store.clone(),
             recorder,
             fds.velocity_timeout,
         );
+        let velocity_sync = match fds.velocity_source {
+            VelocitySource::Memory => {
+                let index = VelocityIndex::new();
+                service = service.with_velocity_index(Arc::clone(&index));
+                Some(velocity::sync(index, self.store.clone(), shutdown.clone()))
+            }
+            VelocitySource::Database => None,
+        };
         let grpc_server = {
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
@@ -152,6 +162,9 @@ impl Application {
         }
         if let Some(watcher) = watcher {
             let _ = watcher.await;
+        }
+        if let Some(velocity_sync) = velocity_sync {
+            let _ = velocity_sync.await;
         }
         let _ = background.await;
         let _ = ops_server.await;

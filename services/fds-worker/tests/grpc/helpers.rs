@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use fds_worker::FraudDetectionService;
 use fds_worker::engine::{Engine, RulesConfig};
 use fds_worker::recorder::ResultRecorder;
+use fds_worker::velocity::{self, VelocityIndex};
 use shopfds_protocol::grpc::{FraudDetectionClient, Item, ScoreRequest};
 use shopfds_store::{DatabaseSettings, FdsResultRecord, Store};
 use shopfds_testkit::init_tracing;
@@ -22,13 +23,25 @@ pub struct TestGrpc {
     pub client: FraudDetectionClient<Channel>,
     pub engine: Arc<Engine>,
     pub store: Store,
+    /// The in-memory velocity index, when the server was spawned with one.
+    pub index: Option<Arc<VelocityIndex>>,
     shutdown: CancellationToken,
     server: Option<JoinHandle<anyhow::Result<()>>>,
     /// Kept alive for the server; dropped (and the database with it) last.
     _db: TestDatabase,
 }
 
+/// The server counting velocity with one query per Score.
 pub async fn spawn_grpc(config: RulesConfig) -> TestGrpc {
+    spawn(config, false).await
+}
+
+/// The server counting velocity in its in-memory index, fed from the database.
+pub async fn spawn_grpc_with_index(config: RulesConfig) -> TestGrpc {
+    spawn(config, true).await
+}
+
+async fn spawn(config: RulesConfig, with_index: bool) -> TestGrpc {
     init_tracing();
     let db = TestDatabase::create().await.unwrap();
     let store = Store::connect(&DatabaseSettings::with_url(db.url()))
@@ -36,15 +49,21 @@ pub async fn spawn_grpc(config: RulesConfig) -> TestGrpc {
         .unwrap();
     let engine = Arc::new(Engine::new(config, "test-rules"));
     let (recorder, _writer) = ResultRecorder::spawn(store.clone(), 1000);
-    let service = FraudDetectionService::new(
+    let mut service = FraudDetectionService::new(
         Arc::clone(&engine),
         store.clone(),
         recorder,
         Duration::from_millis(500),
     );
+    let shutdown = CancellationToken::new();
+    let index = with_index.then(|| {
+        let index = VelocityIndex::new();
+        service = service.clone().with_velocity_index(Arc::clone(&index));
+        velocity::sync(Arc::clone(&index), store.clone(), shutdown.clone());
+        index
+    });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
     let server = tokio::spawn(fds_worker::grpc::serve(
         listener,
         service,
@@ -61,6 +80,7 @@ pub async fn spawn_grpc(config: RulesConfig) -> TestGrpc {
         channel,
         engine,
         store,
+        index,
         shutdown,
         server: Some(server),
         _db: db,
@@ -81,6 +101,21 @@ impl TestGrpc {
                 "{count} fds_results for {order_id} within 5 s, got {rows:?}"
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Waits (5 s deadline) until the index is synced and holds `count` orders.
+    pub async fn index_holds(&self, count: usize) {
+        let index = self.index.as_ref().expect("spawned with an index");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !(index.is_synced() && index.len() == count) {
+            assert!(
+                Instant::now() < deadline,
+                "index synced with {count} orders within 5 s; synced {}, holds {}",
+                index.is_synced(),
+                index.len()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 

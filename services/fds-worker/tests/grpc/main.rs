@@ -7,7 +7,7 @@
 mod helpers;
 
 use fds_worker::engine::{IntelSnapshot, RulesConfig};
-use helpers::{plain_request, spawn_grpc};
+use helpers::{plain_request, spawn_grpc, spawn_grpc_with_index};
 use shopfds_protocol::grpc::{Decision, ScoreBatchRequest, ScoreResponse};
 use shopfds_store::{FdsDecision, FdsSource};
 
@@ -122,6 +122,80 @@ async fn velocity_is_counted_from_stored_orders_per_customer_ip_and_card() {
     other.client_ip = "192.0.2.44".into();
     let other = app.client.clone().score(other).await.unwrap().into_inner();
     assert!(other.reasons.is_empty(), "{other:?}");
+    app.stop().await;
+}
+
+/// The same history as above, counted by the in-memory index: orders stored before the server
+/// started are loaded, orders stored afterwards arrive through the `orders_new` notifications.
+#[tokio::test]
+async fn the_in_memory_index_counts_loaded_and_announced_orders_like_the_query() {
+    let app = spawn_grpc_with_index(RulesConfig::default()).await;
+    app.insert_order("c-velo", "192.0.2.44", "fp-velo", 5).await;
+    app.insert_order("c-velo", "192.0.2.44", "fp-velo", 2 * 24 * 60)
+        .await;
+    app.index_holds(1).await;
+    for minutes_ago in [20, 50, 300] {
+        app.insert_order("c-velo", "192.0.2.44", "fp-velo", minutes_ago)
+            .await;
+    }
+    app.index_holds(4).await;
+
+    let mut request = plain_request("velo-mem-1");
+    request.customer_id = "c-velo".into();
+    request.client_ip = "192.0.2.44".into();
+    request.card_fingerprint = "fp-velo".into();
+    let response = app
+        .client
+        .clone()
+        .score(request)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        rule_ids(&response),
+        ["velocity.customer.1h", "velocity.card.1h"],
+        "{response:?}"
+    );
+    assert!(
+        response.reasons[0].message.starts_with("4 orders"),
+        "{response:?}"
+    );
+    app.stop().await;
+}
+
+/// The listener's connection is killed: the index is reloaded, and orders stored while it was
+/// gone are counted.
+#[tokio::test]
+async fn the_index_reloads_after_losing_its_listener() {
+    let app = spawn_grpc_with_index(RulesConfig::default()).await;
+    app.index_holds(0).await;
+    let killed: i64 = sqlx::query_scalar(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE datname = current_database() AND query LIKE 'LISTEN%' AND pid <> pg_backend_pid()",
+    )
+    .fetch_one(app.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(killed, 1, "one listening connection");
+    for minutes_ago in [1, 2, 3, 4] {
+        app.insert_order("c-gap", "192.0.2.45", "fp-gap", minutes_ago)
+            .await;
+    }
+    app.index_holds(4).await;
+    let mut request = plain_request("velo-gap");
+    request.customer_id = "c-gap".into();
+    let response = app
+        .client
+        .clone()
+        .score(request)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        rule_ids(&response),
+        ["velocity.customer.1h"],
+        "{response:?}"
+    );
     app.stop().await;
 }
 
