@@ -632,7 +632,7 @@ struct PassReport {
     elapsed: Duration,
     cpu: CpuUsage,
     open_loop: bool,
-    /// Mean time the server spent in Score itself (velocity query + rules).
+    /// Mean time the server spent in Score itself (velocity lookup + rules).
     server_score_mean: Duration,
     /// Calls scored without velocity because the query failed or was over its budget.
     velocity_skipped: u64,
@@ -696,7 +696,7 @@ impl PassReport {
         }
         println!(
             "decisions: APPROVE {approve}  REVIEW {review}  BLOCK {block}; server-side Score \
-             mean {:.3} ms (velocity query + rules); scored without velocity: {}",
+             mean {:.3} ms (velocity lookup + rules); scored without velocity: {}",
             self.server_score_mean.as_secs_f64() * 1000.0,
             self.velocity_skipped,
         );
