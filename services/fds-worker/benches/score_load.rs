@@ -164,6 +164,10 @@ fn run() -> anyhow::Result<bool> {
     let server = server_rt.spawn(app.run_until_stopped(shutdown.clone()));
 
     let pool = server_rt.block_on(db.pool())?;
+    if settings.fds.velocity_source == VelocitySource::Memory {
+        // Synced on the empty table first, so the seeded orders arrive as notifications.
+        server_rt.block_on(index_caught_up(0))?;
+    }
     let rss_before = resident_bytes();
     let seeded = server_rt.block_on(seed_orders(&pool))?;
     let indexed = match settings.fds.velocity_source {

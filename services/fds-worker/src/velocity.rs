@@ -310,29 +310,38 @@ async fn follow(index: &VelocityIndex, store: &Store) -> anyhow::Result<()> {
         orders = loaded,
         "velocity index loaded; following new orders"
     );
-    let mut ids = Vec::with_capacity(FETCH_BATCH);
-    loop {
-        // `None`: the connection was lost, and what was announced meanwhile with it.
-        let Some(first) = listener.try_recv().await? else {
-            anyhow::bail!("the orders listener lost its connection");
-        };
-        ids.clear();
-        push_id(&mut ids, first.payload());
-        while ids.len() < FETCH_BATCH {
-            match listener.next_buffered() {
-                Some(n) => push_id(&mut ids, n.payload()),
-                None => break,
+    // One task reads the notifications (never cancelled mid-message), the other fetches what
+    // has piled up meanwhile in one query: a burst of orders costs a few queries, not one each.
+    let (ids_tx, mut ids_rx) = tokio::sync::mpsc::unbounded_channel::<Uuid>();
+    let receive = async move {
+        loop {
+            // `None`: the connection was lost, and what was announced meanwhile with it.
+            let Some(notification) = listener.try_recv().await? else {
+                anyhow::bail!("the orders listener lost its connection");
+            };
+            match Uuid::parse_str(notification.payload()) {
+                Ok(id) => {
+                    if ids_tx.send(id).is_err() {
+                        return Ok(());
+                    }
+                }
+                Err(_) => tracing::warn!(
+                    payload = notification.payload(),
+                    "ignoring an orders_new notification without an order id"
+                ),
             }
         }
-        index.insert(store.velocity_entries(&ids).await?);
-    }
-}
-
-fn push_id(ids: &mut Vec<Uuid>, payload: &str) {
-    match Uuid::parse_str(payload) {
-        Ok(id) => ids.push(id),
-        Err(_) => tracing::warn!(payload, "ignoring an orders_new notification without an id"),
-    }
+    };
+    let apply = async {
+        let mut ids = Vec::with_capacity(FETCH_BATCH);
+        while ids_rx.recv_many(&mut ids, FETCH_BATCH).await > 0 {
+            index.insert(store.velocity_entries(&ids).await?);
+            ids.clear();
+        }
+        Ok(())
+    };
+    tokio::try_join!(receive, apply)?;
+    Ok(())
 }
 
 async fn prune_loop(index: Arc<VelocityIndex>, shutdown: CancellationToken) {
