@@ -474,3 +474,47 @@ async fn a_stock_celery_chain_and_group_run_on_rust_workers() {
         assert_eq!(run.kwargs["order_id"], json!("o-group"));
     }
 }
+
+#[tokio::test]
+async fn a_worker_fans_out_a_group_reached_in_a_chain_and_joins_it_into_the_next_link() {
+    let runs = Runs::default();
+    let mut registry = Registry::new();
+    runs.register(&mut registry, "start", Duration::ZERO, |_| Ok(json!(10)));
+    runs.register(&mut registry, "add", Duration::ZERO, |ctx| {
+        let n = ctx.message.args[0].as_i64().unwrap();
+        Ok(json!(n + ctx.message.kwargs["k"].as_i64().unwrap()))
+    });
+    runs.register(&mut registry, "total", Duration::ZERO, |ctx| {
+        let parts = ctx.message.args[0].as_array().unwrap();
+        Ok(json!(parts.iter().filter_map(Value::as_i64).sum::<i64>()))
+    });
+    let tw = spawn_worker(registry).await;
+
+    // chain(start, group(add 1, add 2, add 3), total): the worker that ran `start` fans the
+    // group out with its result, and the group with `total` after it is a chord.
+    let total = sig("total", json!({})).with_option("task_id", uuid::Uuid::new_v4().to_string());
+    let total_id = total.task_id().unwrap().to_owned();
+    let canvas = Signature::chain(vec![
+        sig("start", json!({})),
+        Signature::group((1..=3).map(|k| sig("add", json!({ "k": k }))).collect()),
+        total,
+    ]);
+    let planned = apply(&canvas, Apply::root()).unwrap();
+    assert_eq!(planned.len(), 1, "only `start` is published at first");
+    publish(&tw, &planned).await;
+    let record = tw.wait_for_state(&total_id, TaskState::Success).await;
+    assert_eq!(record.result, Some(json!(11 + 12 + 13)));
+    settle(&tw, &[QUEUE]).await;
+
+    let start = &runs.of("start")[0];
+    let adds = runs.of("add");
+    assert_eq!(adds.len(), 3);
+    assert!(adds.iter().all(|r| r.args == vec![json!(10)] && r.parent_id.as_deref() == Some(start.id.as_str())));
+    let totals = runs.of("total");
+    assert_eq!(totals.len(), 1);
+    assert_eq!(
+        totals[0].args[0],
+        json!([11, 12, 13]),
+        "results in group order"
+    );
+}
