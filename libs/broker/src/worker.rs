@@ -7,10 +7,12 @@
 //!   task: copied to `failed.<queue>` with the reason in a header, then acked;
 //! - expired (`expires` passed): state REVOKED, acked;
 //! - `eta` in the future: sent through the broker's delay tree, acked (nothing waits in memory);
-//! - handler succeeds: SUCCESS with the result, chain and callbacks published, acked;
+//! - handler succeeds: SUCCESS with the result, chain and callbacks published, a chord part
+//!   counted (the last one publishes the chord's body), acked;
 //! - transient error: RETRY, a copy with `retries + 1` sent through the delay tree after the
 //!   policy's countdown, acked; once `max_retries` is spent, as a permanent error;
-//! - permanent error or hard time limit: FAILURE, copied to `failed.<queue>` with the reason.
+//! - permanent error or hard time limit: FAILURE, errbacks published (and a chord part fails
+//!   its chord), copied to `failed.<queue>` with the reason.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -29,12 +31,12 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use rand::Rng;
 use serde_json::{Map, Value, json};
+use shopfds_protocol::canvas::{Apply, CanvasError, Planned, apply};
 use shopfds_protocol::names::{
-    DEAD_LETTER_EXCHANGE, FAILED_AT_HEADER, ORIGINAL_QUEUE_HEADER, REASON_HEADER,
-    dead_letter_queue, tasks,
+    DEAD_LETTER_EXCHANGE, FAILED_AT_HEADER, ORIGINAL_QUEUE_HEADER, REASON_HEADER, dead_letter_queue,
 };
-use shopfds_protocol::{TaskArgs, TaskMessage, TaskState};
-use shopfds_store::{Store, TaskStateUpdate};
+use shopfds_protocol::{Signature, TaskArgs, TaskMessage, TaskState};
+use shopfds_store::{ChordError, ChordPart, ChordProgress, Store, TaskStateUpdate};
 use shopfds_telemetry::metrics::outcome;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -519,7 +521,11 @@ impl Runtime {
                     )
                     .await;
                 }
-                self.publish_followers(&message, &result).await;
+                if let Err(e) = self.publish_followers(&message, &result).await {
+                    tracing::warn!(error = %e, "chord part not counted; message requeued");
+                    requeue(&delivery).await;
+                    return;
+                }
                 count(&queue, message.task(), outcome::SUCCEEDED);
                 ack(&delivery).await;
             }
@@ -582,6 +588,7 @@ impl Runtime {
                     )
                     .await;
                 }
+                self.publish_failure_followers(&message, &reason).await;
                 count(&queue, message.task(), outcome::FAILED);
                 self.dead_letter(&delivery, &queue, headers, &reason).await;
             }
@@ -614,51 +621,158 @@ impl Runtime {
         }
     }
 
-    /// Publishes the next link of the chain and the callbacks, before the message is acked:
-    /// a crash in between publishes them again with the same task ids, which idempotent
-    /// handlers absorb.
-    async fn publish_followers(&self, msg: &TaskMessage, result: &Value) {
-        let mut followers = Vec::new();
+    /// Publishes what follows a success, before the message is acked: the next link of the
+    /// chain and the callbacks (with the result as first argument), and for a chord header
+    /// part, its count; the last part publishes the body with the ordered results. A crash in
+    /// between publishes them again with the same task ids, which idempotent handlers absorb.
+    /// `Err` when the chord could not be counted or its body not published: the caller requeues
+    /// the message, so the part is counted on its next delivery.
+    async fn publish_followers(
+        &self,
+        msg: &TaskMessage,
+        result: &Value,
+    ) -> Result<(), FollowUpError> {
+        let mut planned = Vec::new();
         let mut chain = msg.embed.chain.clone().unwrap_or_default();
         if let Some(next) = chain.pop() {
-            let mut child = TaskMessage::from_signature(&next, Some(&msg.headers));
-            if !next.immutable {
-                child.args.insert(0, result.clone());
-            }
-            child.embed.chain = (!chain.is_empty()).then_some(chain);
-            followers.push((
-                child,
-                next.options
-                    .get("queue")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned),
-            ));
+            let at = Apply {
+                chain,
+                ..Apply::after(&msg.headers, vec![result.clone()])
+            };
+            plan(&mut planned, &next, at);
         }
         for callback in msg.embed.callbacks.iter().flatten() {
-            let mut child = TaskMessage::from_signature(callback, Some(&msg.headers));
-            if !callback.immutable {
-                child.args.insert(0, result.clone());
-            }
-            followers.push((
-                child,
-                callback
-                    .options
-                    .get("queue")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned),
-            ));
+            plan(
+                &mut planned,
+                callback,
+                Apply::after(&msg.headers, vec![result.clone()]),
+            );
         }
-        if followers.is_empty() {
+        self.publish_planned(&planned).await;
+
+        let (Some(body), Some(group_id)) = (&msg.embed.chord, &msg.headers.group) else {
+            return Ok(());
+        };
+        let Some(size) = body.chord_size() else {
+            tracing::warn!(group_id = %group_id, body = %body.task, "chord part without chord_size (a stock client's chord needs a Celery result backend): the body cannot be counted here");
+            return Ok(());
+        };
+        let part = ChordPart {
+            group_id,
+            size,
+            task_id: msg.id(),
+            group_index: msg.headers.group_index,
+            result,
+        };
+        let progress = self
+            .store
+            .chord_part_succeeded(&part, |results| async move {
+                let planned = apply(
+                    body,
+                    Apply::after(&msg.headers, vec![Value::Array(results)]),
+                )?;
+                let outgoing: Vec<Outgoing> = planned
+                    .iter()
+                    .map(|p| Outgoing::task(&p.message, &p.queue))
+                    .collect();
+                for result in self.publisher.publish_batch(&outgoing).await {
+                    result?;
+                }
+                Ok::<(), FollowUpError>(())
+            })
+            .await;
+        match progress {
+            Ok(ChordProgress::Completed { results }) => {
+                tracing::info!(group_id = %group_id, parts = results.len(), body = %body.task, "chord complete: body published");
+                Ok(())
+            }
+            Ok(progress) => {
+                tracing::debug!(group_id = %group_id, ?progress, "chord part counted");
+                Ok(())
+            }
+            Err(ChordError::Publish(e)) => Err(e),
+            Err(ChordError::Store(e)) => Err(FollowUpError::Store(e)),
+        }
+    }
+
+    /// What follows a task that failed for good: its errbacks, called with its id (Celery's
+    /// `link_error` on a task-message errback), and for a chord header part, the chord's
+    /// failure: once per chord, the body's result becomes FAILURE (`ChordError`) and the body's
+    /// own errbacks are called with the body's id. The body never runs.
+    async fn publish_failure_followers(&self, msg: &TaskMessage, reason: &str) {
+        let mut planned = Vec::new();
+        let failed_id = Value::String(msg.id().to_owned());
+        for errback in msg.embed.errbacks.iter().flatten() {
+            plan(
+                &mut planned,
+                errback,
+                Apply::after(&msg.headers, vec![failed_id.clone()]),
+            );
+        }
+        if let (Some(body), Some(group_id)) = (&msg.embed.chord, &msg.headers.group) {
+            let size = body.chord_size().unwrap_or(1);
+            match self
+                .store
+                .chord_part_failed(group_id, size, msg.id(), reason)
+                .await
+            {
+                Ok(true) => {
+                    let chord_reason = format!("Dependency {} raised {reason}", msg.id());
+                    tracing::warn!(group_id = %group_id, body = %body.task, reason = %chord_reason, "chord failed: its body will not run");
+                    if let Some(body_id) = body.task_id() {
+                        self.record_chord_failure(body, body_id, &chord_reason)
+                            .await;
+                        let body_id = Value::String(body_id.to_owned());
+                        let errbacks: Vec<Signature> = body
+                            .options
+                            .get("link_error")
+                            .cloned()
+                            .and_then(|v| serde_json::from_value(v).ok())
+                            .unwrap_or_default();
+                        for errback in &errbacks {
+                            plan(
+                                &mut planned,
+                                errback,
+                                Apply::after(&msg.headers, vec![body_id.clone()]),
+                            );
+                        }
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, group_id = %group_id, "could not record the chord's failure");
+                }
+            }
+        }
+        self.publish_planned(&planned).await;
+    }
+
+    async fn record_chord_failure(&self, body: &Signature, body_id: &str, reason: &str) {
+        let expires = chrono::Duration::from_std(self.settings.result_expires)
+            .unwrap_or(chrono::Duration::hours(1));
+        let update = TaskStateUpdate {
+            task_id: body_id.to_owned(),
+            name: body.task.clone(),
+            queue: body.queue(),
+            state: TaskState::Failure,
+            retries: 0,
+            progress: None,
+            result: None,
+            error: Some(error_json("ChordError", reason)),
+            expires_at: Some(Utc::now() + expires),
+        };
+        if let Err(e) = self.store.record_task_state(&update).await {
+            tracing::warn!(error = %e, "could not record the chord body's failure");
+        }
+    }
+
+    async fn publish_planned(&self, planned: &[Planned]) {
+        if planned.is_empty() {
             return;
         }
-        let outgoing: Vec<Outgoing> = followers
+        let outgoing: Vec<Outgoing> = planned
             .iter()
-            .map(|(child, queue)| {
-                let queue = queue
-                    .clone()
-                    .unwrap_or_else(|| tasks::queue_for(child.task()).to_owned());
-                Outgoing::task(child, &queue)
-            })
+            .map(|p| Outgoing::task(&p.message, &p.queue))
             .collect();
         for (out, result) in outgoing
             .iter()
@@ -732,6 +846,26 @@ impl Runtime {
         if let Err(e) = self.store.record_task_state(&update).await {
             tracing::warn!(error = %e, state = %state, "could not record task state");
         }
+    }
+}
+
+/// Why what follows a task could not be published.
+#[derive(Debug, thiserror::Error)]
+enum FollowUpError {
+    #[error(transparent)]
+    Canvas(#[from] CanvasError),
+    #[error(transparent)]
+    Publish(#[from] crate::PublishError),
+    #[error(transparent)]
+    Store(#[from] shopfds_store::StoreError),
+}
+
+/// Adds the messages that start `sig` to `planned`; a malformed signature is logged and skipped
+/// (it came from the producer; failing this task for it would not fix it).
+fn plan(planned: &mut Vec<Planned>, sig: &Signature, at: Apply<'_>) {
+    match apply(sig, at) {
+        Ok(messages) => planned.extend(messages),
+        Err(e) => tracing::error!(error = %e, task = %sig.task, "follow-up signature skipped"),
     }
 }
 

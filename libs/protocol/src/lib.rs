@@ -1,6 +1,7 @@
 //! The wire contract every ShopFDS service agrees on: the Celery message protocol v2 envelope,
 //! task names and their typed keyword arguments, queue and exchange names, and task states.
 
+pub mod canvas;
 #[cfg(feature = "grpc")]
 pub mod grpc;
 pub mod message;

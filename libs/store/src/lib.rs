@@ -6,10 +6,12 @@
 //! - [`outbox`]: the relay step that publishes outbox rows and marks them sent after the confirm;
 //! - [`results`]: the Celery-style result store behind `GET /v1/tasks/{id}`;
 //! - [`once`]: once-only side effects, keyed by task id or a business key;
+//! - [`chords`]: chord header parts counted once each, and the body published exactly once;
 //! - `fds`: fraud decisions (`fds_results`) and the velocity counts of the fraud rules;
 //! - [`fds_batch`]: the batch re-evaluation's reads and writes (inside a once-only transaction)
 //!   and the stored versions of the threat-intelligence feed.
 
+pub mod chords;
 pub mod error;
 mod fds;
 pub mod fds_batch;
@@ -22,6 +24,7 @@ pub mod settings;
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
+pub use chords::{ChordError, ChordPart, ChordProgress, ChordRecord};
 pub use error::StoreError;
 pub use fds::{
     FdsDecision, FdsResultRecord, FdsSource, NewFdsResult, ORDERS_CHANNEL, VelocityCounts,

@@ -218,3 +218,69 @@ pub async fn send_task_with(broker_url: &str, task: &SendTask) -> anyhow::Result
         ),
     }
 }
+
+/// What `interop/python/canvas.py send` enqueued: the task ids (a chain's in order, a group's
+/// members in order) and the group id.
+#[derive(Debug, Clone)]
+pub struct SentCanvas {
+    pub ids: Vec<String>,
+    pub group: Option<String>,
+}
+
+/// Enqueues a canvas with the stock Celery client: `kind` "chain" is
+/// `chain(generate_invoice_pdf, send_invoice_email)`, "group" is
+/// `group(send_order_confirmation_email, generate_invoice_pdf, register_shipment)`, each with
+/// `order_id`; `queue` overrides the app's routes for every task.
+pub async fn send_canvas(
+    broker_url: &str,
+    kind: &str,
+    order_id: &str,
+    queue: Option<&str>,
+) -> anyhow::Result<SentCanvas> {
+    let python = tokio::task::spawn_blocking(python::python).await??;
+    let script = python::interop_dir().join("canvas.py");
+    let mut cmd = tokio::process::Command::new(python);
+    cmd.arg(&script)
+        .arg("send")
+        .arg(kind)
+        .arg("--order-id")
+        .arg(order_id)
+        .env("PYTHONPATH", python::interop_dir())
+        .env("BROKER_URL", broker_url)
+        .kill_on_drop(true);
+    if let Some(queue) = queue {
+        cmd.arg("--queue").arg(queue);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .context("canvas.py did not finish within 60 s")?
+        .context("cannot run canvas.py")?;
+    if !out.status.success() {
+        bail!(
+            "canvas.py send {kind} failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim_end()
+        );
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .map(str::trim)
+        .rfind(|line| !line.is_empty())
+        .unwrap_or_default();
+    let value: Value =
+        serde_json::from_str(line).with_context(|| format!("canvas.py printed {line:?}"))?;
+    let ids = value["ids"]
+        .as_array()
+        .map(|ids| {
+            ids.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .ok_or_else(|| anyhow::anyhow!("canvas.py printed no ids: {line}"))?;
+    Ok(SentCanvas {
+        ids,
+        group: value["group"].as_str().map(str::to_owned),
+    })
+}

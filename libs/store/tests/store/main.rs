@@ -11,7 +11,10 @@ use chrono::Utc;
 use helpers::*;
 use serde_json::json;
 use shopfds_protocol::TaskState;
-use shopfds_store::{CreateOutcome, DatabaseSettings, OutboxRow, Store, TaskStateUpdate};
+use shopfds_store::{
+    ChordError, ChordPart, ChordProgress, CreateOutcome, DatabaseSettings, OutboxRow, Store,
+    TaskStateUpdate,
+};
 use sqlx::Connection;
 
 // --- connection ------------------------------------------------------------------------------
@@ -725,5 +728,153 @@ async fn two_deliveries_of_one_task_serialize() {
         .unwrap();
     assert_eq!(second.already_done(), Some(&json!({ "charged": true })));
     drop(second);
+    t.cleanup().await;
+}
+
+// --- chords ----------------------------------------------------------------------------------
+
+#[derive(Debug, thiserror::Error)]
+#[error("broker down")]
+struct BrokerDown;
+
+fn part<'a>(
+    group: &'a str,
+    size: usize,
+    task: &'a str,
+    index: i64,
+    result: &'a serde_json::Value,
+) -> ChordPart<'a> {
+    ChordPart {
+        group_id: group,
+        size,
+        task_id: task,
+        group_index: Some(index),
+        result,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_chord_parts_complete_the_chord_exactly_once_with_ordered_results() {
+    let t = spawn_store().await;
+    const SIZE: usize = 24;
+    let published = Arc::new(Mutex::new(Vec::new()));
+    let mut handles = Vec::new();
+    // Last index first, so arrival order differs from header order.
+    for i in (0..SIZE).rev() {
+        let store = t.store.clone();
+        let published = published.clone();
+        handles.push(tokio::spawn(async move {
+            let result = json!(format!("r{i}"));
+            let task = format!("t-{i}");
+            store
+                .chord_part_succeeded(&part("g-1", SIZE, &task, i as i64, &result), |results| {
+                    let published = published.clone();
+                    async move {
+                        published.lock().unwrap().push(results);
+                        Ok::<_, BrokerDown>(())
+                    }
+                })
+                .await
+                .unwrap()
+        }));
+    }
+    let mut completed = 0;
+    for h in handles {
+        if let ChordProgress::Completed { .. } = h.await.unwrap() {
+            completed += 1;
+        }
+    }
+    assert_eq!(completed, 1, "exactly one part completes the chord");
+    let published = published.lock().unwrap().clone();
+    assert_eq!(published.len(), 1, "the body is published once");
+    let expected: Vec<serde_json::Value> = (0..SIZE).map(|i| json!(format!("r{i}"))).collect();
+    assert_eq!(published[0], expected, "results in header order");
+    let chord = t.store.chord("g-1").await.unwrap().unwrap();
+    assert_eq!((chord.done, chord.state.as_str()), (SIZE as i32, "SUCCESS"));
+    t.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_redelivered_part_is_not_counted_twice() {
+    let t = spawn_store().await;
+    let r = json!(1);
+    let never = |_| async { Err::<(), _>(BrokerDown) };
+    let first = t
+        .store
+        .chord_part_succeeded(&part("g-2", 2, "t-a", 0, &r), never)
+        .await
+        .unwrap();
+    assert_eq!(first, ChordProgress::Counted { done: 1, size: 2 });
+    let again = t
+        .store
+        .chord_part_succeeded(&part("g-2", 2, "t-a", 0, &r), never)
+        .await
+        .unwrap();
+    assert_eq!(again, ChordProgress::AlreadyCounted);
+    assert_eq!(t.store.chord("g-2").await.unwrap().unwrap().done, 1);
+    t.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_failed_body_publish_keeps_nothing_so_the_retry_completes() {
+    let t = spawn_store().await;
+    let r = json!(1);
+    let ok = |_| async { Ok::<(), BrokerDown>(()) };
+    t.store
+        .chord_part_succeeded(&part("g-3", 2, "t-a", 0, &r), ok)
+        .await
+        .unwrap();
+    let down = t
+        .store
+        .chord_part_succeeded(&part("g-3", 2, "t-b", 1, &r), |_| async {
+            Err::<(), _>(BrokerDown)
+        })
+        .await;
+    assert!(matches!(down, Err(ChordError::Publish(BrokerDown))));
+    assert_eq!(t.store.chord("g-3").await.unwrap().unwrap().done, 1);
+    let retried = t
+        .store
+        .chord_part_succeeded(&part("g-3", 2, "t-b", 1, &r), ok)
+        .await
+        .unwrap();
+    assert!(matches!(retried, ChordProgress::Completed { .. }));
+    t.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_failed_part_fails_the_chord_once_and_later_parts_do_not_complete_it() {
+    let t = spawn_store().await;
+    let r = json!(1);
+    assert!(
+        t.store
+            .chord_part_failed("g-4", 2, "t-a", "boom")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !t.store
+            .chord_part_failed("g-4", 2, "t-a", "boom")
+            .await
+            .unwrap()
+    );
+    let later = t
+        .store
+        .chord_part_succeeded(&part("g-4", 2, "t-b", 1, &r), |_| async {
+            Ok::<(), BrokerDown>(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(later, ChordProgress::ChordFailed);
+    let chord = t.store.chord("g-4").await.unwrap().unwrap();
+    assert_eq!(chord.state, "FAILURE");
+    assert_eq!(chord.failed_task_id.as_deref(), Some("t-a"));
+    assert_eq!(
+        t.store
+            .purge_chords_before(Utc::now() + chrono::Duration::seconds(1))
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(t.store.chord("g-4").await.unwrap().is_none());
     t.cleanup().await;
 }
