@@ -3,6 +3,7 @@
 //! Celery app, and publisher confirms.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod faults;
 mod helpers;
 
 use std::sync::{Arc, Mutex};
