@@ -33,8 +33,10 @@ struct Inner {
     retry_for: Duration,
     confirm_timeout: Duration,
     session: Mutex<Option<Session>>,
-    /// Connections opened so far; numbers the sessions.
+    /// Sessions begun so far; numbers them.
     generations: AtomicU64,
+    /// Connections successfully opened.
+    opened: AtomicU64,
 }
 
 /// One connection's publisher; `generation` tells a stale failure report from a fresh one.
@@ -57,6 +59,7 @@ impl ReconnectingPublisher {
                 confirm_timeout: Duration::from_secs(15),
                 session: Mutex::new(None),
                 generations: AtomicU64::new(0),
+                opened: AtomicU64::new(0),
             }),
         }
     }
@@ -85,6 +88,7 @@ impl ReconnectingPublisher {
             confirm_timeout: self.inner.confirm_timeout,
             session: Mutex::new(None),
             generations: AtomicU64::new(0),
+            opened: AtomicU64::new(0),
         };
         change(&mut inner);
         ReconnectingPublisher {
@@ -96,6 +100,11 @@ impl ReconnectingPublisher {
     pub async fn connect(&self) -> Result<(), PublishError> {
         let deadline = Instant::now() + self.inner.retry_for;
         self.current(deadline).await.map(|_| ())
+    }
+
+    /// Connections opened so far: 1 after the first publish, one more after each reconnect.
+    pub fn connections_opened(&self) -> u64 {
+        self.inner.opened.load(Ordering::Relaxed)
     }
 
     /// Whether a connection is open right now (readiness; a closed one is reopened on publish).
@@ -202,6 +211,7 @@ impl ReconnectingPublisher {
         loop {
             match self.open().await {
                 Ok((connection, publisher)) => {
+                    self.inner.opened.fetch_add(1, Ordering::Relaxed);
                     if generation > 0 {
                         tracing::info!(generation, "publisher reconnected");
                     }
