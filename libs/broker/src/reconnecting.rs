@@ -107,16 +107,6 @@ impl ReconnectingPublisher {
         self.inner.opened.load(Ordering::Relaxed)
     }
 
-    /// Whether a connection is open right now (readiness; a closed one is reopened on publish).
-    pub async fn is_connected(&self) -> bool {
-        self.inner
-            .session
-            .lock()
-            .await
-            .as_ref()
-            .is_some_and(|s| s.publisher.is_usable())
-    }
-
     /// Publishes one message and waits for its confirm, reconnecting as needed.
     pub async fn publish(&self, msg: &Outgoing) -> Result<(), PublishError> {
         self.publish_batch(std::slice::from_ref(msg))

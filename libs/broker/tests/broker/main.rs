@@ -5,6 +5,7 @@
 
 mod faults;
 mod helpers;
+mod reconnecting_publisher;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
