@@ -6,6 +6,7 @@
 pub mod amqp;
 pub mod ops;
 pub mod publisher;
+pub mod reconnecting;
 pub mod service;
 pub mod settings;
 pub mod topology;
@@ -13,6 +14,7 @@ pub mod worker;
 
 pub use lapin;
 pub use publisher::{Outgoing, Publisher};
+pub use reconnecting::ReconnectingPublisher;
 pub use settings::{BrokerSettings, QueueConsumer, QueueType, WorkerSettings};
 pub use worker::{Registry, RetryPolicy, TaskContext, TaskError, TaskOptions, Worker};
 
@@ -42,4 +44,24 @@ pub enum PublishError {
     Nacked,
     #[error("the publishing channel is closed")]
     Closed,
+    /// The confirm did not arrive in time; the message may or may not be in the queue.
+    #[error("no publisher confirm within {0:?}")]
+    ConfirmTimeout(std::time::Duration),
+    /// A [`ReconnectingPublisher`] could not get a confirm before its retry window ended.
+    #[error("not confirmed within {window:?} (broker unreachable or refusing): {last_error}")]
+    GaveUp {
+        window: std::time::Duration,
+        last_error: String,
+    },
+}
+
+impl PublishError {
+    /// Whether publishing the same message again may succeed: the connection or channel was
+    /// lost, no confirm came, or the broker nacked. An unroutable message stays unroutable.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(
+            self,
+            PublishError::Unroutable { .. } | PublishError::GaveUp { .. }
+        )
+    }
 }

@@ -2,6 +2,8 @@
 //! an error instead of vanishing, and confirms pipelined over a batch rather than awaited one by
 //! one.
 
+use std::time::Duration;
+
 use lapin::Confirmation;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{Channel, Connection};
@@ -70,6 +72,7 @@ impl Publisher {
         Ok(Publisher { channel })
     }
 
+    /// Whether the channel (and so its connection) is still open.
     pub fn is_usable(&self) -> bool {
         self.channel.status().connected()
     }
@@ -85,38 +88,72 @@ impl Publisher {
     /// Publishes every message, then awaits the confirms: one round trip for the whole batch.
     /// The result for each message is in the same position as the message.
     pub async fn publish_batch(&self, msgs: &[Outgoing]) -> Vec<Result<(), PublishError>> {
+        let refs: Vec<&Outgoing> = msgs.iter().collect();
+        self.publish_refs(&refs, None).await
+    }
+
+    /// As [`Publisher::publish_batch`], but a confirm that has not arrived `confirm_timeout` after
+    /// the batch was sent counts as lost ([`PublishError::ConfirmTimeout`]): a connection that
+    /// died without a word must not hold the caller forever.
+    pub async fn publish_batch_within(
+        &self,
+        msgs: &[&Outgoing],
+        confirm_timeout: Duration,
+    ) -> Vec<Result<(), PublishError>> {
+        self.publish_refs(msgs, Some(confirm_timeout)).await
+    }
+
+    async fn publish_refs(
+        &self,
+        msgs: &[&Outgoing],
+        confirm_timeout: Option<Duration>,
+    ) -> Vec<Result<(), PublishError>> {
+        let deadline = confirm_timeout.map(|t| tokio::time::Instant::now() + t);
         let mut pending = Vec::with_capacity(msgs.len());
         for msg in msgs {
             let props = basic_properties(&msg.properties, &msg.headers);
-            let sent = self
-                .channel
-                .basic_publish(
-                    msg.exchange.as_str().into(),
-                    msg.routing_key.as_str().into(),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        immediate: false,
-                    },
-                    &msg.body,
-                    props,
-                )
-                .await;
+            let publish = self.channel.basic_publish(
+                msg.exchange.as_str().into(),
+                msg.routing_key.as_str().into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    immediate: false,
+                },
+                &msg.body,
+                props,
+            );
+            let sent = match deadline {
+                None => publish.await.map_err(PublishError::Amqp),
+                Some(at) => match tokio::time::timeout_at(at, publish).await {
+                    Ok(sent) => sent.map_err(PublishError::Amqp),
+                    Err(_) => Err(PublishError::ConfirmTimeout(
+                        confirm_timeout.unwrap_or_default(),
+                    )),
+                },
+            };
             pending.push(sent);
         }
         let mut results = Vec::with_capacity(msgs.len());
         for (sent, msg) in pending.into_iter().zip(msgs) {
-            let outcome = match sent {
-                Err(e) => Err(PublishError::Amqp(e)),
-                Ok(confirm) => match confirm.await {
-                    Err(e) => Err(PublishError::Amqp(e)),
-                    Ok(Confirmation::Ack(None)) => Ok(()),
-                    Ok(Confirmation::Ack(Some(_returned))) => Err(PublishError::Unroutable {
-                        exchange: msg.exchange.clone(),
-                        routing_key: msg.routing_key.clone(),
-                    }),
-                    Ok(Confirmation::Nack(_)) => Err(PublishError::Nacked),
-                    Ok(Confirmation::NotRequested) => Ok(()),
+            let confirmed = match (sent, deadline) {
+                (Err(e), _) => Err(e),
+                (Ok(confirm), None) => confirm.await.map_err(PublishError::Amqp),
+                (Ok(confirm), Some(at)) => match tokio::time::timeout_at(at, confirm).await {
+                    Ok(c) => c.map_err(PublishError::Amqp),
+                    Err(_) => Err(PublishError::ConfirmTimeout(
+                        confirm_timeout.unwrap_or_default(),
+                    )),
                 },
+            };
+            let outcome = match confirmed {
+                Err(e) => Err(e),
+                Ok(Confirmation::Ack(None)) => Ok(()),
+                Ok(Confirmation::Ack(Some(_returned))) => Err(PublishError::Unroutable {
+                    exchange: msg.exchange.clone(),
+                    routing_key: msg.routing_key.clone(),
+                }),
+                Ok(Confirmation::Nack(_)) => Err(PublishError::Nacked),
+                Ok(Confirmation::NotRequested) => Ok(()),
             };
             if let Ok(()) = outcome {
                 shopfds_telemetry::metrics::messages_published_total()

@@ -4,7 +4,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod canvas;
+mod faults;
 mod helpers;
+mod reconnecting_publisher;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -7,6 +7,7 @@ mod celery;
 mod pg;
 mod process;
 mod rabbit;
+mod rabbit_node;
 mod smtp;
 
 #[test]
