@@ -1,11 +1,11 @@
 //! A RabbitMQ node of the test's own, for tests that stop, restart or disturb a broker: the
 //! shared server on 5672 stays up for every other test running in parallel.
 //!
-//! The node is the Debian package's `rabbitmq-server` with its own node name, loopback ports
-//! (AMQP and Erlang distribution), data, log and config files in a temp dir owned by the
-//! `rabbitmq` user (the server drops to it and cannot write elsewhere), and no plugins. It boots in
-//! about 5 s on 2 cores (a restart keeping its data in about 1 s). It needs root, like
-//! `rabbitmqctl`, and `rabbitmq-server` installed (`scripts/ensure-services.sh`).
+//! The node is the Debian package's `rabbitmq-server`, run as the `rabbitmq` user, with its own
+//! node name, loopback ports (AMQP and Erlang distribution), data, log and config files in a temp
+//! dir owned by that user (the server cannot write elsewhere), and no plugins. It boots in 5–13 s
+//! on 2 cores, depending on load, and a restart keeping its data takes about as long. It needs
+//! root, like `rabbitmqctl`, and `rabbitmq-server` installed (`scripts/ensure-services.sh`).
 //! Dropping the node stops it and removes its data; no `beam` process is left behind.
 
 use std::os::unix::process::CommandExt;
@@ -69,11 +69,12 @@ impl RabbitNode {
         &self.name
     }
 
-    /// The process group of the running server (every process it started is in it).
+    /// The process group of the running server: its start script and the Erlang VM.
     pub fn process_group(&self) -> Option<u32> {
         self.server.as_ref().map(Child::id)
     }
 
+    /// The AMQP port on 127.0.0.1.
     pub fn amqp_port(&self) -> u16 {
         self.amqp_port
     }

@@ -411,15 +411,16 @@ async fn run_1000_tasks_through(disturbance: Disturbance) {
     );
 
     // Workers and publisher came back by themselves: their connections are on the node again.
-    let names = node.connection_names().await.unwrap();
-    assert_eq!(
-        names.iter().filter(|n| *n == "fault-worker").count(),
-        2,
-        "both workers reconnected: {names:?}"
-    );
+    let client_names = || async { node.connection_names().await.unwrap_or_default() };
+    let back = |names: &Vec<String>| {
+        names.iter().filter(|n| *n == "fault-worker").count() == 2
+            && names.iter().any(|n| n == "fault-publisher")
+    };
+    let reconnected = poll_until(Duration::from_secs(30), client_names, back).await;
     assert!(
-        names.iter().any(|n| n == "fault-publisher"),
-        "the publisher reconnected: {names:?}"
+        reconnected.is_ok(),
+        "both workers and the publisher are connected again: {:?}",
+        client_names().await
     );
     assert!(
         publisher.connections_opened() >= 2,
