@@ -31,6 +31,12 @@ pub struct BrokerSettings {
     /// First and longest wait between reconnection attempts.
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
+    /// `BROKER_MAX_PRIORITY` (Celery's `task_queue_max_priority`): classic work queues are
+    /// declared with `x-max-priority` so a message's `priority` property orders delivery.
+    /// Unset or 0 (the default, as in Celery and the seed's `task_queues`): no priority, and the
+    /// topology stays exactly the seed's. Quorum queues on RabbitMQ 3.10 have no priorities, so
+    /// there it is ignored with a warning.
+    pub max_priority: Option<u8>,
 }
 
 impl BrokerSettings {
@@ -41,6 +47,7 @@ impl BrokerSettings {
             connection_name: connection_name.into(),
             reconnect_min: Duration::from_millis(200),
             reconnect_max: Duration::from_secs(10),
+            max_priority: None,
         }
     }
 
@@ -63,8 +70,10 @@ impl BrokerSettings {
                 });
             }
         };
+        let max_priority: u8 = env_parse("BROKER_MAX_PRIORITY", 0)?;
         Ok(BrokerSettings {
             queue_type,
+            max_priority: (max_priority > 0).then_some(max_priority),
             ..BrokerSettings::with_url(url, connection_name)
         })
     }
@@ -123,8 +132,9 @@ impl WorkerSettings {
         }
     }
 
-    /// `WORKER_QUEUES` (comma separated), `WORKER_CONCURRENCY`, `WORKER_PREFETCH_MULTIPLIER`,
-    /// `SHUTDOWN_GRACE_SECS`, `RESULT_EXPIRES_SECS`, `TASK_TIME_LIMIT_SECS`,
+    /// `WORKER_QUEUES` (comma separated), `WORKER_CONCURRENCY`, `WORKER_PREFETCH_MULTIPLIER`
+    /// (and per queue `WORKER_PREFETCH_MULTIPLIER_<QUEUE>`), `WORKER_SHUTDOWN_GRACE_SECS` (or
+    /// `SHUTDOWN_GRACE_SECS`), `RESULT_EXPIRES_SECS`, `TASK_TIME_LIMIT_SECS`,
     /// `TASK_SOFT_TIME_LIMIT_SECS` override the defaults given.
     pub fn from_env(
         name: &str,
@@ -159,8 +169,30 @@ impl WorkerSettings {
         }
         for q in &mut s.queues {
             q.prefetch_multiplier = multiplier;
+            // The seed's table differs per queue (email 1, batch FDS 2–4): one worker that
+            // consumes several queues can give each its own, e.g. WORKER_PREFETCH_MULTIPLIER_FDS=4.
+            let variable = format!(
+                "WORKER_PREFETCH_MULTIPLIER_{}",
+                q.queue.to_ascii_uppercase().replace(['.', '-'], "_")
+            );
+            if let Some(v) = std::env::var(&variable)
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+            {
+                q.prefetch_multiplier = match v.trim().parse::<u16>() {
+                    Ok(m) if m > 0 => m,
+                    _ => {
+                        return Err(BrokerError::Config {
+                            variable: "WORKER_PREFETCH_MULTIPLIER_<QUEUE>",
+                            message: format!("{variable}={v:?}: must be a whole number from 1"),
+                        });
+                    }
+                };
+            }
         }
-        s.shutdown_grace = Duration::from_secs(env_parse("SHUTDOWN_GRACE_SECS", 120)?);
+        // WORKER_SHUTDOWN_GRACE_SECS wins; SHUTDOWN_GRACE_SECS is what the deployments set.
+        let grace = env_parse("SHUTDOWN_GRACE_SECS", 120)?;
+        s.shutdown_grace = Duration::from_secs(env_parse("WORKER_SHUTDOWN_GRACE_SECS", grace)?);
         s.result_expires = Duration::from_secs(env_parse("RESULT_EXPIRES_SECS", 3600)?);
         s.time_limit = Duration::from_secs(env_parse("TASK_TIME_LIMIT_SECS", 300)?);
         s.soft_time_limit = Duration::from_secs(env_parse("TASK_SOFT_TIME_LIMIT_SECS", 240)?);

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod helpers;
+mod runtime;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
