@@ -560,12 +560,6 @@ impl Worker {
 
 impl Runtime {
     async fn process(&self, delivery: Delivery, queue: String) {
-        let headers = delivery
-            .properties
-            .headers()
-            .as_ref()
-            .map(table_to_json)
-            .unwrap_or_default();
         let content_type = delivery
             .properties
             .content_type()
@@ -579,15 +573,20 @@ impl Runtime {
         let msg = match TaskMessage::decode(
             content_type.as_deref(),
             encoding.as_deref(),
-            headers.clone(),
+            delivery_headers(&delivery),
             &delivery.data,
         ) {
             Ok(msg) => msg,
             Err(e) => {
                 tracing::warn!(queue = %queue, reason = %e, "unreadable message dead-lettered");
                 count(&queue, "unknown", outcome::REJECTED);
-                self.dead_letter(&delivery, &queue, headers, &e.to_string())
-                    .await;
+                self.dead_letter(
+                    &delivery,
+                    &queue,
+                    delivery_headers(&delivery),
+                    &e.to_string(),
+                )
+                .await;
                 return;
             }
         };
@@ -595,18 +594,10 @@ impl Runtime {
         if let Some(table) = delivery.properties.headers() {
             shopfds_telemetry::propagation::set_parent_from_amqp(&span, table);
         }
-        self.run_task(delivery, queue, headers, msg)
-            .instrument(span)
-            .await;
+        self.run_task(delivery, queue, msg).instrument(span).await;
     }
 
-    async fn run_task(
-        &self,
-        delivery: Delivery,
-        queue: String,
-        headers: Map<String, Value>,
-        msg: TaskMessage,
-    ) {
+    async fn run_task(&self, delivery: Delivery, queue: String, msg: TaskMessage) {
         let Some((handler, options)) = self.registry.get(msg.task()) else {
             let reason = format!(
                 "unknown task {:?}: no handler registered on this worker",
@@ -614,7 +605,8 @@ impl Runtime {
             );
             tracing::warn!(reason = %reason, "message dead-lettered");
             count(&queue, msg.task(), outcome::REJECTED);
-            self.dead_letter(&delivery, &queue, headers, &reason).await;
+            self.dead_letter(&delivery, &queue, delivery_headers(&delivery), &reason)
+                .await;
             return;
         };
         let record = !(options.ignore_result || msg.headers.ignore_result);
@@ -632,7 +624,9 @@ impl Runtime {
             let wait = (eta - now).num_milliseconds();
             if wait > 1000 {
                 let seconds = u64::try_from(wait).unwrap_or(0).div_ceil(1000);
-                let out = self.forward(&delivery, &queue, headers).delayed(seconds);
+                let out = self
+                    .forward(&delivery, &queue, delivery_headers(&delivery))
+                    .delayed(seconds);
                 match self.publisher.publish(&out).await {
                     Ok(()) => ack(&delivery).await,
                     Err(e) => {
@@ -663,26 +657,31 @@ impl Runtime {
             publisher: self.publisher.clone(),
         };
         let started = Instant::now();
-        // Both limits are timers polled with the handler (no extra task per message): the soft
-        // one cancels the handler's token, the hard one drops the handler's future.
-        let run = tokio::time::timeout(hard, handler(ctx));
-        let soft_timer = tokio::time::sleep(soft);
-        tokio::pin!(run, soft_timer);
+        // One timer polled with the handler (no extra task per message): at the soft limit it
+        // cancels the handler's token and is moved on to the hard limit, where the handler's
+        // future is dropped.
+        let run = handler(ctx);
+        let timer = tokio::time::sleep(soft);
+        tokio::pin!(run, timer);
         let mut soft_fired = false;
         let outcome = loop {
             tokio::select! {
                 biased;
-                done = &mut run => break match done {
-                    Ok(outcome) => outcome,
-                    Err(_) => Err(TaskError::permanent(format!(
+                outcome = &mut run => break outcome,
+                () = &mut timer => {
+                    if !soft_fired {
+                        soft_fired = true;
+                        soft_limit.cancel();
+                        if soft < hard {
+                            tracing::warn!(soft_limit_secs = soft.as_secs_f64(), "soft time limit exceeded");
+                            timer.as_mut().reset((started + hard).into());
+                            continue;
+                        }
+                    }
+                    break Err(TaskError::permanent(format!(
                         "TimeLimitExceeded: hard time limit ({}s) exceeded",
                         hard.as_secs_f64()
-                    ))),
-                },
-                () = &mut soft_timer, if !soft_fired => {
-                    soft_fired = true;
-                    tracing::warn!(soft_limit_secs = soft.as_secs_f64(), "soft time limit exceeded");
-                    soft_limit.cancel();
+                    )));
                 }
             }
         };
@@ -714,7 +713,7 @@ impl Runtime {
                     countdown.unwrap_or_else(|| options.retry.delay(message.headers.retries));
                 // Whole seconds, rounded up, at least 1 (the delay tree's granularity).
                 let seconds = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
-                let mut retry_headers = headers;
+                let mut retry_headers = delivery_headers(&delivery);
                 retry_headers.insert("retries".to_owned(), json!(message.headers.retries + 1));
                 let eta = Utc::now()
                     + chrono::Duration::seconds(i64::try_from(seconds).unwrap_or(i64::MAX / 1000));
@@ -788,7 +787,8 @@ impl Runtime {
                         "on_failure",
                     );
                 }
-                self.dead_letter(&delivery, &queue, headers, &reason).await;
+                self.dead_letter(&delivery, &queue, delivery_headers(&delivery), &reason)
+                    .await;
             }
         }
     }
@@ -956,6 +956,17 @@ fn failure(
         retry_in,
         reason,
     }
+}
+
+/// The delivery's headers as JSON. Read again where needed rather than kept per message: most
+/// messages succeed and never need them after decoding.
+fn delivery_headers(delivery: &Delivery) -> Map<String, Value> {
+    delivery
+        .properties
+        .headers()
+        .as_ref()
+        .map(table_to_json)
+        .unwrap_or_default()
 }
 
 fn error_json(kind: &str, message: &str) -> Value {
