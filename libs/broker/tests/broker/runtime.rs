@@ -414,3 +414,32 @@ async fn on_shutdown_a_task_longer_than_the_grace_period_is_requeued_and_abandon
     let _next = start_worker(&tw.broker, &tw.store, again, helpers::worker_settings());
     tw.wait_for_state(msg.id(), TaskState::Success).await;
 }
+
+#[tokio::test]
+async fn a_stock_celery_app_with_the_same_max_priority_shares_the_priority_queues() {
+    // The Rust side declares first, with x-max-priority; the Celery app, configured with the
+    // same BROKER_MAX_PRIORITY, must declare equivalent queues (else PRECONDITION_FAILED) and
+    // receive the priority a Rust publisher set.
+    let tw = spawn_worker_on(Registry::new(), one_at_a_time(), Some(10)).await;
+    let celery = shopfds_testkit::celery::CeleryWorker::start_with_env(
+        &tw.vhost.amqp_url(),
+        &["email"],
+        &[("BROKER_MAX_PRIORITY", "10")],
+    )
+    .await
+    .expect("the Celery worker starts on the Rust topology with priorities");
+    let mut msg = TaskMessage::new(
+        "send_order_confirmation_email",
+        super::kwargs(json!({"order_id": "o-7"})),
+    );
+    msg.properties.priority = Some(7);
+    tw.publisher
+        .publish(&shopfds_broker::Outgoing::task(&msg, "email"))
+        .await
+        .unwrap();
+    let runs = celery.wait_for_executions(1, WAIT).await.unwrap();
+    assert_eq!(runs[0]["id"], msg.id());
+    assert_eq!(runs[0]["delivery_info"]["priority"], json!(7));
+    let log = celery.log();
+    assert!(!log.contains("PRECONDITION_FAILED"), "{log}");
+}
