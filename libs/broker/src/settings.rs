@@ -87,6 +87,10 @@ impl BrokerSettings {
 pub struct QueueConsumer {
     pub queue: String,
     pub prefetch_multiplier: u16,
+    /// At most this many of this queue's tasks at once (within the worker's `concurrency`), so
+    /// one worker can consume a slow queue without it taking every slot. `None`: only the
+    /// worker's limit. The prefetch is then `multiplier × this`.
+    pub concurrency: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -108,7 +112,10 @@ pub struct WorkerSettings {
 impl WorkerSettings {
     /// The AMQP prefetch count of one queue's consumer.
     pub fn prefetch_count(&self, consumer: &QueueConsumer) -> u16 {
-        let count = usize::from(consumer.prefetch_multiplier).saturating_mul(self.concurrency);
+        let slots = consumer
+            .concurrency
+            .map_or(self.concurrency, |c| c.min(self.concurrency));
+        let count = usize::from(consumer.prefetch_multiplier).saturating_mul(slots);
         u16::try_from(count).unwrap_or(u16::MAX)
     }
 
@@ -122,6 +129,7 @@ impl WorkerSettings {
                 .map(|q| QueueConsumer {
                     queue: (*q).to_owned(),
                     prefetch_multiplier: 1,
+                    concurrency: None,
                 })
                 .collect(),
             concurrency: 50,
@@ -133,7 +141,8 @@ impl WorkerSettings {
     }
 
     /// `WORKER_QUEUES` (comma separated), `WORKER_CONCURRENCY`, `WORKER_PREFETCH_MULTIPLIER`
-    /// (and per queue `WORKER_PREFETCH_MULTIPLIER_<QUEUE>`), `WORKER_SHUTDOWN_GRACE_SECS` (or
+    /// (and per queue `WORKER_CONCURRENCY_<QUEUE>`, `WORKER_PREFETCH_MULTIPLIER_<QUEUE>`),
+    /// `WORKER_SHUTDOWN_GRACE_SECS` (or
     /// `SHUTDOWN_GRACE_SECS`), `RESULT_EXPIRES_SECS`, `TASK_TIME_LIMIT_SECS`,
     /// `TASK_SOFT_TIME_LIMIT_SECS` override the defaults given.
     pub fn from_env(
@@ -169,12 +178,25 @@ impl WorkerSettings {
         }
         for q in &mut s.queues {
             q.prefetch_multiplier = multiplier;
+            let suffix = q.queue.to_ascii_uppercase().replace(['.', '-'], "_");
+            let variable = format!("WORKER_CONCURRENCY_{suffix}");
+            if let Some(v) = std::env::var(&variable)
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+            {
+                q.concurrency = match v.trim().parse::<usize>() {
+                    Ok(c) if c > 0 => Some(c),
+                    _ => {
+                        return Err(BrokerError::Config {
+                            variable: "WORKER_CONCURRENCY_<QUEUE>",
+                            message: format!("{variable}={v:?}: must be a whole number from 1"),
+                        });
+                    }
+                };
+            }
             // The seed's table differs per queue (email 1, batch FDS 2–4): one worker that
             // consumes several queues can give each its own, e.g. WORKER_PREFETCH_MULTIPLIER_FDS=4.
-            let variable = format!(
-                "WORKER_PREFETCH_MULTIPLIER_{}",
-                q.queue.to_ascii_uppercase().replace(['.', '-'], "_")
-            );
+            let variable = format!("WORKER_PREFETCH_MULTIPLIER_{suffix}");
             if let Some(v) = std::env::var(&variable)
                 .ok()
                 .filter(|v| !v.trim().is_empty())

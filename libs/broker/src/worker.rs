@@ -366,6 +366,8 @@ pub struct Worker {
     store: Store,
     /// Per rate-limited task name; kept across reconnections.
     limiters: Arc<HashMap<String, RateLimiter>>,
+    /// Per consumed queue (same order as `settings.queues`), its own cap on running tasks.
+    queue_slots: Vec<Option<Arc<Semaphore>>>,
 }
 
 struct Runtime {
@@ -398,12 +400,18 @@ impl Worker {
                 ))
             })
             .collect();
+        let queue_slots = settings
+            .queues
+            .iter()
+            .map(|q| q.concurrency.map(|c| Arc::new(Semaphore::new(c))))
+            .collect();
         Worker {
             broker,
             settings,
             registry: Arc::new(registry),
             store,
             limiters: Arc::new(limiters),
+            queue_slots,
         }
     }
 
@@ -481,7 +489,7 @@ impl Worker {
         });
         let mut streams = Vec::with_capacity(self.settings.queues.len());
         let mut consumers = Vec::with_capacity(self.settings.queues.len());
-        for consumer in &self.settings.queues {
+        for (consumer, slots) in self.settings.queues.iter().zip(&self.queue_slots) {
             let channel = conn.create_channel().await?;
             channel
                 .basic_qos(
@@ -500,7 +508,20 @@ impl Worker {
                 .await?;
             consumers.push((channel, tag));
             let queue = consumer.queue.clone();
-            streams.push(stream.map(move |d| (queue.clone(), d)).boxed());
+            streams.push(match slots.clone() {
+                None => stream.map(move |d| (queue.clone(), d, None)).boxed(),
+                // A queue with its own cap is only read while it has a free slot; the slot
+                // travels with the message to the task that runs it.
+                Some(slots) => futures::stream::unfold(stream, move |mut stream| {
+                    let (queue, slots) = (queue.clone(), slots.clone());
+                    async move {
+                        let slot = slots.acquire_owned().await.ok()?;
+                        let next = stream.next().await?;
+                        Some(((queue, next, Some(slot)), stream))
+                    }
+                })
+                .boxed(),
+            });
         }
         tracing::info!(hostname = %self.settings.hostname, queues = ?self.settings.queues, concurrency = self.settings.concurrency, "worker consuming");
         let mut deliveries = futures::stream::select_all(streams);
@@ -520,8 +541,8 @@ impl Worker {
                         lapin::ErrorKind::InvalidConnectionState(lapin::ConnectionState::Closed),
                     )));
                 }
-                Some((_, Err(e))) => return Err(BrokerError::Amqp(e)),
-                Some((queue, Ok(delivery))) => {
+                Some((_, Err(e), _)) => return Err(BrokerError::Amqp(e)),
+                Some((queue, Ok(delivery), slot)) => {
                     let runtime = runtime.clone();
                     let abandon = abandon.clone();
                     tracker.spawn(async move {
@@ -535,6 +556,7 @@ impl Worker {
                             }
                         }
                         drop(permit);
+                        drop(slot);
                     });
                 }
             }

@@ -443,3 +443,38 @@ async fn a_stock_celery_app_with_the_same_max_priority_shares_the_priority_queue
     let log = celery.log();
     assert!(!log.contains("PRECONDITION_FAILED"), "{log}");
 }
+
+#[tokio::test]
+async fn a_queue_with_its_own_concurrency_runs_no_more_of_its_tasks_at_once() {
+    let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut registry = Registry::new();
+    {
+        let (running, most) = (running.clone(), most.clone());
+        registry.register("slow_report", TaskOptions::default(), move |_ctx| {
+            let (running, most) = (running.clone(), most.clone());
+            async move {
+                use std::sync::atomic::Ordering::SeqCst;
+                let now = running.fetch_add(1, SeqCst) + 1;
+                most.fetch_max(now, SeqCst);
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                running.fetch_sub(1, SeqCst);
+                Ok(Value::Null)
+            }
+        });
+    }
+    // Four slots in the worker and a prefetch of four, but one at a time for this queue.
+    let mut settings = helpers::worker_settings();
+    settings.queues[0].concurrency = Some(1);
+    settings.queues[0].prefetch_multiplier = 4;
+    let tw = spawn_worker_with(registry, settings).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let msg = tw.send(TaskMessage::new("slow_report", Map::new())).await;
+        ids.push(msg.id().to_owned());
+    }
+    for id in &ids {
+        tw.wait_for_state(id, TaskState::Success).await;
+    }
+    assert_eq!(most.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
