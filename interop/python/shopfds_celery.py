@@ -31,6 +31,9 @@ DEAD_LETTER_EXCHANGE = "dlx"
 
 BROKER_URL = os.environ.get("BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
 QUEUE_TYPE = os.environ.get("SHOPFDS_QUEUE_TYPE", "classic")
+# The Rust side's BROKER_MAX_PRIORITY (Celery's task_queue_max_priority): both must declare the
+# same x-max-priority, or the second declaration fails with PRECONDITION_FAILED.
+MAX_PRIORITY = int(os.environ.get("BROKER_MAX_PRIORITY") or 0)
 
 app = Celery("shopfds", broker=BROKER_URL)
 
@@ -44,6 +47,8 @@ def _work_queue(name: str) -> Queue:
     }
     if QUEUE_TYPE != "classic":
         arguments["x-queue-type"] = QUEUE_TYPE
+    elif MAX_PRIORITY > 0:
+        arguments["x-max-priority"] = MAX_PRIORITY
     return Queue(
         name,
         Exchange(name, type="direct", durable=True),

@@ -16,7 +16,10 @@ pub use lapin;
 pub use publisher::{Outgoing, Publisher};
 pub use reconnecting::ReconnectingPublisher;
 pub use settings::{BrokerSettings, QueueConsumer, QueueType, WorkerSettings};
-pub use worker::{Registry, RetryPolicy, TaskContext, TaskError, TaskOptions, Worker};
+pub use worker::{
+    Hook, RateLimit, Registry, RetryPolicy, TaskContext, TaskError, TaskFailure, TaskOptions,
+    Worker,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {

@@ -61,7 +61,7 @@ async fn declare_once(
     };
     let declared = async {
         let channel = conn.create_channel().await?;
-        topology::declare(&channel, broker.queue_type).await?;
+        topology::declare_for(&channel, broker).await?;
         let _ = channel.close(200, "declared".into()).await;
         Ok::<(), BrokerError>(())
     }

@@ -31,6 +31,12 @@ pub struct BrokerSettings {
     /// First and longest wait between reconnection attempts.
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
+    /// `BROKER_MAX_PRIORITY` (Celery's `task_queue_max_priority`): classic work queues are
+    /// declared with `x-max-priority` so a message's `priority` property orders delivery.
+    /// Unset or 0 (the default, as in Celery and the seed's `task_queues`): no priority, and the
+    /// topology stays exactly the seed's. Quorum queues on RabbitMQ 3.10 have no priorities, so
+    /// there it is ignored with a warning.
+    pub max_priority: Option<u8>,
 }
 
 impl BrokerSettings {
@@ -41,6 +47,7 @@ impl BrokerSettings {
             connection_name: connection_name.into(),
             reconnect_min: Duration::from_millis(200),
             reconnect_max: Duration::from_secs(10),
+            max_priority: None,
         }
     }
 
@@ -63,8 +70,10 @@ impl BrokerSettings {
                 });
             }
         };
+        let max_priority: u8 = env_parse("BROKER_MAX_PRIORITY", 0)?;
         Ok(BrokerSettings {
             queue_type,
+            max_priority: (max_priority > 0).then_some(max_priority),
             ..BrokerSettings::with_url(url, connection_name)
         })
     }
@@ -78,6 +87,10 @@ impl BrokerSettings {
 pub struct QueueConsumer {
     pub queue: String,
     pub prefetch_multiplier: u16,
+    /// At most this many of this queue's tasks at once (within the worker's `concurrency`), so
+    /// one worker can consume a slow queue without it taking every slot. `None`: only the
+    /// worker's limit. The prefetch is then `multiplier × this`.
+    pub concurrency: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -99,7 +112,10 @@ pub struct WorkerSettings {
 impl WorkerSettings {
     /// The AMQP prefetch count of one queue's consumer.
     pub fn prefetch_count(&self, consumer: &QueueConsumer) -> u16 {
-        let count = usize::from(consumer.prefetch_multiplier).saturating_mul(self.concurrency);
+        let slots = consumer
+            .concurrency
+            .map_or(self.concurrency, |c| c.min(self.concurrency));
+        let count = usize::from(consumer.prefetch_multiplier).saturating_mul(slots);
         u16::try_from(count).unwrap_or(u16::MAX)
     }
 
@@ -113,6 +129,7 @@ impl WorkerSettings {
                 .map(|q| QueueConsumer {
                     queue: (*q).to_owned(),
                     prefetch_multiplier: 1,
+                    concurrency: None,
                 })
                 .collect(),
             concurrency: 50,
@@ -123,8 +140,10 @@ impl WorkerSettings {
         }
     }
 
-    /// `WORKER_QUEUES` (comma separated), `WORKER_CONCURRENCY`, `WORKER_PREFETCH_MULTIPLIER`,
-    /// `SHUTDOWN_GRACE_SECS`, `RESULT_EXPIRES_SECS`, `TASK_TIME_LIMIT_SECS`,
+    /// `WORKER_QUEUES` (comma separated), `WORKER_CONCURRENCY`, `WORKER_PREFETCH_MULTIPLIER`
+    /// (and per queue `WORKER_CONCURRENCY_<QUEUE>`, `WORKER_PREFETCH_MULTIPLIER_<QUEUE>`),
+    /// `WORKER_SHUTDOWN_GRACE_SECS` (or
+    /// `SHUTDOWN_GRACE_SECS`), `RESULT_EXPIRES_SECS`, `TASK_TIME_LIMIT_SECS`,
     /// `TASK_SOFT_TIME_LIMIT_SECS` override the defaults given.
     pub fn from_env(
         name: &str,
@@ -159,8 +178,43 @@ impl WorkerSettings {
         }
         for q in &mut s.queues {
             q.prefetch_multiplier = multiplier;
+            let suffix = q.queue.to_ascii_uppercase().replace(['.', '-'], "_");
+            let variable = format!("WORKER_CONCURRENCY_{suffix}");
+            if let Some(v) = std::env::var(&variable)
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+            {
+                q.concurrency = match v.trim().parse::<usize>() {
+                    Ok(c) if c > 0 => Some(c),
+                    _ => {
+                        return Err(BrokerError::Config {
+                            variable: "WORKER_CONCURRENCY_<QUEUE>",
+                            message: format!("{variable}={v:?}: must be a whole number from 1"),
+                        });
+                    }
+                };
+            }
+            // The seed's table differs per queue (email 1, batch FDS 2–4): one worker that
+            // consumes several queues can give each its own, e.g. WORKER_PREFETCH_MULTIPLIER_FDS=4.
+            let variable = format!("WORKER_PREFETCH_MULTIPLIER_{suffix}");
+            if let Some(v) = std::env::var(&variable)
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+            {
+                q.prefetch_multiplier = match v.trim().parse::<u16>() {
+                    Ok(m) if m > 0 => m,
+                    _ => {
+                        return Err(BrokerError::Config {
+                            variable: "WORKER_PREFETCH_MULTIPLIER_<QUEUE>",
+                            message: format!("{variable}={v:?}: must be a whole number from 1"),
+                        });
+                    }
+                };
+            }
         }
-        s.shutdown_grace = Duration::from_secs(env_parse("SHUTDOWN_GRACE_SECS", 120)?);
+        // WORKER_SHUTDOWN_GRACE_SECS wins; SHUTDOWN_GRACE_SECS is what the deployments set.
+        let grace = env_parse("SHUTDOWN_GRACE_SECS", 120)?;
+        s.shutdown_grace = Duration::from_secs(env_parse("WORKER_SHUTDOWN_GRACE_SECS", grace)?);
         s.result_expires = Duration::from_secs(env_parse("RESULT_EXPIRES_SECS", 3600)?);
         s.time_limit = Duration::from_secs(env_parse("TASK_TIME_LIMIT_SECS", 300)?);
         s.soft_time_limit = Duration::from_secs(env_parse("TASK_SOFT_TIME_LIMIT_SECS", 240)?);

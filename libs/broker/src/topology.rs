@@ -16,7 +16,7 @@ use shopfds_protocol::names::{
     delay_level_name,
 };
 
-use crate::{BrokerError, QueueType};
+use crate::{BrokerError, BrokerSettings, QueueType};
 
 fn durable_exchange() -> ExchangeDeclareOptions {
     ExchangeDeclareOptions {
@@ -38,6 +38,17 @@ fn long_string(s: &str) -> AMQPValue {
 
 /// The arguments of work queue `queue`, exactly as the seed's `task_queues` gives them.
 pub fn work_queue_arguments(queue: &str, queue_type: QueueType) -> FieldTable {
+    work_queue_arguments_with(queue, queue_type, None)
+}
+
+/// As [`work_queue_arguments`], plus `x-max-priority` on a classic queue when `max_priority` is
+/// set (what Celery's `task_queue_max_priority` adds). Quorum queues get none: RabbitMQ 3.10
+/// has no priorities there.
+pub fn work_queue_arguments_with(
+    queue: &str,
+    queue_type: QueueType,
+    max_priority: Option<u8>,
+) -> FieldTable {
     let mut args = FieldTable::default();
     args.insert(
         "x-dead-letter-exchange".into(),
@@ -51,12 +62,38 @@ pub fn work_queue_arguments(queue: &str, queue_type: QueueType) -> FieldTable {
     // explicitly would not match a queue a Celery app declared first.
     if queue_type == QueueType::Quorum {
         args.insert("x-queue-type".into(), long_string("quorum"));
+    } else if let Some(max) = max_priority {
+        // An int, as py-amqp writes it, so a Celery app's declaration is equivalent.
+        args.insert(
+            "x-max-priority".into(),
+            crate::amqp::json_to_amqp(&i64::from(max).into()),
+        );
     }
     args
 }
 
-/// Declares everything. Safe to call at every start and after every reconnect.
+/// Declares everything with the seed's arguments (no priorities). Safe to call at every start
+/// and after every reconnect.
 pub async fn declare(channel: &Channel, queue_type: QueueType) -> Result<(), BrokerError> {
+    declare_with(channel, queue_type, None).await
+}
+
+/// Declares everything as `broker` configures it (queue type, `BROKER_MAX_PRIORITY`).
+pub async fn declare_for(channel: &Channel, broker: &BrokerSettings) -> Result<(), BrokerError> {
+    declare_with(channel, broker.queue_type, broker.max_priority).await
+}
+
+/// Declares everything; classic work queues with `x-max-priority` when `max_priority` is set.
+pub async fn declare_with(
+    channel: &Channel,
+    queue_type: QueueType,
+    max_priority: Option<u8>,
+) -> Result<(), BrokerError> {
+    if max_priority.is_some() && queue_type == QueueType::Quorum {
+        tracing::warn!(
+            "BROKER_MAX_PRIORITY is ignored: quorum queues have no message priorities on RabbitMQ 3.10"
+        );
+    }
     channel
         .exchange_declare(
             DEAD_LETTER_EXCHANGE.into(),
@@ -66,7 +103,7 @@ pub async fn declare(channel: &Channel, queue_type: QueueType) -> Result<(), Bro
         )
         .await?;
     for queue in WORK_QUEUES {
-        declare_work_queue(channel, queue, queue_type).await?;
+        declare_work_queue(channel, queue, queue_type, max_priority).await?;
     }
     declare_delay_tree(channel, queue_type).await?;
     for queue in WORK_QUEUES {
@@ -89,6 +126,7 @@ async fn declare_work_queue(
     channel: &Channel,
     queue: &str,
     queue_type: QueueType,
+    max_priority: Option<u8>,
 ) -> Result<(), BrokerError> {
     channel
         .exchange_declare(
@@ -102,7 +140,7 @@ async fn declare_work_queue(
         .queue_declare(
             queue.into(),
             durable_queue(),
-            work_queue_arguments(queue, queue_type),
+            work_queue_arguments_with(queue, queue_type, max_priority),
         )
         .await?;
     channel

@@ -129,16 +129,119 @@ impl RetryPolicy {
     }
 }
 
+/// Celery's `rate_limit` ("10/s", "100/m", "1000/h"): at most `count` starts of the task per
+/// `per`, per worker process, spaced evenly (a token bucket holding one token, as Celery's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub count: u32,
+    pub per: Duration,
+}
+
+impl RateLimit {
+    /// The time between two starts.
+    pub fn interval(&self) -> Duration {
+        self.per / self.count.max(1)
+    }
+}
+
+impl std::str::FromStr for RateLimit {
+    type Err = String;
+
+    /// Parses Celery's syntax: a positive whole number, `/`, and `s`, `m` or `h`; a bare number
+    /// is per second, as in Celery.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        let (count, unit) = text.split_once('/').unwrap_or((text, "s"));
+        let count: u32 = count.trim().parse().map_err(|_| {
+            format!("rate limit {text:?}: expected <tasks>/<s|m|h>, e.g. \"10/s\" or \"100/m\"")
+        })?;
+        if count == 0 {
+            return Err(format!(
+                "rate limit {text:?}: the number of tasks must be at least 1"
+            ));
+        }
+        let per = match unit.trim() {
+            "s" | "sec" | "second" => Duration::from_secs(1),
+            "m" | "min" | "minute" => Duration::from_secs(60),
+            "h" | "hour" => Duration::from_secs(3600),
+            other => {
+                return Err(format!(
+                    "rate limit {text:?}: unknown unit {other:?} (use s, m or h)"
+                ));
+            }
+        };
+        Ok(RateLimit { count, per })
+    }
+}
+
+/// What an `on_retry` or `on_failure` hook is told.
+#[derive(Debug, Clone)]
+pub struct TaskFailure {
+    pub task_id: String,
+    pub task: String,
+    pub queue: String,
+    /// The handler's error (for a hard time limit, a permanent `TimeLimitExceeded` error).
+    pub error: TaskError,
+    /// Retries done before this attempt (the message's `retries` header).
+    pub retries: u32,
+    /// `on_retry`: the wait before the next attempt. `on_failure`: none.
+    pub retry_in: Option<Duration>,
+    /// `on_failure`: the reason written to the dead letter (`x-shopfds-reason`).
+    pub reason: String,
+}
+
+/// A callback declared next to a handler (Celery's `on_retry` / `on_failure`), for error
+/// reporting or metrics of one's own. It runs on the worker's task, so it must be quick; a hook
+/// that panics is logged and does not change what happens to the message.
+#[derive(Clone)]
+pub struct Hook(Arc<dyn Fn(&TaskFailure) + Send + Sync>);
+
+impl Hook {
+    pub fn new(f: impl Fn(&TaskFailure) + Send + Sync + 'static) -> Self {
+        Hook(Arc::new(f))
+    }
+
+    fn call(&self, event: &TaskFailure, which: &str) {
+        let f = &self.0;
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(event))).is_err() {
+            tracing::error!(hook = which, task_id = %event.task_id, "task hook panicked");
+        }
+    }
+}
+
+impl fmt::Debug for Hook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Hook(..)")
+    }
+}
+
+impl PartialEq for Hook {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
 /// Options declared next to a handler (Celery's `@app.task(...)` arguments).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskOptions {
     pub max_retries: u32,
     pub retry: RetryPolicy,
-    /// Don't write states and results for this task (fire-and-forget, for throughput).
+    /// Don't write states and results for this task (fire-and-forget, for throughput). Celery's
+    /// `ignore_result`; a message's `ignore_result` header has the same effect. Nothing is
+    /// written at all, failures included (Celery's `store_errors_even_if_ignored=False`); the
+    /// dead-letter queue and the `on_failure` hook still see failures.
     pub ignore_result: bool,
     /// Override the worker's default limits (a message's own `timelimit` header wins).
     pub time_limit: Option<Duration>,
     pub soft_time_limit: Option<Duration>,
+    /// Celery's `rate_limit`: starts of this task per worker process. A message waiting for its
+    /// turn holds a concurrency slot, as in Celery.
+    pub rate_limit: Option<RateLimit>,
+    /// Called after a retry was scheduled.
+    pub on_retry: Option<Hook>,
+    /// Called when the task failed for good (permanent error, retries spent, hard time limit),
+    /// after its FAILURE was recorded and before its message goes to the dead-letter queue.
+    pub on_failure: Option<Hook>,
 }
 
 impl Default for TaskOptions {
@@ -150,6 +253,33 @@ impl Default for TaskOptions {
             ignore_result: false,
             time_limit: None,
             soft_time_limit: None,
+            rate_limit: None,
+            on_retry: None,
+            on_failure: None,
+        }
+    }
+}
+
+/// One token bucket per rate-limited task name: the next free start time.
+struct RateLimiter {
+    interval: Duration,
+    next: std::sync::Mutex<Instant>,
+}
+
+impl RateLimiter {
+    /// Waits for this task's next start slot.
+    async fn acquire(&self) {
+        let now = Instant::now();
+        let slot = {
+            let Ok(mut next) = self.next.lock() else {
+                return;
+            };
+            let slot = (*next).max(now);
+            *next = slot + self.interval;
+            slot
+        };
+        if slot > now {
+            tokio::time::sleep_until(slot.into()).await;
         }
     }
 }
@@ -236,6 +366,10 @@ pub struct Worker {
     settings: WorkerSettings,
     registry: Arc<Registry>,
     store: Store,
+    /// Per rate-limited task name; kept across reconnections.
+    limiters: Arc<HashMap<String, RateLimiter>>,
+    /// Per consumed queue (same order as `settings.queues`), its own cap on running tasks.
+    queue_slots: Vec<Option<Arc<Semaphore>>>,
 }
 
 struct Runtime {
@@ -243,6 +377,7 @@ struct Runtime {
     store: Store,
     publisher: Publisher,
     settings: WorkerSettings,
+    limiters: Arc<HashMap<String, RateLimiter>>,
 }
 
 impl Worker {
@@ -252,25 +387,51 @@ impl Worker {
         registry: Registry,
         store: Store,
     ) -> Self {
+        let now = Instant::now();
+        let limiters = registry
+            .handlers
+            .iter()
+            .filter_map(|(name, (_, options))| {
+                let limit = options.rate_limit?;
+                Some((
+                    name.clone(),
+                    RateLimiter {
+                        interval: limit.interval(),
+                        next: std::sync::Mutex::new(now),
+                    },
+                ))
+            })
+            .collect();
+        let queue_slots = settings
+            .queues
+            .iter()
+            .map(|q| q.concurrency.map(|c| Arc::new(Semaphore::new(c))))
+            .collect();
         Worker {
             broker,
             settings,
             registry: Arc::new(registry),
             store,
+            limiters: Arc::new(limiters),
+            queue_slots,
         }
     }
 
     /// Runs until `shutdown` is cancelled. A lost connection is re-established with backoff and
     /// the topology declared again; messages that were unacknowledged on it are redelivered by
     /// the broker. On shutdown, consuming stops, running tasks get `shutdown_grace` to finish,
-    /// and whatever did not finish is requeued when the connection closes.
+    /// and the messages of those that did not are requeued (`basic.reject` with requeue, so
+    /// another worker takes them at once); then it returns `Ok`, so the binary exits 0.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), BrokerError> {
         let semaphore = Arc::new(Semaphore::new(self.settings.concurrency));
         let tracker = TaskTracker::new();
+        let abandon = CancellationToken::new();
         while let Some(conn) = connect_with_retry(&self.broker, &shutdown).await {
-            match self.session(&conn, &semaphore, &tracker, &shutdown).await {
+            match self
+                .session(&conn, &semaphore, &tracker, &shutdown, &abandon)
+                .await
+            {
                 Ok(()) => {
-                    self.drain(&tracker).await;
                     let _ = conn.close(200, "worker shutdown".into()).await;
                     return Ok(());
                 }
@@ -279,11 +440,11 @@ impl Worker {
                 }
             }
         }
-        self.drain(&tracker).await;
+        self.drain(&tracker, &abandon).await;
         Ok(())
     }
 
-    async fn drain(&self, tracker: &TaskTracker) {
+    async fn drain(&self, tracker: &TaskTracker, abandon: &CancellationToken) {
         tracker.close();
         let running = tracker.len();
         if running > 0 {
@@ -299,21 +460,26 @@ impl Worker {
         {
             tracing::warn!(
                 unfinished = tracker.len(),
-                "grace period over: unfinished tasks are requeued"
+                "grace period over: unfinished tasks are abandoned and their messages requeued"
             );
+            abandon.cancel();
+            // Each abandoned task sends its reject; a broken connection requeues them anyway.
+            let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
         }
     }
 
-    /// One connection's life. `Ok` means shutdown was requested; `Err` that the connection broke.
+    /// One connection's life. `Ok` means shutdown was requested and running tasks were drained;
+    /// `Err` that the connection broke.
     async fn session(
         &self,
         conn: &Connection,
         semaphore: &Arc<Semaphore>,
         tracker: &TaskTracker,
         shutdown: &CancellationToken,
+        abandon: &CancellationToken,
     ) -> Result<(), BrokerError> {
         let setup = conn.create_channel().await?;
-        topology::declare(&setup, self.broker.queue_type).await?;
+        topology::declare_for(&setup, &self.broker).await?;
         let _ = setup.close(200, "declared".into()).await;
 
         let runtime = Arc::new(Runtime {
@@ -321,10 +487,11 @@ impl Worker {
             store: self.store.clone(),
             publisher: Publisher::new(conn).await?,
             settings: self.settings.clone(),
+            limiters: self.limiters.clone(),
         });
         let mut streams = Vec::with_capacity(self.settings.queues.len());
         let mut consumers = Vec::with_capacity(self.settings.queues.len());
-        for consumer in &self.settings.queues {
+        for (consumer, slots) in self.settings.queues.iter().zip(&self.queue_slots) {
             let channel = conn.create_channel().await?;
             channel
                 .basic_qos(
@@ -343,7 +510,20 @@ impl Worker {
                 .await?;
             consumers.push((channel, tag));
             let queue = consumer.queue.clone();
-            streams.push(stream.map(move |d| (queue.clone(), d)).boxed());
+            streams.push(match slots.clone() {
+                None => stream.map(move |d| (queue.clone(), d, None)).boxed(),
+                // A queue with its own cap is only read while it has a free slot; the slot
+                // travels with the message to the task that runs it.
+                Some(slots) => futures::stream::unfold(stream, move |mut stream| {
+                    let (queue, slots) = (queue.clone(), slots.clone());
+                    async move {
+                        let slot = slots.acquire_owned().await.ok()?;
+                        let next = stream.next().await?;
+                        Some(((queue, next, Some(slot)), stream))
+                    }
+                })
+                .boxed(),
+            });
         }
         tracing::info!(hostname = %self.settings.hostname, queues = ?self.settings.queues, concurrency = self.settings.concurrency, "worker consuming");
         let mut deliveries = futures::stream::select_all(streams);
@@ -363,12 +543,22 @@ impl Worker {
                         lapin::ErrorKind::InvalidConnectionState(lapin::ConnectionState::Closed),
                     )));
                 }
-                Some((_, Err(e))) => return Err(BrokerError::Amqp(e)),
-                Some((queue, Ok(delivery))) => {
+                Some((_, Err(e), _)) => return Err(BrokerError::Amqp(e)),
+                Some((queue, Ok(delivery), slot)) => {
                     let runtime = runtime.clone();
+                    let abandon = abandon.clone();
                     tracker.spawn(async move {
-                        runtime.process(delivery, queue).await;
+                        let acker = delivery.acker.clone();
+                        tokio::select! {
+                            () = runtime.process(delivery, queue) => {}
+                            () = abandon.cancelled() => {
+                                if let Err(e) = acker.reject(BasicRejectOptions { requeue: true }).await {
+                                    tracing::warn!(error = %e, "requeue failed; the broker will redeliver the message");
+                                }
+                            }
+                        }
                         drop(permit);
+                        drop(slot);
                     });
                 }
             }
@@ -376,7 +566,7 @@ impl Worker {
         // Shutdown: tell the broker to stop pushing messages. Running tasks still ack on these
         // channels; prefetched messages never started are requeued when the connection closes.
         drop(deliveries);
-        for (channel, tag) in consumers {
+        for (channel, tag) in &consumers {
             if let Err(e) = channel
                 .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
                 .await
@@ -384,18 +574,16 @@ impl Worker {
                 tracing::debug!(error = %e, consumer = %tag, "consumer cancel failed");
             }
         }
+        // The channels stay open while tasks drain: a dropped channel closes, and a task that
+        // finished afterwards could not ack (its message would run again elsewhere).
+        self.drain(tracker, abandon).await;
+        drop(consumers);
         Ok(())
     }
 }
 
 impl Runtime {
     async fn process(&self, delivery: Delivery, queue: String) {
-        let headers = delivery
-            .properties
-            .headers()
-            .as_ref()
-            .map(table_to_json)
-            .unwrap_or_default();
         let content_type = delivery
             .properties
             .content_type()
@@ -409,15 +597,20 @@ impl Runtime {
         let msg = match TaskMessage::decode(
             content_type.as_deref(),
             encoding.as_deref(),
-            headers.clone(),
+            delivery_headers(&delivery),
             &delivery.data,
         ) {
             Ok(msg) => msg,
             Err(e) => {
                 tracing::warn!(queue = %queue, reason = %e, "unreadable message dead-lettered");
                 count(&queue, "unknown", outcome::REJECTED);
-                self.dead_letter(&delivery, &queue, headers, &e.to_string())
-                    .await;
+                self.dead_letter(
+                    &delivery,
+                    &queue,
+                    delivery_headers(&delivery),
+                    &e.to_string(),
+                )
+                .await;
                 return;
             }
         };
@@ -425,18 +618,10 @@ impl Runtime {
         if let Some(table) = delivery.properties.headers() {
             shopfds_telemetry::propagation::set_parent_from_amqp(&span, table);
         }
-        self.run_task(delivery, queue, headers, msg)
-            .instrument(span)
-            .await;
+        self.run_task(delivery, queue, msg).instrument(span).await;
     }
 
-    async fn run_task(
-        &self,
-        delivery: Delivery,
-        queue: String,
-        headers: Map<String, Value>,
-        msg: TaskMessage,
-    ) {
+    async fn run_task(&self, delivery: Delivery, queue: String, msg: TaskMessage) {
         let Some((handler, options)) = self.registry.get(msg.task()) else {
             let reason = format!(
                 "unknown task {:?}: no handler registered on this worker",
@@ -444,7 +629,8 @@ impl Runtime {
             );
             tracing::warn!(reason = %reason, "message dead-lettered");
             count(&queue, msg.task(), outcome::REJECTED);
-            self.dead_letter(&delivery, &queue, headers, &reason).await;
+            self.dead_letter(&delivery, &queue, delivery_headers(&delivery), &reason)
+                .await;
             return;
         };
         let record = !(options.ignore_result || msg.headers.ignore_result);
@@ -462,7 +648,9 @@ impl Runtime {
             let wait = (eta - now).num_milliseconds();
             if wait > 1000 {
                 let seconds = u64::try_from(wait).unwrap_or(0).div_ceil(1000);
-                let out = self.forward(&delivery, &queue, headers).delayed(seconds);
+                let out = self
+                    .forward(&delivery, &queue, delivery_headers(&delivery))
+                    .delayed(seconds);
                 match self.publisher.publish(&out).await {
                     Ok(()) => ack(&delivery).await,
                     Err(e) => {
@@ -472,6 +660,9 @@ impl Runtime {
                 }
                 return;
             }
+        }
+        if let Some(limiter) = self.limiters.get(msg.task()) {
+            limiter.acquire().await;
         }
         if record {
             self.record(&msg, &queue, TaskState::Started, None, None)
@@ -490,21 +681,34 @@ impl Runtime {
             publisher: self.publisher.clone(),
         };
         let started = Instant::now();
-        let soft_timer = {
-            let token = soft_limit.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(soft).await;
-                token.cancel();
-            })
+        // One timer polled with the handler (no extra task per message): at the soft limit it
+        // cancels the handler's token and is moved on to the hard limit, where the handler's
+        // future is dropped.
+        let run = handler(ctx);
+        let timer = tokio::time::sleep(soft);
+        tokio::pin!(run, timer);
+        let mut soft_fired = false;
+        let outcome = loop {
+            tokio::select! {
+                biased;
+                outcome = &mut run => break outcome,
+                () = &mut timer => {
+                    if !soft_fired {
+                        soft_fired = true;
+                        soft_limit.cancel();
+                        if soft < hard {
+                            tracing::warn!(soft_limit_secs = soft.as_secs_f64(), "soft time limit exceeded");
+                            timer.as_mut().reset((started + hard).into());
+                            continue;
+                        }
+                    }
+                    break Err(TaskError::permanent(format!(
+                        "TimeLimitExceeded: hard time limit ({}s) exceeded",
+                        hard.as_secs_f64()
+                    )));
+                }
+            }
         };
-        let outcome = match tokio::time::timeout(hard, handler(ctx)).await {
-            Ok(outcome) => outcome,
-            Err(_) => Err(TaskError::permanent(format!(
-                "TimeLimitExceeded: hard time limit ({}s) exceeded",
-                hard.as_secs_f64()
-            ))),
-        };
-        soft_timer.abort();
         shopfds_telemetry::metrics::task_duration_seconds()
             .with_label_values(&[queue.as_str(), message.task()])
             .observe(started.elapsed().as_secs_f64());
@@ -537,7 +741,7 @@ impl Runtime {
                     countdown.unwrap_or_else(|| options.retry.delay(message.headers.retries));
                 // Whole seconds, rounded up, at least 1 (the delay tree's granularity).
                 let seconds = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
-                let mut retry_headers = headers;
+                let mut retry_headers = delivery_headers(&delivery);
                 retry_headers.insert("retries".to_owned(), json!(message.headers.retries + 1));
                 let eta = Utc::now()
                     + chrono::Duration::seconds(i64::try_from(seconds).unwrap_or(i64::MAX / 1000));
@@ -562,6 +766,22 @@ impl Runtime {
                             .await;
                         }
                         count(&queue, message.task(), outcome::RETRIED);
+                        if let Some(hook) = &options.on_retry {
+                            let error = TaskError::Transient {
+                                message: reason.clone(),
+                                countdown,
+                            };
+                            hook.call(
+                                &failure(
+                                    &message,
+                                    &queue,
+                                    error,
+                                    Some(Duration::from_secs(seconds)),
+                                    String::new(),
+                                ),
+                                "on_retry",
+                            );
+                        }
                         ack(&delivery).await;
                     }
                     Err(e) => {
@@ -590,7 +810,14 @@ impl Runtime {
                 }
                 self.publish_failure_followers(&message, &reason).await;
                 count(&queue, message.task(), outcome::FAILED);
-                self.dead_letter(&delivery, &queue, headers, &reason).await;
+                if let Some(hook) = &options.on_failure {
+                    hook.call(
+                        &failure(&message, &queue, err, None, reason.clone()),
+                        "on_failure",
+                    );
+                }
+                self.dead_letter(&delivery, &queue, delivery_headers(&delivery), &reason)
+                    .await;
             }
         }
     }
@@ -867,6 +1094,35 @@ fn plan(planned: &mut Vec<Planned>, sig: &Signature, at: Apply<'_>) {
         Ok(messages) => planned.extend(messages),
         Err(e) => tracing::error!(error = %e, task = %sig.task, "follow-up signature skipped"),
     }
+}
+
+fn failure(
+    msg: &TaskMessage,
+    queue: &str,
+    error: TaskError,
+    retry_in: Option<Duration>,
+    reason: String,
+) -> TaskFailure {
+    TaskFailure {
+        task_id: msg.id().to_owned(),
+        task: msg.task().to_owned(),
+        queue: queue.to_owned(),
+        error,
+        retries: msg.headers.retries,
+        retry_in,
+        reason,
+    }
+}
+
+/// The delivery's headers as JSON. Read again where needed rather than kept per message: most
+/// messages succeed and never need them after decoding.
+fn delivery_headers(delivery: &Delivery) -> Map<String, Value> {
+    delivery
+        .properties
+        .headers()
+        .as_ref()
+        .map(table_to_json)
+        .unwrap_or_default()
 }
 
 fn error_json(kind: &str, message: &str) -> Value {

@@ -31,6 +31,16 @@ impl CeleryWorker {
     /// on `broker_url` and waits until it logs `ready.` (it has then declared the seed's whole
     /// topology: every work queue, `dlx` and the `failed.*` queues).
     pub async fn start(broker_url: &str, queues: &[&str]) -> anyhow::Result<CeleryWorker> {
+        CeleryWorker::start_with_env(broker_url, queues, &[]).await
+    }
+
+    /// As [`CeleryWorker::start`], with extra environment variables for the Celery app (e.g.
+    /// `BROKER_MAX_PRIORITY`, `SHOPFDS_QUEUE_TYPE`).
+    pub async fn start_with_env(
+        broker_url: &str,
+        queues: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<CeleryWorker> {
         if queues.is_empty() {
             bail!("CeleryWorker::start needs at least one queue");
         }
@@ -55,6 +65,7 @@ impl CeleryWorker {
             .env("PYTHONUNBUFFERED", "1")
             .env("BROKER_URL", broker_url)
             .env("INTEROP_OUT", &out);
+        cmd.envs(env.iter().copied());
         let mut child = ChildGuard::spawn_logged(&mut cmd, &log)?;
         child.wait_for_log(" ready.", READY_TIMEOUT).await?;
         Ok(CeleryWorker {

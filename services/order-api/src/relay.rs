@@ -94,7 +94,7 @@ async fn setup(
 ) -> Result<Publisher, shopfds_broker::BrokerError> {
     // Declared here too so that a relay started before any worker still routes its messages.
     let channel = conn.create_channel().await?;
-    topology::declare(&channel, broker.queue_type).await?;
+    topology::declare_for(&channel, broker).await?;
     let _ = channel.close(200, "declared".into()).await;
     Publisher::new(conn).await
 }

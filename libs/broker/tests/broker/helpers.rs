@@ -72,6 +72,15 @@ pub async fn spawn_worker(registry: Registry) -> TestWorker {
 }
 
 pub async fn spawn_worker_with(registry: Registry, settings: WorkerSettings) -> TestWorker {
+    spawn_worker_on(registry, settings, None).await
+}
+
+/// As [`spawn_worker_with`], on a topology whose classic work queues have `x-max-priority`.
+pub async fn spawn_worker_on(
+    registry: Registry,
+    settings: WorkerSettings,
+    max_priority: Option<u8>,
+) -> TestWorker {
     shopfds_testkit::init_tracing();
     let vhost = tokio::task::spawn_blocking(TestVhost::create)
         .await
@@ -83,12 +92,13 @@ pub async fn spawn_worker_with(registry: Registry, settings: WorkerSettings) -> 
         .expect("connect and migrate the store");
     let mut broker = BrokerSettings::with_url(vhost.amqp_url(), "broker-test");
     broker.reconnect_max = Duration::from_millis(500);
+    broker.max_priority = max_priority;
     let conn = shopfds_broker::amqp::connect(&broker)
         .await
         .expect("connect");
     // Declared before the worker starts, so the test can publish at once.
     let channel = conn.create_channel().await.unwrap();
-    topology::declare(&channel, QueueType::Classic)
+    topology::declare_with(&channel, QueueType::Classic, max_priority)
         .await
         .expect("declare topology");
     let publisher = Publisher::new(&conn).await.expect("publisher");

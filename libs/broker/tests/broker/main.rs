@@ -7,6 +7,7 @@ mod canvas;
 mod faults;
 mod helpers;
 mod reconnecting_publisher;
+mod runtime;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
