@@ -178,8 +178,7 @@ impl WorkerSettings {
         }
         for q in &mut s.queues {
             q.prefetch_multiplier = multiplier;
-            let suffix = q.queue.to_ascii_uppercase().replace(['.', '-'], "_");
-            let variable = format!("WORKER_CONCURRENCY_{suffix}");
+            let variable = per_queue_variable("WORKER_CONCURRENCY", &q.queue);
             if let Some(v) = std::env::var(&variable)
                 .ok()
                 .filter(|v| !v.trim().is_empty())
@@ -196,7 +195,7 @@ impl WorkerSettings {
             }
             // The seed's table differs per queue (email 1, batch FDS 2–4): one worker that
             // consumes several queues can give each its own, e.g. WORKER_PREFETCH_MULTIPLIER_FDS=4.
-            let variable = format!("WORKER_PREFETCH_MULTIPLIER_{suffix}");
+            let variable = per_queue_variable("WORKER_PREFETCH_MULTIPLIER", &q.queue);
             if let Some(v) = std::env::var(&variable)
                 .ok()
                 .filter(|v| !v.trim().is_empty())
@@ -223,6 +222,15 @@ impl WorkerSettings {
 }
 
 /// Reads and parses one variable, naming it in the error.
+/// The name of a queue's own override of `variable`: `WORKER_CONCURRENCY` and queue
+/// `fds.batch` give `WORKER_CONCURRENCY_FDS_BATCH`.
+pub fn per_queue_variable(variable: &str, queue: &str) -> String {
+    format!(
+        "{variable}_{}",
+        queue.to_ascii_uppercase().replace(['.', '-'], "_")
+    )
+}
+
 pub fn env_parse<T: std::str::FromStr>(variable: &'static str, default: T) -> Result<T, BrokerError>
 where
     T::Err: std::fmt::Display,

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use shopfds_broker::settings::per_queue_variable;
 use shopfds_broker::{BrokerSettings, WorkerSettings};
 use shopfds_store::DatabaseSettings;
 use shopfds_telemetry::TelemetrySettings;
@@ -164,12 +165,19 @@ impl Settings {
 }
 
 /// The seed's prefetch table: 2–4 for batch FDS (short tasks, throughput), so the multiplier
-/// defaults to 2 here unless `WORKER_PREFETCH_MULTIPLIER` is set.
+/// defaults to 2 here unless `WORKER_PREFETCH_MULTIPLIER` or the queue's own
+/// `WORKER_PREFETCH_MULTIPLIER_<QUEUE>` is set.
 fn worker_settings() -> anyhow::Result<WorkerSettings> {
     let mut worker = WorkerSettings::from_env(SERVICE, DEFAULT_QUEUES, DEFAULT_CONCURRENCY)?;
-    if std::env::var("WORKER_PREFETCH_MULTIPLIER").is_err() {
+    let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.trim().is_empty());
+    if !set("WORKER_PREFETCH_MULTIPLIER") {
         for queue in &mut worker.queues {
-            queue.prefetch_multiplier = 2;
+            if !set(&per_queue_variable(
+                "WORKER_PREFETCH_MULTIPLIER",
+                &queue.queue,
+            )) {
+                queue.prefetch_multiplier = 2;
+            }
         }
     }
     Ok(worker)
