@@ -180,7 +180,7 @@ fn run() -> anyhow::Result<bool> {
         let grown = resident_bytes().saturating_sub(rss_before);
         println!(
             "velocity index: {indexed} orders in memory, followed from orders_new (the seeded \
-             orders were all in it {} ms after the seeding statement returned); the process \
+             orders were all in it {} ms after seeding returned); the process \
              grew by {:.1} MiB meanwhile (about {} bytes per order)",
             waited.as_millis(),
             grown as f64 / (1024.0 * 1024.0),
