@@ -838,7 +838,17 @@ impl Runtime {
     }
 
     /// The delivered message, to be published again to its work queue with `headers`.
-    fn forward(&self, delivery: &Delivery, queue: &str, headers: Map<String, Value>) -> Outgoing {
+    /// A copy of the delivery for `queue` (to be delayed) with `headers`, minus RabbitMQ's
+    /// dead-letter record of earlier trips through the delay tree: carried over, a later delay
+    /// that passes a delay queue again looks like a dead-letter cycle, and RabbitMQ drops the
+    /// message without a word.
+    fn forward(
+        &self,
+        delivery: &Delivery,
+        queue: &str,
+        mut headers: Map<String, Value>,
+    ) -> Outgoing {
+        headers.retain(|name, _| !is_dead_letter_record(name));
         Outgoing {
             exchange: queue.to_owned(),
             routing_key: queue.to_owned(),
@@ -1123,6 +1133,14 @@ fn delivery_headers(delivery: &Delivery) -> Map<String, Value> {
         .as_ref()
         .map(table_to_json)
         .unwrap_or_default()
+}
+
+/// Headers RabbitMQ adds when it dead-letters a message (`x-death`, `x-first-death-*`,
+/// `x-last-death-*`).
+fn is_dead_letter_record(header: &str) -> bool {
+    header == "x-death"
+        || header.starts_with("x-first-death-")
+        || header.starts_with("x-last-death-")
 }
 
 fn error_json(kind: &str, message: &str) -> Value {

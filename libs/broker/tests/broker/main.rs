@@ -285,6 +285,35 @@ async fn transient_errors_retry_through_the_broker_with_the_same_id_until_succes
     }
 }
 
+/// A retry of 1 s leaves RabbitMQ's `x-death` record of `celery_delayed_0` on the message; a
+/// later retry of 3 s passes `celery_delayed_1` and then `celery_delayed_0` again. Carried over,
+/// that record makes RabbitMQ see a dead-letter cycle and drop the message silently, so the
+/// runtime must not forward it.
+#[tokio::test]
+async fn retries_whose_delays_revisit_a_delay_queue_are_not_dropped_as_a_cycle() {
+    let log = Log::default();
+    let mut registry = Registry::new();
+    register_logged(&mut registry, "revisits", fixed_retry(3), &log, |retries| {
+        let countdown = match retries {
+            0 => Duration::from_secs(1),
+            1 => Duration::from_secs(3),
+            _ => return Ok(json!("done")),
+        };
+        Err(TaskError::Transient {
+            message: "partner busy".into(),
+            countdown: Some(countdown),
+        })
+    });
+    let tw = spawn_worker(registry).await;
+    let msg = tw.send(TaskMessage::new("revisits", Map::new())).await;
+    tw.wait_for_state(msg.id(), TaskState::Success).await;
+    let runs = attempts(&log);
+    assert_eq!(
+        runs.iter().map(|a| a.retries).collect::<Vec<_>>(),
+        vec![0, 1, 2]
+    );
+}
+
 #[tokio::test]
 async fn a_sub_second_retry_countdown_is_rounded_up_to_one_second_not_two() {
     let log = Log::default();
