@@ -112,9 +112,17 @@ impl Drop for TestVhost {
 }
 
 fn rabbitmqctl(args: &[&str]) -> anyhow::Result<()> {
+    let mut quiet = vec!["-q"];
+    quiet.extend_from_slice(args);
+    rabbitmqctl_output(&quiet).map(|_| ())
+}
+
+/// Runs `rabbitmqctl` with `args` (stdin closed) and returns what it printed; a failure names
+/// the command and carries its output.
+pub(crate) fn rabbitmqctl_output(args: &[&str]) -> anyhow::Result<String> {
     let out = Command::new("rabbitmqctl")
-        .arg("-q")
         .args(args)
+        .stdin(std::process::Stdio::null())
         .output()
         .context(
             "cannot run rabbitmqctl (is rabbitmq-server installed? see scripts/ensure-services.sh)",
@@ -128,5 +136,5 @@ fn rabbitmqctl(args: &[&str]) -> anyhow::Result<()> {
             String::from_utf8_lossy(&out.stdout).trim()
         );
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

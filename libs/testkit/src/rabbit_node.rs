@@ -350,23 +350,13 @@ async fn rabbitmqctl(args: &[&str]) -> anyhow::Result<()> {
     rabbitmqctl_output(args).await.map(|_| ())
 }
 
+/// `rabbitmqctl` off the async threads (it takes a second or more to start).
 async fn rabbitmqctl_output(args: &[&str]) -> anyhow::Result<String> {
-    let out = tokio::process::Command::new("rabbitmqctl")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .context(
-            "cannot run rabbitmqctl (is rabbitmq-server installed? see scripts/ensure-services.sh)",
-        )?;
-    if !out.status.success() {
-        bail!(
-            "rabbitmqctl {} failed ({}): {}{}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim(),
-            String::from_utf8_lossy(&out.stdout).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        crate::rabbit::rabbitmqctl_output(&args)
+    })
+    .await
+    .context("rabbitmqctl task")?
 }
