@@ -93,27 +93,7 @@ async fn velocity_is_counted_from_stored_orders_per_customer_ip_and_card() {
         app.insert_order("c-velo", "192.0.2.44", "fp-velo", minutes_ago)
             .await;
     }
-    let mut request = plain_request("velo-1");
-    request.customer_id = "c-velo".into();
-    request.client_ip = "192.0.2.44".into();
-    request.card_fingerprint = "fp-velo".into();
-    let response = app
-        .client
-        .clone()
-        .score(request)
-        .await
-        .unwrap()
-        .into_inner();
-    // Customer and card: 3 + this one > 3 in 1 h; IP: 4 ≤ 5; 24 h: 5 ≤ 10 everywhere.
-    assert_eq!(
-        rule_ids(&response),
-        ["velocity.customer.1h", "velocity.card.1h"],
-        "{response:?}"
-    );
-    assert!(
-        response.reasons[0].message.starts_with("4 orders"),
-        "{response:?}"
-    );
+    let response = score_velo(&app, "velo-1").await;
     assert_eq!(response.score, 55);
     assert_eq!(response.decision(), Decision::Review);
 
@@ -125,22 +105,10 @@ async fn velocity_is_counted_from_stored_orders_per_customer_ip_and_card() {
     app.stop().await;
 }
 
-/// The same history as above, counted by the in-memory index: orders stored before the server
-/// started are loaded, orders stored afterwards arrive through the `orders_new` notifications.
-#[tokio::test]
-async fn the_in_memory_index_counts_loaded_and_announced_orders_like_the_query() {
-    let app = spawn_grpc_with_index(RulesConfig::default()).await;
-    app.insert_order("c-velo", "192.0.2.44", "fp-velo", 5).await;
-    app.insert_order("c-velo", "192.0.2.44", "fp-velo", 2 * 24 * 60)
-        .await;
-    app.index_holds(1).await;
-    for minutes_ago in [20, 50, 300] {
-        app.insert_order("c-velo", "192.0.2.44", "fp-velo", minutes_ago)
-            .await;
-    }
-    app.index_holds(4).await;
-
-    let mut request = plain_request("velo-mem-1");
+/// Scores an order of customer `c-velo` from its IP and card, who has 3 orders in the last hour
+/// (4 with this one): customer and card trip their 1 h limit of 3, the IP (limit 5) does not.
+async fn score_velo(app: &helpers::TestGrpc, order_id: &str) -> ScoreResponse {
+    let mut request = plain_request(order_id);
     request.customer_id = "c-velo".into();
     request.client_ip = "192.0.2.44".into();
     request.card_fingerprint = "fp-velo".into();
@@ -160,6 +128,25 @@ async fn the_in_memory_index_counts_loaded_and_announced_orders_like_the_query()
         response.reasons[0].message.starts_with("4 orders"),
         "{response:?}"
     );
+    response
+}
+
+/// The same history as above, counted by the in-memory index, which learns of the orders from
+/// the `orders_new` notifications (loading at start is shown by the reload test below).
+#[tokio::test]
+async fn the_in_memory_index_counts_announced_orders_like_the_query() {
+    let app = spawn_grpc_with_index(RulesConfig::default()).await;
+    app.insert_order("c-velo", "192.0.2.44", "fp-velo", 5).await;
+    app.insert_order("c-velo", "192.0.2.44", "fp-velo", 2 * 24 * 60)
+        .await;
+    app.index_holds(1).await;
+    for minutes_ago in [20, 50, 300] {
+        app.insert_order("c-velo", "192.0.2.44", "fp-velo", minutes_ago)
+            .await;
+    }
+    app.index_holds(4).await;
+
+    score_velo(&app, "velo-mem-1").await;
     app.stop().await;
 }
 
