@@ -233,7 +233,7 @@ impl ReconnectingPublisher {
         let setup = async {
             if self.inner.declare_topology {
                 let channel = connection.create_channel().await?;
-                topology::declare(&channel, self.inner.settings.queue_type).await?;
+                topology::declare_for(&channel, &self.inner.settings).await?;
                 let _ = channel.close(200, "declared".into()).await;
             }
             Publisher::new(&connection).await
