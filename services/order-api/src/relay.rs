@@ -179,6 +179,16 @@ async fn housekeeping(store: &Store, settings: &RelaySettings) {
     {
         tracing::warn!(error = %e, "could not purge idempotency keys");
     }
+    // A chord still open after a week will not complete: its parts have long used up their
+    // retries (the longest policy waits 600 s between tries).
+    match store
+        .purge_chords_before(chrono::Utc::now() - chrono::Duration::days(7))
+        .await
+    {
+        Ok(n) if n > 0 => tracing::info!(removed = n, "chords older than 7 days removed"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not purge old chords"),
+    }
 }
 
 async fn wait(shutdown: &CancellationToken, d: Duration) {
