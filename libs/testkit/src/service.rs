@@ -129,6 +129,57 @@ impl TestService {
     pub async fn terminate(&mut self) -> anyhow::Result<ExitStatus> {
         self.child.terminate(Duration::from_secs(30)).await
     }
+
+    /// Sends SIGTERM and fails unless the process exits 0 (its output in the error).
+    pub async fn assert_stops_cleanly(&mut self) -> anyhow::Result<()> {
+        let status = self.terminate().await?;
+        if !status.success() {
+            bail!("exit {status}: {}", self.child.describe());
+        }
+        Ok(())
+    }
+
+    /// Publishes a task no handler knows to each of `queues` and checks it lands in
+    /// `failed.<queue>` as it was, with a reason naming the task.
+    pub async fn assert_unknown_tasks_dead_lettered(&self, queues: &[&str]) -> anyhow::Result<()> {
+        let conn = self.vhost.connect().await?;
+        for queue in queues {
+            let task = format!("no_such_{queue}_task");
+            let id = publish_task(&conn, &task, queue).await?;
+            let (properties, body) = take_message(&conn, &format!("failed.{queue}")).await?;
+            let reason = header(&properties, "x-shopfds-reason")
+                .with_context(|| format!("failed.{queue}: no reason header"))?;
+            if !(reason.contains("unknown task") && reason.contains(&task)) {
+                bail!("failed.{queue}: reason {reason:?}");
+            }
+            if header(&properties, "id").as_deref() != Some(id.as_str()) {
+                bail!("failed.{queue}: another message than {id}");
+            }
+            if !body.is_array() {
+                bail!("failed.{queue}: the body was not forwarded as is: {body}");
+            }
+        }
+        let _ = conn.close(200, "done".into()).await;
+        Ok(())
+    }
+}
+
+/// Starts `bin` with each `(variable, value)` in turn and fails unless every start exits
+/// non-zero with the variable named on stderr.
+pub async fn assert_invalid_variables_named(
+    bin: &str,
+    cases: &[(&str, &str)],
+) -> anyhow::Result<()> {
+    for (variable, value) in cases {
+        let (status, stderr) = run_with_env(bin, &[(variable, value)]).await?;
+        if status.success() {
+            bail!("{variable}={value} accepted");
+        }
+        if !stderr.contains(variable) {
+            bail!("{variable}={value}: stderr does not name it: {stderr}");
+        }
+    }
+    Ok(())
 }
 
 fn clean_env(cmd: &mut Command) -> &mut Command {

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use shopfds_testkit::service::{TestService, assert_operational, run_with_env};
+use shopfds_testkit::service::{TestService, assert_invalid_variables_named, assert_operational};
 
 const BIN: &str = env!("CARGO_BIN_EXE_dlq-reprocessor");
 
@@ -11,24 +11,20 @@ const BIN: &str = env!("CARGO_BIN_EXE_dlq-reprocessor");
 async fn serves_ops_declares_topology_and_stops_on_sigterm() {
     let mut service = TestService::spawn(BIN, &[]).await.unwrap();
     assert_operational(&service).await.unwrap();
-    let status = service.terminate().await.unwrap();
-    assert!(
-        status.success(),
-        "exit {status}: {}",
-        service.child.describe()
-    );
+    service.assert_stops_cleanly().await.unwrap();
 }
 
 #[tokio::test]
 async fn an_invalid_variable_is_named_on_stderr_and_the_exit_is_non_zero() {
-    for (variable, value) in [
-        ("QUEUE_TYPE", "bogus"),
-        ("BROKER_URL", "http://127.0.0.1:5672"),
-        ("OPS_ADDR", "not-an-address"),
-        ("DATABASE_URL", "mysql://nope"),
-    ] {
-        let (status, stderr) = run_with_env(BIN, &[(variable, value)]).await.unwrap();
-        assert!(!status.success(), "{variable}={value} accepted");
-        assert!(stderr.contains(variable), "{variable}: {stderr}");
-    }
+    assert_invalid_variables_named(
+        BIN,
+        &[
+            ("QUEUE_TYPE", "bogus"),
+            ("BROKER_URL", "http://127.0.0.1:5672"),
+            ("OPS_ADDR", "not-an-address"),
+            ("DATABASE_URL", "mysql://nope"),
+        ],
+    )
+    .await
+    .unwrap();
 }

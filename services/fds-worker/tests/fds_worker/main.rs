@@ -3,9 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use shopfds_testkit::service::{
-    TestService, assert_operational, header, publish_task, run_with_env, take_message,
-};
+use shopfds_testkit::service::{TestService, assert_invalid_variables_named, assert_operational};
 
 const BIN: &str = env!("CARGO_BIN_EXE_fds-worker");
 
@@ -18,45 +16,30 @@ async fn serves_ops_declares_topology_dead_letters_unknown_tasks_and_stops_on_si
         .unwrap();
     assert_operational(&service).await.unwrap();
 
-    let conn = service.vhost.connect().await.unwrap();
-    for queue in ["fds"] {
-        let task = format!("no_such_{queue}_task");
-        let id = publish_task(&conn, &task, queue).await.unwrap();
-        let (properties, body) = take_message(&conn, &format!("failed.{queue}"))
-            .await
-            .unwrap();
-        let reason = header(&properties, "x-shopfds-reason").expect("a reason header");
-        assert!(
-            reason.contains("unknown task") && reason.contains(&task),
-            "{reason}"
-        );
-        assert_eq!(header(&properties, "id").as_deref(), Some(id.as_str()));
-        assert!(body.is_array(), "the body is forwarded as is: {body}");
-    }
-    let _ = conn.close(200, "done".into()).await;
+    service
+        .assert_unknown_tasks_dead_lettered(&["fds"])
+        .await
+        .unwrap();
 
-    let status = service.terminate().await.unwrap();
-    assert!(
-        status.success(),
-        "exit {status}: {}",
-        service.child.describe()
-    );
+    service.assert_stops_cleanly().await.unwrap();
 }
 
 #[tokio::test]
 async fn an_invalid_variable_is_named_on_stderr_and_the_exit_is_non_zero() {
-    for (variable, value) in [
-        ("QUEUE_TYPE", "bogus"),
-        ("WORKER_CONCURRENCY", "0"),
-        ("OPS_ADDR", "not-an-address"),
-        ("DATABASE_URL", "mysql://nope"),
-        ("GRPC_ADDR", "not-an-address"),
-        ("GRPC_CONCURRENCY", "0"),
-        ("FDS_RULES_RELOAD_SECS", "soon"),
-        ("FDS_RULES_PATH", "/nonexistent/rules.toml"),
-    ] {
-        let (status, stderr) = run_with_env(BIN, &[(variable, value)]).await.unwrap();
-        assert!(!status.success(), "{variable}={value} accepted");
-        assert!(stderr.contains(variable), "{variable}: {stderr}");
-    }
+    assert_invalid_variables_named(
+        BIN,
+        &[
+            ("QUEUE_TYPE", "bogus"),
+            ("WORKER_CONCURRENCY", "0"),
+            ("OPS_ADDR", "not-an-address"),
+            ("DATABASE_URL", "mysql://nope"),
+            ("GRPC_ADDR", "not-an-address"),
+            ("GRPC_CONCURRENCY", "0"),
+            ("FDS_RULES_RELOAD_SECS", "soon"),
+            ("FDS_RULES_PATH", "/nonexistent/rules.toml"),
+            ("FDS_VELOCITY_SOURCE", "redis"),
+        ],
+    )
+    .await
+    .unwrap();
 }
