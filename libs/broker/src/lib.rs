@@ -1,25 +1,25 @@
 //! RabbitMQ for ShopFDS (lapin): connection and reconnection, the whole topology, a confirmed
 //! publisher, and the worker runtime every worker binary uses (per-queue prefetch, bounded
 //! concurrency, acks after the task finished, retries through the broker's delay tree, dead
-//! letters with a reason, time limits, graceful shutdown, results in PostgreSQL).
+//! letters with a reason, time limits, graceful shutdown), writing states through a result backend trait.
 
 pub mod amqp;
 pub mod ops;
 pub mod publisher;
 pub mod reconnecting;
+pub mod runtime;
 pub mod service;
 pub mod settings;
 pub mod topology;
-pub mod worker;
 
 pub use lapin;
 pub use publisher::{Outgoing, Publisher};
 pub use reconnecting::ReconnectingPublisher;
-pub use settings::{BrokerSettings, QueueConsumer, QueueType, WorkerSettings};
-pub use worker::{
-    Hook, RateLimit, Registry, RetryPolicy, TaskContext, TaskError, TaskFailure, TaskOptions,
-    Worker,
+pub use runtime::{
+    BackendError, Hook, RateLimit, Registry, ResultBackend, RetryPolicy, StateChange, Task,
+    TaskContext, TaskError, TaskFailure, TaskOptions, Worker,
 };
+pub use settings::{BrokerSettings, QueueConsumer, QueueType, WorkerSettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -30,8 +30,8 @@ pub enum BrokerError {
     },
     #[error("AMQP: {0}")]
     Amqp(#[from] lapin::Error),
-    #[error("result store: {0}")]
-    Store(#[from] shopfds_store::StoreError),
+    #[error("{0}")]
+    Backend(#[from] BackendError),
 }
 
 #[derive(Debug, thiserror::Error)]

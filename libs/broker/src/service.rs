@@ -1,33 +1,36 @@
 //! The life of a service process that every binary shares: operations endpoints served from the
 //! start (so liveness holds while the broker is down), the broker work, and an orderly stop.
 
-use shopfds_store::Store;
-use shopfds_telemetry::ops;
+use std::sync::Arc;
+
+use shopfds_telemetry::ops::{self, Check};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::amqp::connect_with_retry;
-use crate::{BrokerError, BrokerSettings, Registry, Worker, WorkerSettings, topology};
+use crate::{
+    BrokerError, BrokerSettings, Registry, ResultBackend, Worker, WorkerSettings, topology,
+};
 
-/// Serves `/healthz`, `/readyz` (database and broker) and `/metrics` on `ops_listener` and runs
-/// the worker until `shutdown` fires; then drains the worker, stops the ops server and closes
-/// the database pool.
+/// Serves `/healthz`, `/readyz` (`database` and broker) and `/metrics` on `ops_listener` and runs
+/// the worker until `shutdown` fires; then drains the worker and stops the ops server. The
+/// caller closes its database pool afterwards.
 pub async fn run_worker(
     ops_listener: TcpListener,
     broker: BrokerSettings,
     settings: WorkerSettings,
     registry: Registry,
-    store: Store,
+    backend: Arc<dyn ResultBackend>,
+    database: Check,
     shutdown: CancellationToken,
 ) -> Result<(), BrokerError> {
-    let readiness = crate::ops::readiness(&store, &broker);
+    let readiness = crate::ops::readiness(database, &broker);
     let ops_server = tokio::spawn(ops::serve(ops_listener, readiness, shutdown.clone()));
-    let outcome = Worker::new(broker, settings, registry, store.clone())
+    let outcome = Worker::new(broker, settings, registry, backend)
         .run(shutdown.clone())
         .await;
     shutdown.cancel();
     let _ = ops_server.await;
-    store.close().await;
     outcome
 }
 
@@ -37,10 +40,10 @@ pub async fn run_worker(
 pub async fn run_declare_only(
     ops_listener: TcpListener,
     broker: BrokerSettings,
-    store: Store,
+    database: Check,
     shutdown: CancellationToken,
 ) -> Result<(), BrokerError> {
-    let readiness = crate::ops::readiness(&store, &broker);
+    let readiness = crate::ops::readiness(database, &broker);
     let ops_server = tokio::spawn(ops::serve(ops_listener, readiness, shutdown.clone()));
     let declared = declare_once(&broker, &shutdown).await;
     if declared.is_ok() {
@@ -48,7 +51,6 @@ pub async fn run_declare_only(
     }
     shutdown.cancel();
     let _ = ops_server.await;
-    store.close().await;
     declared
 }
 

@@ -9,6 +9,7 @@ pub mod money;
 pub mod names;
 pub mod payloads;
 pub mod pyjson;
+pub mod result;
 pub mod state;
 
 pub use message::{

@@ -2,8 +2,8 @@
 //! or error and an expiry, read by `GET /v1/tasks/{id}`.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use shopfds_protocol::TaskState;
+pub use shopfds_protocol::result::{TaskRecord, TaskStateUpdate};
 
 use crate::{Store, StoreError};
 
@@ -18,39 +18,6 @@ const ALL_STATES: [TaskState; 9] = [
     TaskState::Revoked,
     TaskState::Rejected,
 ];
-
-/// A state change reported by a worker (or the API, for PENDING/REVOKED).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TaskStateUpdate {
-    pub task_id: String,
-    /// Empty keeps the stored name (a worker that only knows the id).
-    pub name: String,
-    /// Empty keeps the stored queue.
-    pub queue: String,
-    pub state: TaskState,
-    pub retries: i32,
-    /// `{ "current", "total", "message" }` for PROGRESS.
-    pub progress: Option<serde_json::Value>,
-    pub result: Option<serde_json::Value>,
-    pub error: Option<serde_json::Value>,
-    /// `None` keeps the stored expiry.
-    pub expires_at: Option<DateTime<Utc>>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TaskRecord {
-    pub task_id: String,
-    pub name: String,
-    pub queue: String,
-    pub state: TaskState,
-    pub retries: i32,
-    pub progress: Option<serde_json::Value>,
-    pub result: Option<serde_json::Value>,
-    pub error: Option<serde_json::Value>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    pub expires_at: Option<DateTime<Utc>>,
-}
 
 #[derive(sqlx::FromRow)]
 struct Row {
@@ -129,6 +96,63 @@ impl Store {
         .bind(&update.result)
         .bind(&update.error)
         .bind(update.expires_at)
+        .bind(ready)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Upserts many rows in one statement, with the rules of [`Store::record_task_state`]. Task
+    /// ids must be distinct (coalesce first): PostgreSQL refuses to update one row twice in a
+    /// statement.
+    pub async fn record_task_states(&self, updates: &[TaskStateUpdate]) -> Result<(), StoreError> {
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let ready: Vec<&str> = ALL_STATES
+            .iter()
+            .filter(|s| s.is_ready())
+            .map(|s| s.as_str())
+            .collect();
+        let ids: Vec<&str> = updates.iter().map(|u| u.task_id.as_str()).collect();
+        let names: Vec<&str> = updates.iter().map(|u| u.name.as_str()).collect();
+        let queues: Vec<&str> = updates.iter().map(|u| u.queue.as_str()).collect();
+        let states: Vec<&str> = updates.iter().map(|u| u.state.as_str()).collect();
+        let retries: Vec<i32> = updates.iter().map(|u| u.retries).collect();
+        let progress: Vec<Option<serde_json::Value>> =
+            updates.iter().map(|u| u.progress.clone()).collect();
+        let results: Vec<Option<serde_json::Value>> =
+            updates.iter().map(|u| u.result.clone()).collect();
+        let errors: Vec<Option<serde_json::Value>> =
+            updates.iter().map(|u| u.error.clone()).collect();
+        let expires: Vec<Option<DateTime<Utc>>> = updates.iter().map(|u| u.expires_at).collect();
+        sqlx::query(
+            "INSERT INTO task_results \
+                 (task_id, name, queue, state, retries, progress, result, error, expires_at) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int4[], \
+                                  $6::jsonb[], $7::jsonb[], $8::jsonb[], $9::timestamptz[]) \
+             ON CONFLICT (task_id) DO UPDATE SET \
+                 name = COALESCE(NULLIF(EXCLUDED.name, ''), task_results.name), \
+                 queue = COALESCE(NULLIF(EXCLUDED.queue, ''), task_results.queue), \
+                 state = EXCLUDED.state, \
+                 retries = GREATEST(task_results.retries, EXCLUDED.retries), \
+                 progress = EXCLUDED.progress, \
+                 result = EXCLUDED.result, \
+                 error = EXCLUDED.error, \
+                 updated_at = now(), \
+                 expires_at = COALESCE(EXCLUDED.expires_at, task_results.expires_at) \
+             WHERE EXCLUDED.state = ANY($10::text[]) \
+                OR NOT task_results.state = ANY($10::text[])",
+        )
+        .bind(ids)
+        .bind(names)
+        .bind(queues)
+        .bind(states)
+        .bind(retries)
+        .bind(progress)
+        .bind(results)
+        .bind(errors)
+        .bind(expires)
         .bind(ready)
         .execute(&self.pool)
         .await?;

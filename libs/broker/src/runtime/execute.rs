@@ -1,0 +1,252 @@
+//! The executor: carries a [`Disposition`] out, in its order: the state recorded (and durable),
+//! the follow-ups published, the chord backend told, the hook called, then the message acked,
+//! retried, dead-lettered, deferred or requeued.
+//!
+//! Where carrying out fails, nothing is lost: a final state that could not be recorded, or a
+//! chord part that could not be counted, requeues the message (after a pause, so an unreachable
+//! backend is not hammered) and the next delivery does it again; a retry or deferral copy that
+//! could not be published requeues the message; a dead-letter copy that could not be published
+//! rejects it, and the queue's own dead-letter arguments still bring it to `failed.<queue>`
+//! (without our reason header).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicRejectOptions};
+use shopfds_protocol::TaskMessage;
+use shopfds_protocol::TaskState;
+use shopfds_protocol::canvas::Planned;
+use shopfds_protocol::result::TaskStateUpdate;
+
+use super::backend::{ChordProgress, ResultBackend, StateChange};
+use super::copies;
+use super::decide::{Action, ChordStep, Disposition, error_json};
+use super::followups;
+use crate::publisher::{Outgoing, Publisher};
+
+/// How long a message whose bookkeeping failed is held before it is requeued.
+const BACKEND_PAUSE: Duration = Duration::from_secs(1);
+
+pub struct Executor {
+    pub backend: Arc<dyn ResultBackend>,
+    pub publisher: Publisher,
+    pub hostname: String,
+    /// How long a result stays readable (for the chord body's FAILURE).
+    pub result_expires: Duration,
+}
+
+impl Executor {
+    pub async fn apply(
+        &self,
+        delivery: &Delivery,
+        queue: &str,
+        msg: Option<&TaskMessage>,
+        d: Disposition,
+    ) {
+        if let Some(update) = d.record {
+            let state = update.state;
+            if let Err(e) = self.backend.record(self.change(update, msg)).await {
+                if state.is_ready() {
+                    tracing::warn!(error = %e, %state, "final state not recorded; message requeued");
+                    tokio::time::sleep(BACKEND_PAUSE).await;
+                    requeue(delivery).await;
+                    return;
+                }
+                tracing::warn!(error = %e, %state, "task state not recorded");
+            }
+        }
+        self.publish(&d.follow_ups).await;
+        if let (Some(step), Some(msg)) = (d.chord, msg)
+            && !self.chord(step, msg).await
+        {
+            tokio::time::sleep(BACKEND_PAUSE).await;
+            requeue(delivery).await;
+            return;
+        }
+        if let Some(call) = &d.hook {
+            call.hook.call(&call.event, call.which);
+        }
+        if let (Some(outcome), Some(msg)) = (d.counted_as, msg) {
+            count(queue, msg.task(), outcome);
+        } else if let Some(outcome) = d.counted_as {
+            count(queue, "unknown", outcome);
+        }
+        match d.action {
+            Action::Ack => ack(delivery).await,
+            Action::Revoke { reason } => {
+                tracing::info!(reason = %reason, "task revoked");
+                ack(delivery).await;
+            }
+            Action::Requeue => requeue(delivery).await,
+            Action::Retry {
+                delay_secs,
+                retries,
+                eta,
+            } => {
+                let copy = copies::retry(delivery, queue, retries, eta, delay_secs);
+                match self.publisher.publish(&copy).await {
+                    Ok(()) => {
+                        tracing::warn!(retry_in_secs = delay_secs, retries, "task will be retried");
+                        ack(delivery).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not schedule the retry; message requeued");
+                        requeue(delivery).await;
+                    }
+                }
+            }
+            Action::DeferToEta { delay_secs } => {
+                let copy = copies::deferred(delivery, queue, delay_secs);
+                match self.publisher.publish(&copy).await {
+                    Ok(()) => ack(delivery).await,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not delay an ETA task; requeued");
+                        requeue(delivery).await;
+                    }
+                }
+            }
+            Action::DeadLetter { reason } => {
+                tracing::warn!(reason = %reason, "message dead-lettered");
+                let copy = copies::dead_letter(delivery, queue, &reason, Utc::now());
+                match self.publisher.publish(&copy).await {
+                    Ok(()) => ack(delivery).await,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "dead-letter publish failed; rejecting to the queue's DLX");
+                        if let Err(e) = delivery.reject(BasicRejectOptions { requeue: false }).await
+                        {
+                            tracing::warn!(error = %e, "reject failed; the broker will redeliver");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Tells the chord backend; `false` when the message must be requeued (not counted).
+    async fn chord(&self, step: ChordStep, msg: &TaskMessage) -> bool {
+        match step {
+            ChordStep::PartSucceeded { result } => {
+                let publisher = &self.publisher;
+                let publish_body: super::backend::PublishBody<'_> = Box::new(move |results| {
+                    Box::pin(async move {
+                        let planned =
+                            followups::chord_body(msg, results).map_err(|e| e.to_string())?;
+                        let outgoing = outgoing(&planned);
+                        for r in publisher.publish_batch(&outgoing).await {
+                            r.map_err(|e| e.to_string())?;
+                        }
+                        Ok(())
+                    })
+                });
+                match self
+                    .backend
+                    .chord_part_succeeded(msg, &result, publish_body)
+                    .await
+                {
+                    Ok(ChordProgress::Completed { parts }) => {
+                        tracing::info!(group_id = ?msg.headers.group, parts, "chord complete: body published");
+                        true
+                    }
+                    Ok(progress) => {
+                        tracing::debug!(group_id = ?msg.headers.group, ?progress, "chord part counted");
+                        true
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "chord part not counted; message requeued");
+                        false
+                    }
+                }
+            }
+            ChordStep::PartFailed { reason, body } => {
+                match self.backend.chord_part_failed(msg, &reason).await {
+                    Ok(true) => {
+                        tracing::warn!(group_id = ?msg.headers.group, body = %body.body_task, reason = %body.reason, "chord failed: its body will not run");
+                        if let Some(body_id) = &body.body_id {
+                            let update = TaskStateUpdate {
+                                task_id: body_id.clone(),
+                                name: body.body_task.clone(),
+                                queue: body.body_queue.clone(),
+                                state: TaskState::Failure,
+                                retries: 0,
+                                progress: None,
+                                result: None,
+                                error: Some(error_json("ChordError", &body.reason)),
+                                expires_at: chrono::Duration::from_std(self.result_expires)
+                                    .ok()
+                                    .and_then(|keep| Utc::now().checked_add_signed(keep)),
+                            };
+                            if let Err(e) = self.backend.record(StateChange::new(update)).await {
+                                tracing::warn!(error = %e, "could not record the chord body's failure");
+                            }
+                        }
+                        self.publish(&body.errbacks).await;
+                        true
+                    }
+                    Ok(false) => true,
+                    Err(e) => {
+                        // The part itself failed for good and goes to the dead-letter queue; a
+                        // chord that cannot be marked failed only loses its body's FAILURE.
+                        tracing::error!(error = %e, "could not record the chord's failure");
+                        true
+                    }
+                }
+            }
+        }
+    }
+
+    fn change(&self, update: TaskStateUpdate, msg: Option<&TaskMessage>) -> StateChange {
+        let mut change = StateChange::new(update);
+        change.worker = Some(self.hostname.clone());
+        if let Some(msg) = msg {
+            change.reply_to = msg.properties.reply_to.clone();
+            change.correlation_id = Some(msg.id().to_owned());
+            change.args = Some(serde_json::Value::Array(msg.args.clone()));
+            change.kwargs = Some(serde_json::Value::Object(msg.kwargs.clone()));
+        }
+        change
+    }
+
+    /// Publishes follow-up messages; one that cannot be published is logged (at-least-once:
+    /// the task's own success stands).
+    pub async fn publish(&self, planned: &[Planned]) {
+        if planned.is_empty() {
+            return;
+        }
+        let outgoing = outgoing(planned);
+        for (out, result) in outgoing
+            .iter()
+            .zip(self.publisher.publish_batch(&outgoing).await)
+        {
+            if let Err(e) = result {
+                tracing::error!(error = %e, exchange = %out.exchange, "could not publish a follow-up task");
+            }
+        }
+    }
+}
+
+fn outgoing(planned: &[Planned]) -> Vec<Outgoing> {
+    planned
+        .iter()
+        .map(|p| Outgoing::task(&p.message, &p.queue))
+        .collect()
+}
+
+fn count(queue: &str, task: &str, outcome: &str) {
+    shopfds_telemetry::metrics::tasks_total()
+        .with_label_values(&[queue, task, outcome])
+        .inc();
+}
+
+pub async fn ack(delivery: &Delivery) {
+    if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+        tracing::warn!(error = %e, "ack failed; the broker will redeliver the message");
+    }
+}
+
+pub async fn requeue(delivery: &Delivery) {
+    if let Err(e) = delivery.reject(BasicRejectOptions { requeue: true }).await {
+        tracing::warn!(error = %e, "requeue failed; the broker will redeliver the message");
+    }
+}

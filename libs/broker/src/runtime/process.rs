@@ -1,0 +1,285 @@
+//! One delivery, start to end: read it, [`triage`] it, run its handler under the time limits,
+//! [`decide`] what becomes of it, and hand the [`Disposition`] to the [`Executor`].
+//!
+//! The handler's concurrency slot is given back as soon as the handler returns: waiting for the
+//! result backend's commit and the ack holds only the message (bounded by the prefetch), not a
+//! slot, so a batched backend fills its batches while the next tasks already run.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use lapin::message::Delivery;
+use shopfds_protocol::result::TaskStateUpdate;
+use shopfds_protocol::{TaskMessage, TaskState};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::backend::StateChange;
+use super::decide::{Facts, Outcome, decide, expiry, triage};
+use super::execute::Executor;
+use super::options::TaskOptions;
+use super::task::{Registry, TaskContext};
+use crate::WorkerSettings;
+
+/// One token bucket per rate-limited task name: the next free start time.
+pub struct RateLimiter {
+    interval: Duration,
+    next: std::sync::Mutex<Instant>,
+}
+
+impl RateLimiter {
+    pub fn for_registry(registry: &Registry) -> HashMap<String, RateLimiter> {
+        let now = Instant::now();
+        registry
+            .options()
+            .filter_map(|(name, options)| {
+                let limit = options.rate_limit?;
+                Some((
+                    name.to_owned(),
+                    RateLimiter {
+                        interval: limit.interval(),
+                        next: std::sync::Mutex::new(now),
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// Waits for this task's next start slot.
+    async fn acquire(&self) {
+        let now = Instant::now();
+        let slot = {
+            let Ok(mut next) = self.next.lock() else {
+                return;
+            };
+            let slot = (*next).max(now);
+            *next = slot + self.interval;
+            slot
+        };
+        if slot > now {
+            tokio::time::sleep_until(slot.into()).await;
+        }
+    }
+}
+
+/// What every delivery of one connection shares.
+pub struct Runtime {
+    pub registry: Arc<Registry>,
+    pub settings: WorkerSettings,
+    pub limiters: Arc<HashMap<String, RateLimiter>>,
+    pub executor: Executor,
+}
+
+impl Runtime {
+    /// Handles one delivery; `slot` is released when the handler is done. `abandon` fires when
+    /// the shutdown grace period is over: a task still running is dropped and its message
+    /// requeued.
+    pub async fn process(
+        &self,
+        delivery: Delivery,
+        queue: String,
+        slot: Vec<OwnedSemaphorePermit>,
+        abandon: CancellationToken,
+    ) {
+        let msg = match decode(&delivery) {
+            Ok(msg) => msg,
+            Err((reason, task_id)) => {
+                drop(slot);
+                let facts = self.facts(&queue, None, None);
+                let d = decide(&facts, Outcome::Undecodable { reason, task_id });
+                self.executor.apply(&delivery, &queue, None, d).await;
+                return;
+            }
+        };
+        let span = tracing::info_span!("task", otel.name = %format!("run {}", msg.task()), task.name = %msg.task(), task.id = %msg.id(), queue = %queue, retries = msg.headers.retries);
+        if let Some(table) = delivery.properties.headers() {
+            shopfds_telemetry::propagation::set_parent_from_amqp(&span, table);
+        }
+        self.run(delivery, queue, msg, slot, abandon)
+            .instrument(span)
+            .await;
+    }
+
+    async fn run(
+        &self,
+        delivery: Delivery,
+        queue: String,
+        msg: TaskMessage,
+        slot: Vec<OwnedSemaphorePermit>,
+        abandon: CancellationToken,
+    ) {
+        let entry = self.registry.get(msg.task());
+        let backend = &self.executor.backend;
+        if let Some(outcome) = triage(
+            &msg,
+            entry.is_some(),
+            |m| backend.check_chord(m),
+            Utc::now(),
+        ) {
+            drop(slot);
+            let facts = self.facts(&queue, Some(&msg), entry.map(|(_, o)| o));
+            let d = decide(&facts, outcome);
+            self.executor.apply(&delivery, &queue, Some(&msg), d).await;
+            return;
+        }
+        let Some((handler, options)) = entry else {
+            return;
+        };
+        let ignore_result = options.ignore_result || msg.headers.ignore_result;
+        let message = Arc::new(msg);
+        let (hard, soft) = self.limits(&message, options);
+        let soft_limit = CancellationToken::new();
+        let ctx = TaskContext {
+            message: message.clone(),
+            queue: queue.clone(),
+            soft_limit: soft_limit.clone(),
+            redelivered: delivery.redelivered,
+            publisher: self.executor.publisher.clone(),
+            backend: backend.clone(),
+            ignore_result,
+        };
+        let started = Instant::now();
+        let attempt = async {
+            // A message waiting for its rate-limit turn holds its slot, as in Celery.
+            if let Some(limiter) = self.limiters.get(message.task()) {
+                limiter.acquire().await;
+            }
+            if options.track_started && !ignore_result {
+                self.started(&message, &queue).await;
+            }
+            run_limited(handler(ctx), soft_limit, soft, hard).await
+        };
+        let outcome = tokio::select! {
+            outcome = attempt => outcome,
+            () = abandon.cancelled() => Outcome::Abandoned,
+        };
+        drop(slot);
+        shopfds_telemetry::metrics::task_duration_seconds()
+            .with_label_values(&[queue.as_str(), message.task()])
+            .observe(started.elapsed().as_secs_f64());
+        let facts = self.facts(&queue, Some(&message), Some(options));
+        let d = decide(&facts, outcome);
+        self.executor
+            .apply(&delivery, &queue, Some(&message), d)
+            .await;
+    }
+
+    fn facts<'a>(
+        &self,
+        queue: &'a str,
+        message: Option<&'a TaskMessage>,
+        options: Option<&'a TaskOptions>,
+    ) -> Facts<'a> {
+        Facts {
+            queue,
+            message,
+            options,
+            now: Utc::now(),
+            result_expires: self.settings.result_expires,
+            jitter: rand::random::<f64>(),
+        }
+    }
+
+    /// STARTED, for a task with `track_started`: best effort, the task runs either way.
+    async fn started(&self, msg: &TaskMessage, queue: &str) {
+        let facts = self.facts(queue, Some(msg), None);
+        let update = TaskStateUpdate {
+            task_id: msg.id().to_owned(),
+            name: msg.task().to_owned(),
+            queue: queue.to_owned(),
+            state: TaskState::Started,
+            retries: i32::try_from(msg.headers.retries).unwrap_or(i32::MAX),
+            progress: None,
+            result: None,
+            error: None,
+            expires_at: Some(expiry(&facts)),
+        };
+        let mut change = StateChange::new(update);
+        change.reply_to = msg.properties.reply_to.clone();
+        change.correlation_id = Some(msg.id().to_owned());
+        change.worker = Some(self.settings.hostname.clone());
+        if let Err(e) = self.executor.backend.record(change).await {
+            tracing::warn!(error = %e, "could not record STARTED");
+        }
+    }
+
+    /// The hard and soft limits: the message's `timelimit` header, else the task's options,
+    /// else the worker's defaults; the soft limit is never past the hard one.
+    fn limits(&self, msg: &TaskMessage, options: &TaskOptions) -> (Duration, Duration) {
+        let from_header = |v: Option<f64>| {
+            v.filter(|s| *s > 0.0 && s.is_finite() && *s < 1e12)
+                .map(Duration::from_secs_f64)
+        };
+        let hard = from_header(msg.headers.timelimit.hard())
+            .or(options.time_limit)
+            .unwrap_or(self.settings.time_limit);
+        let soft = from_header(msg.headers.timelimit.soft())
+            .or(options.soft_time_limit)
+            .unwrap_or(self.settings.soft_time_limit)
+            .min(hard);
+        (hard, soft)
+    }
+}
+
+/// Runs the handler with one timer polled alongside (no extra task per message): at the soft
+/// limit it cancels the handler's token and is moved on to the hard limit, where the handler's
+/// future is dropped.
+async fn run_limited(
+    run: super::task::HandlerFuture,
+    soft_limit: CancellationToken,
+    soft: Duration,
+    hard: Duration,
+) -> Outcome {
+    let started = tokio::time::Instant::now();
+    let timer = tokio::time::sleep(soft);
+    tokio::pin!(run, timer);
+    let mut soft_fired = false;
+    loop {
+        tokio::select! {
+            biased;
+            outcome = &mut run => return match outcome {
+                Ok(value) => Outcome::Succeeded(value),
+                Err(e) => Outcome::Failed(e),
+            },
+            () = &mut timer => {
+                if !soft_fired {
+                    soft_fired = true;
+                    soft_limit.cancel();
+                    if soft < hard {
+                        tracing::warn!(soft_limit_secs = soft.as_secs_f64(), "soft time limit exceeded");
+                        timer.as_mut().reset(started + hard);
+                        continue;
+                    }
+                }
+                return Outcome::HardTimeLimit { limit: hard };
+            }
+        }
+    }
+}
+
+/// The delivery as a task message, with its AMQP `reply_to`, `correlation_id` and `priority`;
+/// else why not, and the task id if its header could be read.
+fn decode(delivery: &Delivery) -> Result<TaskMessage, (String, Option<String>)> {
+    let props = &delivery.properties;
+    let content_type = props.content_type().as_ref().map(|s| s.as_str());
+    let encoding = props.content_encoding().as_ref().map(|s| s.as_str());
+    let headers = super::copies::headers(delivery);
+    let id = headers
+        .get("id")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned);
+    match TaskMessage::decode(content_type, encoding, headers, &delivery.data) {
+        Ok(mut msg) => {
+            msg.properties.reply_to = props.reply_to().as_ref().map(|s| s.as_str().to_owned());
+            if let Some(correlation_id) = props.correlation_id() {
+                msg.properties.correlation_id = correlation_id.as_str().to_owned();
+            }
+            msg.properties.priority = *props.priority();
+            Ok(msg)
+        }
+        Err(e) => Err((e.to_string(), id)),
+    }
+}

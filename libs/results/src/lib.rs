@@ -1,0 +1,16 @@
+//! `shopfds-results`: the result backends the worker runtime writes through
+//! ([`shopfds_broker::ResultBackend`]), chosen by `RESULT_BACKEND`:
+//!
+//! - [`postgres`] (the default): PostgreSQL, batched. State changes are queued to one writer that
+//!   coalesces them by task id and writes every queued row in one statement while the previous
+//!   statement was in flight (group commit); a final state resolves once its batch committed, so
+//!   the runtime acks after the commit. Chords are counted in PostgreSQL.
+//!
+//! The same value also serves `GET /v1/tasks/{id}`: order-api reads whichever backend is
+//! configured.
+
+pub mod postgres;
+pub mod settings;
+
+pub use postgres::{BatchSettings, PostgresBackend};
+pub use settings::{BackendKind, ResultConfigError, ResultSettings};
