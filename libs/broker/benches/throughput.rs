@@ -260,7 +260,13 @@ async fn worker_drain(
     let shutdown = CancellationToken::new();
     let started = Instant::now();
     let worker = tokio::spawn(
-        Worker::new(broker.clone(), settings, registry, store.clone()).run(shutdown.clone()),
+        Worker::new(
+            broker.clone(),
+            settings,
+            registry,
+            shopfds_results::postgres(&store),
+        )
+        .run(shutdown.clone()),
     );
     tokio::time::timeout(LIMIT, all_done.notified())
         .await

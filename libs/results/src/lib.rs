@@ -14,3 +14,20 @@ pub mod settings;
 
 pub use postgres::{BatchSettings, PostgresBackend};
 pub use settings::{BackendKind, ResultConfigError, ResultSettings};
+
+/// The `database` check of `/readyz`: `SELECT 1` on the service's pool.
+pub fn database_check(store: &shopfds_store::Store) -> shopfds_telemetry::ops::Check {
+    let store = store.clone();
+    shopfds_telemetry::ops::check(move || {
+        let store = store.clone();
+        async move { store.ping().await.map_err(|e| e.to_string()) }
+    })
+}
+
+/// The PostgreSQL backend over `store` with the default batch settings (tests, tools).
+pub fn postgres(store: &shopfds_store::Store) -> std::sync::Arc<dyn shopfds_broker::ResultBackend> {
+    std::sync::Arc::new(PostgresBackend::new(
+        store.clone(),
+        BatchSettings::default(),
+    ))
+}

@@ -39,13 +39,15 @@ impl Application {
     /// Serves the operations endpoints at once (so liveness holds while the broker is down),
     /// connects to the broker with backoff, declares the topology, then waits for `shutdown`.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        service::run_declare_only(
+        let outcome = service::run_declare_only(
             self.ops_listener,
             self.settings.broker,
-            self.store,
+            shopfds_results::database_check(&self.store),
             shutdown,
         )
-        .await?;
+        .await;
+        self.store.close().await;
+        outcome?;
         tracing::info!("beat-scheduler stopped");
         Ok(())
     }

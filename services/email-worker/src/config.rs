@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use anyhow::Context;
 use lettre::message::Mailbox;
 use shopfds_broker::{BrokerSettings, WorkerSettings};
+use shopfds_results::ResultSettings;
 use shopfds_store::DatabaseSettings;
 use shopfds_telemetry::TelemetrySettings;
 
@@ -15,6 +16,8 @@ pub struct Settings {
     pub broker: BrokerSettings,
     pub database: DatabaseSettings,
     pub worker: WorkerSettings,
+    /// `RESULT_BACKEND` and its batch settings.
+    pub results: ResultSettings,
     pub telemetry: TelemetrySettings,
     /// `SMTP_URL`: `smtp://host:port` (plain), `smtp://host:587?tls=required` (STARTTLS) or
     /// `smtps://user:pass@host:465`. Default `smtp://127.0.0.1:1025`.
@@ -40,6 +43,7 @@ impl Settings {
             broker: BrokerSettings::from_env(SERVICE)?,
             database,
             worker,
+            results: ResultSettings::from_env()?,
             telemetry: TelemetrySettings::from_env(SERVICE)?,
             smtp_url: std::env::var("SMTP_URL")
                 .unwrap_or_else(|_| "smtp://127.0.0.1:1025".to_owned()),

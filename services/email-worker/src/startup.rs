@@ -42,7 +42,7 @@ impl Application {
 
     pub fn registry(&self) -> Registry {
         let mut registry = Registry::new();
-        tasks::register(&mut registry, self.mailer.clone());
+        tasks::register(&mut registry, self.mailer.clone(), self.store.clone());
         registry
     }
 
@@ -50,15 +50,18 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let registry = self.registry();
         let s = self.settings;
-        service::run_worker(
+        let outcome = service::run_worker(
             self.ops_listener,
             s.broker,
             s.worker,
             registry,
-            self.store,
+            s.results.build(&self.store),
+            shopfds_results::database_check(&self.store),
             shutdown,
         )
-        .await?;
+        .await;
+        self.store.close().await;
+        outcome?;
         tracing::info!("email-worker stopped");
         Ok(())
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use shopfds_broker::settings::per_queue_variable;
 use shopfds_broker::{BrokerSettings, WorkerSettings};
+use shopfds_results::ResultSettings;
 use shopfds_store::DatabaseSettings;
 use shopfds_telemetry::TelemetrySettings;
 
@@ -26,6 +27,8 @@ pub struct Settings {
     pub broker: BrokerSettings,
     pub database: DatabaseSettings,
     pub worker: WorkerSettings,
+    /// `RESULT_BACKEND` and its batch settings.
+    pub results: ResultSettings,
     pub telemetry: TelemetrySettings,
     /// `OPS_ADDR`: `/healthz`, `/readyz`, `/metrics`. Default `127.0.0.1:9102`.
     pub ops_addr: SocketAddr,
@@ -155,6 +158,7 @@ impl Settings {
             broker: BrokerSettings::from_env(SERVICE)?,
             database: DatabaseSettings::from_env()?,
             worker: worker_settings()?,
+            results: ResultSettings::from_env()?,
             telemetry: TelemetrySettings::from_env(SERVICE)?,
             ops_addr: ops_addr
                 .parse()

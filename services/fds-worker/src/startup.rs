@@ -85,7 +85,12 @@ impl Application {
 
     pub fn registry(&self) -> Registry {
         let mut registry = Registry::new();
-        crate::tasks::register(&mut registry, Arc::clone(&self.engine), self.tasks.clone());
+        let deps = crate::tasks::Deps {
+            store: self.store.clone(),
+            engine: Arc::clone(&self.engine),
+            settings: Arc::new(self.tasks.clone()),
+        };
+        crate::tasks::register(&mut registry, deps);
         registry
     }
 
@@ -94,7 +99,10 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let registry = self.registry();
         let fds = self.settings.fds.clone();
-        let readiness = shopfds_broker::ops::readiness(&self.store, &self.settings.broker);
+        let readiness = shopfds_broker::ops::readiness(
+            shopfds_results::database_check(&self.store),
+            &self.settings.broker,
+        );
         let ops_server = tokio::spawn(ops::serve(self.ops_listener, readiness, shutdown.clone()));
         let background = crate::tasks::spawn_background(
             self.store.clone(),
@@ -148,7 +156,7 @@ impl Application {
             self.settings.broker,
             self.settings.worker,
             registry,
-            self.store.clone(),
+            self.settings.results.build(&self.store),
         );
         let outcome = worker.run(shutdown.clone()).await;
         shutdown.cancel();

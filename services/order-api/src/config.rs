@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use shopfds_broker::BrokerSettings;
 use shopfds_broker::settings::env_parse;
+use shopfds_results::ResultSettings;
 use shopfds_store::DatabaseSettings;
 use shopfds_telemetry::TelemetrySettings;
 
@@ -22,6 +23,8 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
     pub relay: RelaySettings,
     pub fds: FdsSettings,
+    /// `RESULT_BACKEND`: where `GET /v1/tasks/{id}` reads task states.
+    pub results: ResultSettings,
     /// `REQUEST_TIMEOUT_SECS` (default 10): a request taking longer is answered 408.
     pub request_timeout: Duration,
     /// `SHUTDOWN_GRACE_SECS` (default 30): after SIGTERM, how long in-flight requests may take.
@@ -72,6 +75,7 @@ impl Settings {
             telemetry: TelemetrySettings::from_env(SERVICE)?,
             relay,
             fds: FdsSettings::from_env()?,
+            results: ResultSettings::from_env()?,
             request_timeout: Duration::from_secs(env_parse("REQUEST_TIMEOUT_SECS", 10)?),
             shutdown_grace: Duration::from_secs(env_parse("SHUTDOWN_GRACE_SECS", 30)?),
         })

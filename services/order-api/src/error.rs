@@ -42,6 +42,14 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// The result backend did not answer (`GET /v1/tasks/{id}`): the state is unknown right now.
+impl From<shopfds_broker::BackendError> for ApiError {
+    fn from(e: shopfds_broker::BackendError) -> Self {
+        tracing::warn!(error = %e, "result backend unavailable");
+        ApiError::Unavailable
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, field) = match &self {

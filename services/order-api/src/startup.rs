@@ -2,10 +2,12 @@
 
 use std::future::IntoFuture;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::http::{Request, StatusCode};
 use axum::routing::{get, post};
+use shopfds_broker::ResultBackend;
 use shopfds_store::Store;
 use shopfds_telemetry::ops;
 use tokio::net::TcpListener;
@@ -22,6 +24,8 @@ use crate::{relay, routes};
 pub struct AppState {
     pub store: Store,
     pub fds: FdsClient,
+    /// Where `GET /v1/tasks/{id}` reads: the backend the workers write (`RESULT_BACKEND`).
+    pub results: Arc<dyn ResultBackend>,
 }
 
 pub struct Application {
@@ -43,6 +47,7 @@ impl Application {
             AppState {
                 store: store.clone(),
                 fds,
+                results: settings.results.build(&store),
             },
             &settings,
         );
@@ -96,7 +101,10 @@ impl Application {
 }
 
 fn router(state: AppState, settings: &Settings) -> Router {
-    let readiness = shopfds_broker::ops::readiness(&state.store, &settings.broker);
+    // The database only: orders are taken while the broker is away (their tasks wait in the
+    // outbox), so a broker outage must not take order-api out of its Service.
+    let readiness =
+        ops::Readiness::new().with("database", shopfds_results::database_check(&state.store));
     let api = Router::new()
         .route("/v1/orders", post(routes::orders::create))
         .route("/v1/orders/{id}", get(routes::orders::get))

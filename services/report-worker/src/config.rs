@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 
 use anyhow::Context;
 use shopfds_broker::{BrokerSettings, WorkerSettings};
+use shopfds_results::ResultSettings;
 use shopfds_store::DatabaseSettings;
 use shopfds_telemetry::TelemetrySettings;
 
@@ -20,6 +21,8 @@ pub struct Settings {
     pub broker: BrokerSettings,
     pub database: DatabaseSettings,
     pub worker: WorkerSettings,
+    /// `RESULT_BACKEND` and its batch settings.
+    pub results: ResultSettings,
     pub telemetry: TelemetrySettings,
     /// `OPS_ADDR`: `/healthz`, `/readyz`, `/metrics`. Default `127.0.0.1:9103`.
     pub ops_addr: SocketAddr,
@@ -32,6 +35,7 @@ impl Settings {
             broker: BrokerSettings::from_env(SERVICE)?,
             database: DatabaseSettings::from_env()?,
             worker: WorkerSettings::from_env(SERVICE, DEFAULT_QUEUES, DEFAULT_CONCURRENCY)?,
+            results: ResultSettings::from_env()?,
             telemetry: TelemetrySettings::from_env(SERVICE)?,
             ops_addr: ops_addr
                 .parse()

@@ -45,15 +45,18 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let registry = self.registry();
         let s = self.settings;
-        service::run_worker(
+        let outcome = service::run_worker(
             self.ops_listener,
             s.broker,
             s.worker,
             registry,
-            self.store,
+            s.results.build(&self.store),
+            shopfds_results::database_check(&self.store),
             shutdown,
         )
-        .await?;
+        .await;
+        self.store.close().await;
+        outcome?;
         tracing::info!("report-worker stopped");
         Ok(())
     }

@@ -59,42 +59,45 @@ async fn effect_store(db: &TestDatabase) -> Store {
 /// `fault_effect`: logs the attempt, then under the once-only guard writes the effect row,
 /// works for `hold`, and completes. A later delivery of a completed task returns the recorded
 /// result without a second effect.
-fn effect_registry(hold: Duration) -> Registry {
+fn effect_registry(hold: Duration, store: &Store) -> Registry {
     let mut registry = Registry::new();
     let options = TaskOptions {
         max_retries: 20,
         retry: RetryPolicy::Fixed(Duration::from_secs(1)),
         ..TaskOptions::default()
     };
-    registry.register(EFFECT_TASK, options, move |ctx| async move {
-        let pid = i32::try_from(std::process::id()).unwrap_or_default();
-        sqlx::query("INSERT INTO fault_attempts (task_id, pid) VALUES ($1, $2)")
-            .bind(ctx.id())
-            .bind(pid)
-            .execute(ctx.store.pool())
-            .await
-            .map_err(TaskError::transient)?;
-        let mut guard = ctx
-            .store
-            .begin_once(&format!("fault-effect:{}", ctx.id()))
-            .await
-            .map_err(TaskError::transient)?;
-        if let Some(done) = guard.already_done() {
-            return Ok(done.clone());
+    let store = store.clone();
+    registry.register(EFFECT_TASK, options, move |ctx| {
+        let store = store.clone();
+        async move {
+            let pid = i32::try_from(std::process::id()).unwrap_or_default();
+            sqlx::query("INSERT INTO fault_attempts (task_id, pid) VALUES ($1, $2)")
+                .bind(ctx.id())
+                .bind(pid)
+                .execute(store.pool())
+                .await
+                .map_err(TaskError::transient)?;
+            let mut guard = store
+                .begin_once(&format!("fault-effect:{}", ctx.id()))
+                .await
+                .map_err(TaskError::transient)?;
+            if let Some(done) = guard.already_done() {
+                return Ok(done.clone());
+            }
+            sqlx::query("INSERT INTO fault_effects (task_id, pid) VALUES ($1, $2)")
+                .bind(ctx.id())
+                .bind(pid)
+                .execute(&mut **guard.transaction())
+                .await
+                .map_err(TaskError::transient)?;
+            tokio::time::sleep(hold).await;
+            let result = json!({"pid": pid, "redelivered": ctx.redelivered});
+            guard
+                .complete(ctx.id(), result.clone())
+                .await
+                .map_err(TaskError::transient)?;
+            Ok(result)
         }
-        sqlx::query("INSERT INTO fault_effects (task_id, pid) VALUES ($1, $2)")
-            .bind(ctx.id())
-            .bind(pid)
-            .execute(&mut **guard.transaction())
-            .await
-            .map_err(TaskError::transient)?;
-        tokio::time::sleep(hold).await;
-        let result = json!({"pid": pid, "redelivered": ctx.redelivered});
-        guard
-            .complete(ctx.id(), result.clone())
-            .await
-            .map_err(TaskError::transient)?;
-        Ok(result)
     });
     registry
 }
@@ -152,10 +155,15 @@ fn worker_process() {
             on_term.cancel();
         });
         eprintln!("fault worker process {} starting", std::process::id());
-        Worker::new(broker, settings, effect_registry(hold), store)
-            .run(shutdown)
-            .await
-            .unwrap();
+        Worker::new(
+            broker,
+            settings,
+            effect_registry(hold, &store),
+            shopfds_results::postgres(&store),
+        )
+        .run(shutdown)
+        .await
+        .unwrap();
     });
 }
 
@@ -277,8 +285,8 @@ fn start_worker(broker: &BrokerSettings, store: &Store, shutdown: &CancellationT
     let worker = Worker::new(
         broker.clone(),
         settings,
-        effect_registry(Duration::from_millis(10)),
-        store.clone(),
+        effect_registry(Duration::from_millis(10), store),
+        shopfds_results::postgres(store),
     );
     let token = shutdown.clone();
     tokio::spawn(async move {

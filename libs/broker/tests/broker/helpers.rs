@@ -122,7 +122,12 @@ pub fn start_worker(
     settings: WorkerSettings,
 ) -> RunningWorker {
     let shutdown = CancellationToken::new();
-    let worker = Worker::new(broker.clone(), settings, registry, store.clone());
+    let worker = Worker::new(
+        broker.clone(),
+        settings,
+        registry,
+        shopfds_results::postgres(store),
+    );
     let handle = tokio::spawn(worker.run(shutdown.clone()));
     RunningWorker {
         shutdown,

@@ -5,9 +5,11 @@ pub mod order_confirmation;
 use std::sync::Arc;
 
 use shopfds_broker::Registry;
+use shopfds_store::Store;
 
 use crate::mail::Mailer;
 
-pub fn register(registry: &mut Registry, mailer: Arc<Mailer>) {
-    order_confirmation::register(registry, mailer);
+/// Registers every task of this worker with its dependencies.
+pub fn register(registry: &mut Registry, mailer: Arc<Mailer>, store: Store) {
+    registry.task(order_confirmation::SendOrderConfirmation { mailer, store });
 }

@@ -4,9 +4,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use shopfds_broker::{Registry, RetryPolicy, TaskContext, TaskError, TaskOptions};
+use shopfds_broker::{RetryPolicy, Task, TaskContext, TaskError, TaskOptions};
 use shopfds_protocol::payloads::OrderTask;
 use shopfds_protocol::tasks::SEND_ORDER_CONFIRMATION_EMAIL;
+use shopfds_store::Store;
 
 use crate::mail::{Mailer, confirmation};
 
@@ -23,19 +24,35 @@ pub fn options() -> TaskOptions {
     }
 }
 
-pub fn register(registry: &mut Registry, mailer: Arc<Mailer>) {
-    registry.register(SEND_ORDER_CONFIRMATION_EMAIL, options(), move |ctx| {
-        let mailer = mailer.clone();
-        async move { run(ctx, &mailer).await }
-    });
+/// The task, with what it needs: the mail transport and the database (the order, and the
+/// once-only record).
+pub struct SendOrderConfirmation {
+    pub mailer: Arc<Mailer>,
+    pub store: Store,
 }
 
-pub async fn run(ctx: TaskContext, mailer: &Mailer) -> Result<Value, TaskError> {
-    let OrderTask { order_id } = ctx.bind()?;
+impl Task for SendOrderConfirmation {
+    const NAME: &'static str = SEND_ORDER_CONFIRMATION_EMAIL;
+    type Args = OrderTask;
+
+    fn options(&self) -> TaskOptions {
+        options()
+    }
+
+    async fn run(&self, args: OrderTask, ctx: TaskContext) -> Result<Value, TaskError> {
+        run(&self.store, &self.mailer, args, &ctx).await
+    }
+}
+
+pub async fn run(
+    store: &Store,
+    mailer: &Mailer,
+    OrderTask { order_id }: OrderTask,
+    ctx: &TaskContext,
+) -> Result<Value, TaskError> {
     // The business key, not the task id: a second message for the same order (a replay from
     // the dead-letter queue, a duplicate publish) must not mail the customer twice either.
-    let once = ctx
-        .store
+    let once = store
         .begin_once(&format!("order-confirmation:{order_id}"))
         .await
         .map_err(TaskError::transient)?;
@@ -47,8 +64,7 @@ pub async fn run(ctx: TaskContext, mailer: &Mailer) -> Result<Value, TaskError> 
         }
         return Ok(result);
     }
-    let order = ctx
-        .store
+    let order = store
         .get_order(order_id)
         .await
         .map_err(TaskError::transient)?

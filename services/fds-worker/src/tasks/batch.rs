@@ -18,7 +18,7 @@ use serde_json::{Map, Value, json};
 use shopfds_broker::{Outgoing, TaskContext, TaskError};
 use shopfds_protocol::tasks::{BATCH_FDS_EVALUATION, queue_for};
 use shopfds_protocol::{TaskArgs, TaskMessage};
-use shopfds_store::PendingTask;
+use shopfds_store::{PendingTask, Store};
 use uuid::Uuid;
 
 use super::evaluate::{EvaluateError, evaluate_order};
@@ -42,19 +42,20 @@ impl TaskArgs for BatchFdsEvaluation {
 
 /// The task handler.
 pub async fn run(
+    args: BatchFdsEvaluation,
     ctx: TaskContext,
+    store: &Store,
     engine: &Engine,
     settings: &TasksSettings,
 ) -> Result<Value, TaskError> {
-    let args: BatchFdsEvaluation = ctx.bind()?;
     match (args.transaction_ids, args.date) {
         (Some(_), Some(_)) => Err(TaskError::permanent(
             "transaction_ids and date are exclusive: a chunk names its orders, the planner a day",
         )),
-        (Some(ids), None) => run_chunk(&ctx, engine, settings, &ids).await,
+        (Some(ids), None) => run_chunk(&ctx, store, engine, settings, &ids).await,
         (None, date) => {
             let date = date.unwrap_or_else(|| yesterday_in_seoul(Utc::now()));
-            plan(&ctx, settings, date).await
+            plan(&ctx, store, settings, date).await
         }
     }
 }
@@ -63,6 +64,7 @@ pub async fn run(
 /// fails the chunk (a retry skips the orders already done).
 async fn run_chunk(
     ctx: &TaskContext,
+    store: &Store,
     engine: &Engine,
     settings: &TasksSettings,
     ids: &[Uuid],
@@ -79,7 +81,7 @@ async fn run_chunk(
                 "soft time limit reached after {i} of {total} orders"
             )));
         }
-        match evaluate_order(&ctx.store, engine, order_id, ctx.id()).await {
+        match evaluate_order(store, engine, order_id, ctx.id()).await {
             Ok(e) if e.fresh => {
                 evaluated += 1;
                 if e.order_updated() {
@@ -133,13 +135,13 @@ async fn run_chunk(
 /// Finds the day's unscored orders and fans them out as a group of chunks.
 async fn plan(
     ctx: &TaskContext,
+    store: &Store,
     settings: &TasksSettings,
     date: NaiveDate,
 ) -> Result<Value, TaskError> {
     let (from, until) = seoul_day(date)
         .ok_or_else(|| TaskError::permanent(format!("date {date}: not a day in Asia/Seoul")))?;
-    let ids = ctx
-        .store
+    let ids = store
         .unscored_orders(from, until)
         .await
         .map_err(TaskError::transient)?;
@@ -182,7 +184,7 @@ async fn plan(
             queue: queue.to_owned(),
         })
         .collect();
-    ctx.store
+    store
         .record_pending_tasks(&pending)
         .await
         .map_err(TaskError::transient)?;

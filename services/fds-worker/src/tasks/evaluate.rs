@@ -159,9 +159,13 @@ pub async fn evaluate_order(
 }
 
 /// The task handler.
-pub async fn run(ctx: TaskContext, engine: &Engine) -> Result<Value, TaskError> {
-    let EvaluateTransaction { order_id } = ctx.bind()?;
-    let evaluation = evaluate_order(&ctx.store, engine, order_id, ctx.id()).await?;
+pub async fn run(
+    EvaluateTransaction { order_id }: EvaluateTransaction,
+    ctx: TaskContext,
+    store: &Store,
+    engine: &Engine,
+) -> Result<Value, TaskError> {
+    let evaluation = evaluate_order(store, engine, order_id, ctx.id()).await?;
     let mut result = evaluation.result;
     if let Some(obj) = result.as_object_mut() {
         let outcome = if evaluation.fresh {

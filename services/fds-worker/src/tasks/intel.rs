@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use shopfds_broker::{TaskContext, TaskError};
+use shopfds_broker::TaskError;
 use shopfds_protocol::TaskArgs;
 use shopfds_store::{Store, StoreError};
 use tokio::task::JoinHandle;
@@ -204,11 +204,11 @@ pub async fn fetch_feed(url: &reqwest::Url, timeout: Duration) -> Result<ValidFe
 
 /// The task handler.
 pub async fn run(
-    ctx: TaskContext,
+    UpdateThreatIntelligence { url }: UpdateThreatIntelligence,
+    store: &Store,
     engine: &Engine,
     settings: &TasksSettings,
 ) -> Result<Value, TaskError> {
-    let UpdateThreatIntelligence { url } = ctx.bind()?;
     let Some(url) = url.or_else(|| settings.threat_intel_url.clone()) else {
         return Err(TaskError::permanent(
             "no feed URL: pass `url` or set THREAT_INTEL_URL",
@@ -221,8 +221,7 @@ pub async fn run(
     let feed = fetch_feed(&url, settings.threat_intel_timeout).await?;
     let source = redact(&url);
     // Stored before it is used here, so every replica converges on the same version.
-    let saved = ctx
-        .store
+    let saved = store
         .save_threat_intel(&source, &feed.json, KEEP_VERSIONS)
         .await
         .map_err(TaskError::transient)?;

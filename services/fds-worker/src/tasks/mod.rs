@@ -21,7 +21,8 @@ pub mod settings;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shopfds_broker::{Registry, RetryPolicy, TaskOptions};
+use serde_json::Value;
+use shopfds_broker::{Registry, RetryPolicy, Task, TaskContext, TaskError, TaskOptions};
 use shopfds_protocol::tasks::{
     BATCH_FDS_EVALUATION, EVALUATE_TRANSACTION, UPDATE_THREAT_INTELLIGENCE,
 };
@@ -30,6 +31,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use settings::TasksSettings;
+
+use self::batch::BatchFdsEvaluation;
+use self::evaluate::EvaluateTransaction;
+use self::intel::UpdateThreatIntelligence;
 
 use crate::engine::Engine;
 
@@ -47,31 +52,66 @@ pub fn options() -> TaskOptions {
     }
 }
 
-/// Registers `evaluate_transaction`, `batch_fds_evaluation` and `update_threat_intelligence`,
-/// scoring with `engine` (the one the gRPC server uses, so a feed update reaches both).
-pub fn register(registry: &mut Registry, engine: Arc<Engine>, settings: TasksSettings) {
-    let settings = Arc::new(settings);
-    {
-        let engine = Arc::clone(&engine);
-        registry.register(EVALUATE_TRANSACTION, options(), move |ctx| {
-            let engine = Arc::clone(&engine);
-            async move { evaluate::run(ctx, &engine).await }
-        });
+/// What every fds task is registered with: the database, the engine the gRPC server uses (so a
+/// feed update reaches both) and the tasks' settings.
+#[derive(Clone)]
+pub struct Deps {
+    pub store: Store,
+    pub engine: Arc<Engine>,
+    pub settings: Arc<TasksSettings>,
+}
+
+pub struct EvaluateTransactionTask(pub Deps);
+pub struct BatchFdsEvaluationTask(pub Deps);
+pub struct UpdateThreatIntelligenceTask(pub Deps);
+
+impl Task for EvaluateTransactionTask {
+    const NAME: &'static str = EVALUATE_TRANSACTION;
+    type Args = EvaluateTransaction;
+
+    fn options(&self) -> TaskOptions {
+        options()
     }
-    {
-        let engine = Arc::clone(&engine);
-        let settings = Arc::clone(&settings);
-        registry.register(BATCH_FDS_EVALUATION, options(), move |ctx| {
-            let engine = Arc::clone(&engine);
-            let settings = Arc::clone(&settings);
-            async move { batch::run(ctx, &engine, &settings).await }
-        });
+
+    async fn run(&self, args: Self::Args, ctx: TaskContext) -> Result<Value, TaskError> {
+        evaluate::run(args, ctx, &self.0.store, &self.0.engine).await
     }
-    registry.register(UPDATE_THREAT_INTELLIGENCE, options(), move |ctx| {
-        let engine = Arc::clone(&engine);
-        let settings = Arc::clone(&settings);
-        async move { intel::run(ctx, &engine, &settings).await }
-    });
+}
+
+impl Task for BatchFdsEvaluationTask {
+    const NAME: &'static str = BATCH_FDS_EVALUATION;
+    type Args = BatchFdsEvaluation;
+
+    fn options(&self) -> TaskOptions {
+        options()
+    }
+
+    async fn run(&self, args: Self::Args, ctx: TaskContext) -> Result<Value, TaskError> {
+        let d = &self.0;
+        batch::run(args, ctx, &d.store, &d.engine, &d.settings).await
+    }
+}
+
+impl Task for UpdateThreatIntelligenceTask {
+    const NAME: &'static str = UPDATE_THREAT_INTELLIGENCE;
+    type Args = UpdateThreatIntelligence;
+
+    fn options(&self) -> TaskOptions {
+        options()
+    }
+
+    async fn run(&self, args: Self::Args, _ctx: TaskContext) -> Result<Value, TaskError> {
+        let d = &self.0;
+        intel::run(args, &d.store, &d.engine, &d.settings).await
+    }
+}
+
+/// Registers `evaluate_transaction`, `batch_fds_evaluation` and `update_threat_intelligence`.
+pub fn register(registry: &mut Registry, deps: Deps) {
+    registry
+        .task(EvaluateTransactionTask(deps.clone()))
+        .task(BatchFdsEvaluationTask(deps.clone()))
+        .task(UpdateThreatIntelligenceTask(deps));
 }
 
 /// What the tasks need running next to the worker: the threat-intel reloader (loads the newest

@@ -196,15 +196,25 @@ impl TestEnv {
     /// An in-process worker of queue `fds` running the fds tasks with `engine`.
     pub fn spawn_worker(&self, engine: Arc<Engine>, settings: TasksSettings) -> TestWorker {
         let mut registry = Registry::new();
-        tasks::register(&mut registry, engine, settings.clone());
+        let deps = tasks::Deps {
+            store: self.store.clone(),
+            engine,
+            settings: Arc::new(settings.clone()),
+        };
+        tasks::register(&mut registry, deps);
         let mut worker = WorkerSettings::new("fds-worker", &[QUEUE]);
         worker.hostname = settings.worker_name.clone();
         worker.concurrency = 2;
         worker.shutdown_grace = Duration::from_secs(2);
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(
-            Worker::new(broker(&self.vhost), worker, registry, self.store.clone())
-                .run(shutdown.clone()),
+            Worker::new(
+                broker(&self.vhost),
+                worker,
+                registry,
+                shopfds_results::postgres(&self.store),
+            )
+            .run(shutdown.clone()),
         );
         TestWorker {
             shutdown,

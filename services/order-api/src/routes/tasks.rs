@@ -1,5 +1,5 @@
-//! `GET /v1/tasks/{id}`: a task's state, progress and result from the result store, the
-//! counterpart of Celery's `AsyncResult(id)`.
+//! `GET /v1/tasks/{id}`: a task's state, progress and result from the configured result backend
+//! (`RESULT_BACKEND`, the one the workers write), the counterpart of Celery's `AsyncResult(id)`.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -12,7 +12,7 @@ pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let task = state.store.task_result(&id).await?.ok_or_else(|| {
+    let task = state.results.get(&id).await?.ok_or_else(|| {
         ApiError::NotFound(format!(
             "no task with id {id:?} (unknown, or its result expired)"
         ))
