@@ -64,6 +64,8 @@ fn effect_registry(hold: Duration, store: &Store) -> Registry {
     let options = TaskOptions {
         max_retries: 20,
         retry: RetryPolicy::Fixed(Duration::from_secs(1)),
+        // The tests wait for STARTED to know the task runs.
+        track_started: true,
         ..TaskOptions::default()
     };
     let store = store.clone();

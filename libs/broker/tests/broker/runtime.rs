@@ -95,6 +95,51 @@ async fn states_go_started_progress_success_in_the_result_store() {
     );
 }
 
+/// `track_started` (off by default, as in Celery): STARTED is written before the handler runs
+/// only for a task that asks for it, so a plain task costs one write, its final state.
+#[tokio::test]
+async fn started_is_recorded_only_for_tasks_with_track_started() {
+    let (running_tx, mut running_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let mut registry = Registry::new();
+    for (name, track_started) in [("plain", false), ("tracked", true)] {
+        let (running_tx, gate) = (running_tx.clone(), gate.clone());
+        let options = TaskOptions {
+            track_started,
+            ..TaskOptions::default()
+        };
+        registry.register(name, options, move |ctx| {
+            let (running_tx, gate) = (running_tx.clone(), gate.clone());
+            async move {
+                let _ = running_tx.send(ctx.message.task().to_owned());
+                gate.notified().await;
+                Ok(Value::Null)
+            }
+        });
+    }
+    let tw = spawn_worker(registry).await;
+    for name in ["plain", "tracked"] {
+        let msg = tw.send(TaskMessage::new(name, Map::new())).await;
+        let running = tokio::time::timeout(WAIT, running_rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(running, name);
+        // STARTED, when written, is durable before the handler runs: what is stored now is all
+        // there will be until the task ends.
+        let state = tw
+            .store
+            .task_result(msg.id())
+            .await
+            .unwrap()
+            .map(|r| r.state);
+        let expected = (name == "tracked").then_some(TaskState::Started);
+        assert_eq!(state, expected, "{name} while running");
+        gate.notify_one();
+        tw.wait_for_state(msg.id(), TaskState::Success).await;
+    }
+}
+
 #[tokio::test]
 async fn higher_priority_messages_run_first() {
     let log = Log::default();
@@ -339,7 +384,11 @@ fn timed_registry(
     let finished = Arc::new(Mutex::new(false));
     let flag = finished.clone();
     let mut registry = Registry::new();
-    registry.register("shutdown_probe", TaskOptions::default(), move |_ctx| {
+    let options = TaskOptions {
+        track_started: true,
+        ..TaskOptions::default()
+    };
+    registry.register("shutdown_probe", options, move |_ctx| {
         let _ = started_tx.send(());
         let flag = flag.clone();
         async move {
