@@ -30,7 +30,7 @@ mod tests {
 
     #[test]
     fn binds_the_seed_call_positionally_and_by_keyword() {
-        // The seed's `generate_sales_report.delay(start_date, end_date, user_id)`.
+        // A Python caller's `generate_sales_report.delay(start_date, end_date, user_id)`.
         let positional: GenerateSalesReport =
             bind(json!(["2026-11-01", "2026-11-21", "u-1"]), json!({})).unwrap();
         let keywords: GenerateSalesReport = bind(
