@@ -29,7 +29,7 @@ mod tests {
     use crate::payloads::test_support::{bind, culprit, round_trips};
 
     #[test]
-    fn binds_the_seed_call_positionally_and_by_keyword() {
+    fn binds_a_python_call_positionally_and_by_keyword() {
         // A Python caller's `generate_sales_report.delay(start_date, end_date, user_id)`.
         let positional: GenerateSalesReport =
             bind(json!(["2026-11-01", "2026-11-21", "u-1"]), json!({})).unwrap();
