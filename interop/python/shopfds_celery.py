@@ -5,7 +5,9 @@ topology (work queues dead-lettering to the `dlx` topic exchange as `failed.<que
 seed's task names to their queues, speaks JSON only and acknowledges late. Its tasks do no real
 work: each execution appends one JSON line describing the request it received (id, args, kwargs,
 retries, root/parent/group ids, eta, expires, traceparent, delivery info) to the file named by
-`INTEROP_OUT`, so a test can check what a Rust producer actually put on the wire.
+`INTEROP_OUT`, so a test can check what a Rust producer actually put on the wire. Their
+signatures are those of the Rust argument types (`shopfds_protocol::TASK_SIGNATURES`), checked
+by libs/protocol/tests/python_stubs.rs.
 
 Run with `PYTHONPATH=interop/python celery -A shopfds_celery worker -Q email ...`.
 
@@ -83,6 +85,7 @@ app.conf.update(
         "update_threat_intelligence": {"queue": "fds"},
         "generate_sales_report": {"queue": "reports"},
         "archive_old_logs": {"queue": "maintenance"},
+        "reprocess_failed_tasks": {"queue": "default"},
     },
     task_serializer="json",
     accept_content=["json"],
@@ -169,9 +172,10 @@ def generate_invoice_pdf(self, order_id):
 
 
 # In a chain after generate_invoice_pdf, Celery passes that task's result as the first positional
-# argument; called on its own, only order_id is given.
+# argument; called on its own, only order_id is given (keyword-only: Python allows no required
+# parameter after invoice=None).
 @app.task(bind=True, name="send_invoice_email")
-def send_invoice_email(self, invoice=None, order_id=None):
+def send_invoice_email(self, invoice=None, *, order_id):
     _record(self, self.request.args, self.request.kwargs)
     return {"order_id": order_id, "invoice": invoice, "sent": True}
 
@@ -189,13 +193,13 @@ def batch_fds_evaluation(self, transaction_ids=None, date=None):
 
 
 @app.task(bind=True, name="evaluate_transaction")
-def evaluate_transaction(self, transaction_id=None, order_id=None):
+def evaluate_transaction(self, order_id):
     _record(self, self.request.args, self.request.kwargs)
-    return {"transaction_id": transaction_id, "order_id": order_id, "score": 0}
+    return {"order_id": order_id, "score": 0}
 
 
 @app.task(bind=True, name="update_threat_intelligence")
-def update_threat_intelligence(self):
+def update_threat_intelligence(self, url=None):
     _record(self, self.request.args, self.request.kwargs)
     return {"updated": True}
 
@@ -207,6 +211,12 @@ def generate_sales_report(self, start_date, end_date, user_id=None):
 
 
 @app.task(bind=True, name="archive_old_logs")
-def archive_old_logs(self):
+def archive_old_logs(self, older_than_days=90):
     _record(self, self.request.args, self.request.kwargs)
-    return {"archived": 0}
+    return {"archived": 0, "older_than_days": older_than_days}
+
+
+@app.task(bind=True, name="reprocess_failed_tasks")
+def reprocess_failed_tasks(self):
+    _record(self, self.request.args, self.request.kwargs)
+    return {"reprocessed": 0}

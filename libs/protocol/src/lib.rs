@@ -1,7 +1,9 @@
 //! The wire contract every ShopFDS service agrees on: the Celery message protocol v2 envelope,
 //! task names and their typed keyword arguments, queue and exchange names, and task states.
+//! Protocol v1 messages are read too, converted to v2 by [`TaskMessage::decode`].
 
 pub mod canvas;
+mod decode;
 #[cfg(feature = "grpc")]
 pub mod grpc;
 pub mod message;
@@ -10,11 +12,14 @@ pub mod names;
 pub mod payloads;
 pub mod pyjson;
 pub mod result;
+pub mod signatures;
 pub mod state;
+mod v1;
 
 pub use message::{
     Embed, MessageProperties, ProtocolError, Signature, TaskArgs, TaskHeaders, TaskMessage,
     TimeLimit,
 };
 pub use names::{WORK_QUEUES, tasks};
+pub use signatures::{TASK_SIGNATURES, TaskSignature, task_signature};
 pub use state::TaskState;

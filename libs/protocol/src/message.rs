@@ -5,6 +5,9 @@
 //! so this crate needs no AMQP library; `shopfds-broker` converts them to and from AMQP tables.
 //! Unknown headers and signature fields are kept as they came, so a message that passes through a
 //! Rust process (a retry, a dead-letter replay) reaches a Python worker unchanged.
+//!
+//! Reading a delivery ([`TaskMessage::decode`], in `decode.rs`) also accepts protocol v1 and
+//! turns it into this v2 form (`v1.rs`): nothing past `decode` ever sees a v1 message.
 
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
@@ -24,7 +27,11 @@ pub enum ProtocolError {
     UnsupportedContentType(String),
     #[error("content encoding {0:?} is refused: only utf-8 is accepted")]
     UnsupportedContentEncoding(String),
-    #[error("not a Celery protocol v2 message: header `task` is missing")]
+    /// Neither v2 (a `task` header) nor v1 (no `task` header, a body object with `task`).
+    #[error(
+        "not a Celery task message: no `task` header (protocol v2) and the body is not an object \
+         with `task` (protocol v1)"
+    )]
     NotProtocolV2,
     #[error("header `{header}` is invalid: {message}")]
     InvalidHeader {
@@ -35,6 +42,9 @@ pub enum ProtocolError {
     InvalidJson(String),
     #[error("body must be a JSON array [args, kwargs, embed]: {0}")]
     InvalidBody(String),
+    /// A field of a protocol v1 body (`{"task", "id", "args", "kwargs", "eta", …}`) is wrong.
+    #[error("protocol v1 body field `{field}` is invalid: {message}")]
+    InvalidV1Field { field: String, message: String },
     #[error("argument `{name}` is invalid: {message}")]
     InvalidArgument { name: String, message: String },
 }
@@ -334,81 +344,6 @@ impl TaskMessage {
         crate::pyjson::to_vec(&body).unwrap_or_default()
     }
 
-    /// Reads a delivered message. Content type and encoding are checked before the body is
-    /// touched, so a pickle payload is never parsed.
-    pub fn decode(
-        content_type: Option<&str>,
-        content_encoding: Option<&str>,
-        headers: Map<String, Value>,
-        body: &[u8],
-    ) -> Result<TaskMessage, ProtocolError> {
-        let content_type = content_type.unwrap_or_default();
-        if !content_type.eq_ignore_ascii_case(CONTENT_TYPE_JSON) {
-            return Err(ProtocolError::UnsupportedContentType(
-                content_type.to_owned(),
-            ));
-        }
-        let encoding = content_encoding.unwrap_or(CONTENT_ENCODING_UTF8);
-        if !encoding.eq_ignore_ascii_case(CONTENT_ENCODING_UTF8) && !encoding.is_empty() {
-            return Err(ProtocolError::UnsupportedContentEncoding(
-                encoding.to_owned(),
-            ));
-        }
-        let headers = parse_headers(headers)?;
-        let value: Value =
-            serde_json::from_slice(body).map_err(|e| ProtocolError::InvalidJson(e.to_string()))?;
-        let Value::Array(mut parts) = value else {
-            return Err(ProtocolError::InvalidBody("not an array".to_owned()));
-        };
-        if parts.len() != 3 {
-            return Err(ProtocolError::InvalidBody(format!(
-                "expected 3 elements, found {}",
-                parts.len()
-            )));
-        }
-        let embed = parts.pop().unwrap_or(Value::Null);
-        let kwargs = parts.pop().unwrap_or(Value::Null);
-        let args = parts.pop().unwrap_or(Value::Null);
-        let args = match args {
-            Value::Array(a) => a,
-            Value::Null => Vec::new(),
-            other => {
-                return Err(ProtocolError::InvalidBody(format!(
-                    "args is {other}, not an array"
-                )));
-            }
-        };
-        let kwargs = match kwargs {
-            Value::Object(k) => k,
-            Value::Null => Map::new(),
-            other => {
-                return Err(ProtocolError::InvalidBody(format!(
-                    "kwargs is {other}, not an object"
-                )));
-            }
-        };
-        let embed = match embed {
-            Value::Null => Embed::default(),
-            other => serde_json::from_value(other)
-                .map_err(|e| ProtocolError::InvalidBody(format!("embed: {e}")))?,
-        };
-        let properties = MessageProperties {
-            correlation_id: headers.id.clone(),
-            content_type: CONTENT_TYPE_JSON.to_owned(),
-            content_encoding: CONTENT_ENCODING_UTF8.to_owned(),
-            reply_to: None,
-            priority: None,
-            delivery_mode: 2,
-        };
-        Ok(TaskMessage {
-            headers,
-            properties,
-            args,
-            kwargs,
-            embed,
-        })
-    }
-
     /// Binds positional and keyword arguments to a typed payload, the way Python binds a call:
     /// positional args fill `T::PARAMS` in order, keywords fill the rest, unknown keywords and a
     /// parameter given twice are errors.
@@ -417,69 +352,14 @@ impl TaskMessage {
     }
 }
 
-fn parse_headers(headers: Map<String, Value>) -> Result<TaskHeaders, ProtocolError> {
-    match headers.get("task") {
-        Some(Value::String(_)) => {}
-        Some(_) => {
-            return Err(ProtocolError::InvalidHeader {
-                header: "task",
-                message: "must be a string".to_owned(),
-            });
-        }
-        None => return Err(ProtocolError::NotProtocolV2),
-    }
-    match headers.get("id") {
-        Some(Value::String(id)) if !id.is_empty() => {}
-        _ => {
-            return Err(ProtocolError::InvalidHeader {
-                header: "id",
-                message: "missing or not a non-empty string".to_owned(),
-            });
-        }
-    }
-    let headers = Value::Object(headers);
-    TaskHeaders::deserialize(&headers).map_err(|e| ProtocolError::InvalidHeader {
-        header: headers.as_object().map_or("headers", culprit),
-        message: e.to_string(),
-    })
-}
-
-/// On the (rare) failure path only: finds which typed header does not parse, so the
-/// dead-letter reason names it.
-fn culprit(headers: &Map<String, Value>) -> &'static str {
-    const TYPED: [&str; 13] = [
-        "lang",
-        "root_id",
-        "parent_id",
-        "group",
-        "group_index",
-        "retries",
-        "eta",
-        "expires",
-        "timelimit",
-        "shadow",
-        "argsrepr",
-        "kwargsrepr",
-        "ignore_result",
-    ];
-    TYPED
-        .into_iter()
-        .find(|header| {
-            headers.get(*header).is_some_and(|value| {
-                let mut probe = Map::new();
-                probe.insert("task".to_owned(), Value::String(String::new()));
-                probe.insert("id".to_owned(), Value::String(String::new()));
-                probe.insert((*header).to_owned(), value.clone());
-                serde_json::from_value::<TaskHeaders>(Value::Object(probe)).is_err()
-            })
-        })
-        .unwrap_or("headers")
-}
-
 /// A typed payload of keyword arguments. `PARAMS` is the Python signature's parameter order,
-/// used to bind positional arguments.
+/// used to bind positional arguments; `REQUIRED` the parameters without a default (a call
+/// without one of them fails to bind). `interop/python/shopfds_celery.py` declares the same
+/// signatures, checked by `libs/protocol/tests/python_stubs.rs`.
 pub trait TaskArgs: serde::de::DeserializeOwned + Serialize {
     const PARAMS: &'static [&'static str];
+    /// A subset of `PARAMS`, in the same order.
+    const REQUIRED: &'static [&'static str];
 
     /// The keyword arguments this payload is sent with.
     fn to_kwargs(&self) -> Map<String, Value> {

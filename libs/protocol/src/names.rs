@@ -60,6 +60,20 @@ pub mod tasks {
     pub const ARCHIVE_OLD_LOGS: &str = "archive_old_logs";
     pub const REPROCESS_FAILED_TASKS: &str = "reprocess_failed_tasks";
 
+    /// Every task name above; `crate::signatures::TASK_SIGNATURES` gives each its arguments.
+    pub const ALL: [&str; 10] = [
+        SEND_ORDER_CONFIRMATION_EMAIL,
+        GENERATE_INVOICE_PDF,
+        SEND_INVOICE_EMAIL,
+        REGISTER_SHIPMENT,
+        BATCH_FDS_EVALUATION,
+        EVALUATE_TRANSACTION,
+        UPDATE_THREAT_INTELLIGENCE,
+        GENERATE_SALES_REPORT,
+        ARCHIVE_OLD_LOGS,
+        REPROCESS_FAILED_TASKS,
+    ];
+
     /// The queue a task is routed to (Celery's `task_routes`); unknown names go to `default`.
     pub fn queue_for(task: &str) -> &'static str {
         match task {

@@ -40,6 +40,27 @@ pub fn interop_dir() -> PathBuf {
     workspace_root().join("interop").join("python")
 }
 
+/// Runs `code` with the virtualenv's Python (`python -c code`, `interop/python` on `PYTHONPATH`)
+/// and returns what it printed on stdout; an error with its stderr if it exits unsuccessfully.
+/// For introspecting the stock Python side, e.g. the signatures of the `shopfds_celery` tasks.
+pub fn run_snippet(code: &str) -> anyhow::Result<String> {
+    let python = python()?;
+    let out = Command::new(&python)
+        .arg("-c")
+        .arg(code)
+        .env("PYTHONPATH", interop_dir())
+        .output()
+        .with_context(|| format!("cannot run {}", python.display()))?;
+    if !out.status.success() {
+        bail!(
+            "python snippet failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim_end()
+        );
+    }
+    String::from_utf8(out.stdout).context("the python snippet printed invalid UTF-8")
+}
+
 fn setup() -> anyhow::Result<PathBuf> {
     let interpreter = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned());
     match Command::new(&interpreter).arg("--version").output() {

@@ -13,9 +13,9 @@
 
 use chrono::{DateTime, NaiveDate, NaiveTime, TimeZone, Utc};
 use chrono_tz::Asia::Seoul;
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use shopfds_broker::{Outgoing, TaskContext, TaskError};
+use shopfds_protocol::payloads::BatchFdsEvaluation;
 use shopfds_protocol::tasks::{BATCH_FDS_EVALUATION, queue_for};
 use shopfds_protocol::{TaskArgs, TaskMessage};
 use shopfds_store::{PendingTask, Store};
@@ -24,21 +24,6 @@ use uuid::Uuid;
 use super::evaluate::{EvaluateError, evaluate_order};
 use crate::engine::Engine;
 use crate::tasks::TasksSettings;
-
-/// `batch_fds_evaluation(transaction_ids=None, date=None)`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BatchFdsEvaluation {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub transaction_ids: Option<Vec<Uuid>>,
-    /// `YYYY-MM-DD`, a day in Asia/Seoul.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub date: Option<NaiveDate>,
-}
-
-impl TaskArgs for BatchFdsEvaluation {
-    const PARAMS: &'static [&'static str] = &["transaction_ids", "date"];
-}
 
 /// The task handler.
 pub async fn run(

@@ -11,10 +11,9 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use shopfds_broker::{TaskContext, TaskError};
-use shopfds_protocol::TaskArgs;
+use shopfds_protocol::payloads::EvaluateTransaction;
 use shopfds_store::fds_batch::{
     insert_fds_result, order_to_evaluate, set_unscored_order_fds, velocity_counts_as_of,
 };
@@ -27,17 +26,6 @@ use crate::metrics;
 /// The velocity windows of the Score path (1 h and 24 h before the order).
 const SHORT_WINDOW: Duration = Duration::from_secs(3600);
 const LONG_WINDOW: Duration = Duration::from_secs(24 * 3600);
-
-/// `evaluate_transaction(order_id)`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EvaluateTransaction {
-    pub order_id: Uuid,
-}
-
-impl TaskArgs for EvaluateTransaction {
-    const PARAMS: &'static [&'static str] = &["order_id"];
-}
 
 /// The once-only key of an order's batch evaluation.
 pub fn once_key(order_id: Uuid) -> String {

@@ -13,10 +13,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use shopfds_broker::TaskError;
-use shopfds_protocol::TaskArgs;
+use shopfds_protocol::payloads::UpdateThreatIntelligence;
 use shopfds_store::{Store, StoreError};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -29,18 +28,6 @@ pub const MAX_FEED_BYTES: usize = 16 * 1024 * 1024;
 
 /// Stored versions kept (older ones are deleted when a new one is written).
 pub const KEEP_VERSIONS: i64 = 48;
-
-/// `update_threat_intelligence(url=None)`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateThreatIntelligence {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub url: Option<String>,
-}
-
-impl TaskArgs for UpdateThreatIntelligence {
-    const PARAMS: &'static [&'static str] = &["url"];
-}
 
 /// A feed that passed validation: the engine's snapshot and its normalized JSON (sorted,
 /// deduplicated, canonical spelling), which is what is stored and compared.

@@ -32,9 +32,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use settings::TasksSettings;
 
-use self::batch::BatchFdsEvaluation;
-use self::evaluate::EvaluateTransaction;
-use self::intel::UpdateThreatIntelligence;
+use shopfds_protocol::payloads::{
+    BatchFdsEvaluation, EvaluateTransaction, UpdateThreatIntelligence,
+};
 
 use crate::engine::Engine;
 
