@@ -4,7 +4,7 @@ The Rust workers' interop tests use this to prove a stock Python producer's mess
 correctly; the app and its routing are those of shopfds_celery (the seed's configuration).
 
     python send_task.py send_order_confirmation_email --kwargs '{"order_id": "o-1"}' \
-        [--args '[]'] [--queue email] [--countdown 5] [--task-id ID] [--headers '{"traceparent": "…"}']
+        [--args '[]'] [--queue email] [--countdown 5] [--task-id ID] [--headers '{"traceparent": "…"}'] [--protocol 1]
 
 BROKER_URL selects the broker (default amqp://guest:guest@127.0.0.1:5672//).
 """
@@ -40,8 +40,12 @@ def main(argv=None) -> int:
     parser.add_argument("--countdown", type=float, help="seconds before the task may run")
     parser.add_argument("--task-id", help="task id to use instead of a fresh uuid4")
     parser.add_argument("--headers", type=_json_arg(dict), default=None, help="extra headers (JSON)")
+    parser.add_argument(
+        "--protocol", type=int, choices=(1, 2), default=2, help="task message protocol (task_protocol)"
+    )
     opts = parser.parse_args(argv)
 
+    app.conf.task_protocol = opts.protocol
     options = {}
     if opts.queue:
         options["queue"] = opts.queue

@@ -264,7 +264,7 @@ async fn worker_drain(
             broker.clone(),
             settings,
             registry,
-            shopfds_results::postgres(&store),
+            shopfds_results::postgres(store),
         )
         .run(shutdown.clone()),
     );

@@ -50,7 +50,13 @@ impl TaskMessage {
             // Celery's worker takes an object body as v1 when the `task` header is missing
             // (consumer.on_task_received) and as the hybrid form when it is there
             // (strategy.hybrid_to_proto2).
-            Value::Object(object) if has_task_header || object.contains_key("task") => {
+            // An object without `task`, `args` or `kwargs` is no request at all (running it
+            // would silently drop its fields): refused as a malformed v2 body.
+            Value::Object(object)
+                if object.contains_key("task")
+                    || (has_task_header
+                        && (object.contains_key("args") || object.contains_key("kwargs"))) =>
+            {
                 crate::v1::decode(headers, object)
             }
             _ if !has_task_header => Err(ProtocolError::NotProtocolV2),

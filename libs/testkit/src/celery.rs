@@ -153,6 +153,9 @@ pub struct SendTask {
     pub task_id: Option<String>,
     /// Extra message headers, e.g. `traceparent`.
     pub headers: serde_json::Map<String, Value>,
+    /// Celery's `task_protocol`: `Some(1)` sends protocol v1 (the request in the body, no `task`
+    /// header); `None` is the default, v2.
+    pub protocol: Option<u8>,
 }
 
 impl SendTask {
@@ -203,6 +206,9 @@ pub async fn send_task_with(broker_url: &str, task: &SendTask) -> anyhow::Result
     }
     if let Some(id) = &task.task_id {
         cmd.arg("--task-id").arg(id);
+    }
+    if let Some(protocol) = task.protocol {
+        cmd.arg("--protocol").arg(protocol.to_string());
     }
     if !task.headers.is_empty() {
         cmd.arg("--headers")

@@ -9,6 +9,8 @@ use shopfds_protocol::names::{
     DEAD_LETTER_EXCHANGE, FAILED_AT_HEADER, ORIGINAL_QUEUE_HEADER, REASON_HEADER, dead_letter_queue,
 };
 
+use shopfds_protocol::TaskMessage;
+
 use crate::amqp::{message_properties, table_to_json};
 use crate::publisher::Outgoing;
 
@@ -31,21 +33,35 @@ pub fn dead_letter(delivery: &Delivery, queue: &str, reason: &str, now: DateTime
     }
 }
 
-/// The copy that retries the task: `retries` and `eta` set, through the delay tree.
+/// The copy that retries the task: `retries` and `eta` set, through the delay tree. A protocol
+/// v1 message (no `task` header: its retries and eta live in the body) is sent as the protocol
+/// v2 message it was read as, so the new headers are the ones the next delivery reads.
 pub fn retry(
     delivery: &Delivery,
+    msg: Option<&TaskMessage>,
     queue: &str,
     retries: u32,
     eta: DateTime<Utc>,
     delay_secs: u64,
 ) -> Outgoing {
     let mut headers = headers(delivery);
+    let converted = match msg {
+        Some(msg) if !headers.contains_key("task") => {
+            headers.extend(msg.headers_map());
+            Some(msg.body())
+        }
+        _ => None,
+    };
     headers.insert("retries".to_owned(), json!(retries));
     headers.insert(
         "eta".to_owned(),
         json!(eta.to_rfc3339_opts(chrono::SecondsFormat::Micros, false)),
     );
-    forward(delivery, queue, headers).delayed(delay_secs)
+    let mut copy = forward(delivery, queue, headers);
+    if let Some(body) = converted {
+        copy.body = body;
+    }
+    copy.delayed(delay_secs)
 }
 
 /// The message unchanged, through the delay tree.

@@ -33,10 +33,11 @@ use super::options::{Hook, TaskError, TaskFailure, TaskOptions};
 /// What happened to a message: found before running it, or what running it gave.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    /// Could not be read; `task_id` when its `id` header could still be read.
+    /// Could not be read; `task_id` and `task` when its headers could still be read.
     Undecodable {
         reason: String,
         task_id: Option<String>,
+        task: Option<String>,
     },
     UnknownTask,
     /// A chord header part whose chord the configured result backend cannot complete.
@@ -180,7 +181,14 @@ pub fn decide(facts: &Facts<'_>, outcome: Outcome) -> Disposition {
         !msg.headers.ignore_result && !facts.options.is_some_and(|o| o.ignore_result)
     };
     match (outcome, facts.message) {
-        (Outcome::Undecodable { reason, task_id }, _) => {
+        (
+            Outcome::Undecodable {
+                reason,
+                task_id,
+                task,
+            },
+            _,
+        ) => {
             let mut d = Disposition::settle(
                 Action::DeadLetter {
                     reason: reason.clone(),
@@ -189,7 +197,7 @@ pub fn decide(facts: &Facts<'_>, outcome: Outcome) -> Disposition {
             );
             d.record = task_id.map(|id| TaskStateUpdate {
                 task_id: id,
-                name: String::new(),
+                name: task.unwrap_or_default(),
                 queue: facts.queue.to_owned(),
                 state: TaskState::Rejected,
                 retries: 0,

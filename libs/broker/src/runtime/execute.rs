@@ -85,7 +85,7 @@ impl Executor {
                 retries,
                 eta,
             } => {
-                let copy = copies::retry(delivery, queue, retries, eta, delay_secs);
+                let copy = copies::retry(delivery, msg, queue, retries, eta, delay_secs);
                 match self.publisher.publish(&copy).await {
                     Ok(()) => {
                         tracing::warn!(retry_in_secs = delay_secs, retries, "task will be retried");

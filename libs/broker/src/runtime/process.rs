@@ -86,10 +86,21 @@ impl Runtime {
     ) {
         let msg = match decode(&delivery) {
             Ok(msg) => msg,
-            Err((reason, task_id)) => {
+            Err(Unreadable {
+                reason,
+                task_id,
+                task,
+            }) => {
                 drop(slot);
                 let facts = self.facts(&queue, None, None);
-                let d = decide(&facts, Outcome::Undecodable { reason, task_id });
+                let d = decide(
+                    &facts,
+                    Outcome::Undecodable {
+                        reason,
+                        task_id,
+                        task,
+                    },
+                );
                 self.executor.apply(&delivery, &queue, None, d).await;
                 return;
             }
@@ -260,26 +271,45 @@ async fn run_limited(
     }
 }
 
+/// Why a delivery could not be read, and what of it could.
+struct Unreadable {
+    reason: String,
+    task_id: Option<String>,
+    task: Option<String>,
+}
+
 /// The delivery as a task message, with its AMQP `reply_to`, `correlation_id` and `priority`;
-/// else why not, and the task id if its header could be read.
-fn decode(delivery: &Delivery) -> Result<TaskMessage, (String, Option<String>)> {
+/// else why not, with the task id and name if their headers could be read.
+fn decode(delivery: &Delivery) -> Result<TaskMessage, Unreadable> {
     let props = &delivery.properties;
     let content_type = props.content_type().as_ref().map(|s| s.as_str());
     let encoding = props.content_encoding().as_ref().map(|s| s.as_str());
     let headers = super::copies::headers(delivery);
-    let id = headers
-        .get("id")
-        .and_then(serde_json::Value::as_str)
-        .map(str::to_owned);
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+    };
+    let (task_id, task) = (header("id"), header("task"));
     match TaskMessage::decode(content_type, encoding, headers, &delivery.data) {
         Ok(mut msg) => {
-            msg.properties.reply_to = props.reply_to().as_ref().map(|s| s.as_str().to_owned());
+            // A v1 client may send an empty `reply_to`: no one is waiting.
+            msg.properties.reply_to = props
+                .reply_to()
+                .as_ref()
+                .map(|s| s.as_str().to_owned())
+                .filter(|s| !s.is_empty());
             if let Some(correlation_id) = props.correlation_id() {
                 msg.properties.correlation_id = correlation_id.as_str().to_owned();
             }
             msg.properties.priority = *props.priority();
             Ok(msg)
         }
-        Err(e) => Err((e.to_string(), id)),
+        Err(e) => Err(Unreadable {
+            reason: e.to_string(),
+            task_id,
+            task,
+        }),
     }
 }

@@ -14,11 +14,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::{Map, json};
+use shopfds_broker::runtime::backend::{BackendFuture, ChordProgress, PublishBody};
 use shopfds_broker::{
-    BrokerSettings, Outgoing, QueueType, ReconnectingPublisher, Registry, RetryPolicy, TaskError,
-    TaskOptions, Worker, WorkerSettings, topology,
+    BrokerSettings, Outgoing, QueueType, ReconnectingPublisher, Registry, ResultBackend,
+    RetryPolicy, StateChange, TaskError, TaskOptions, Worker, WorkerSettings, topology,
 };
 use shopfds_protocol::names::dead_letter_queue;
+use shopfds_protocol::result::TaskRecord;
 use shopfds_protocol::{TaskMessage, TaskState};
 use shopfds_store::{DatabaseSettings, Store};
 use shopfds_testkit::pg::TestDatabase;
@@ -27,7 +29,7 @@ use shopfds_testkit::rabbit::TestVhost;
 use shopfds_testkit::rabbit_node::RabbitNode;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{QUEUE, poll_until, wait_for_state};
+use crate::helpers::{QUEUE, poll_until, wait_for_depth, wait_for_state};
 
 /// The task every fault test runs: one side effect per task id, whatever the deliveries.
 const EFFECT_TASK: &str = "fault_effect";
@@ -133,8 +135,8 @@ fn worker_process() {
         return;
     };
     let parts: Vec<&str> = spec.split('|').collect();
-    let [broker_url, database_url, hold_ms] = parts[..] else {
-        panic!("{WORKER_PROCESS_ENV}: expected broker|database|hold_ms, got {spec:?}");
+    let [broker_url, database_url, hold_ms, hold_commit] = parts[..] else {
+        panic!("{WORKER_PROCESS_ENV}: expected broker|database|hold_ms|hold_commit, got {spec:?}");
     };
     let hold = Duration::from_millis(hold_ms.parse().unwrap());
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -157,22 +159,89 @@ fn worker_process() {
             on_term.cancel();
         });
         eprintln!("fault worker process {} starting", std::process::id());
-        Worker::new(
-            broker,
-            settings,
-            effect_registry(hold, &store),
-            shopfds_results::postgres(&store),
-        )
-        .run(shutdown)
-        .await
-        .unwrap();
+        let backend = shopfds_results::postgres(&store);
+        let backend: Arc<dyn ResultBackend> = if hold_commit == "hold-commit" {
+            Arc::new(HoldFinalStates {
+                inner: backend,
+                store: store.clone(),
+            })
+        } else {
+            backend
+        };
+        Worker::new(broker, settings, effect_registry(hold, &store), backend)
+            .run(shutdown)
+            .await
+            .unwrap();
     });
+}
+
+/// A result backend whose final states never commit: it notes the task in `fault_commit_held`
+/// and waits forever, so a test can kill the process between the handler's success and the
+/// commit of its state.
+struct HoldFinalStates {
+    inner: Arc<dyn ResultBackend>,
+    store: Store,
+}
+
+impl ResultBackend for HoldFinalStates {
+    fn name(&self) -> &'static str {
+        "hold-final-states"
+    }
+
+    fn record(&self, change: StateChange) -> BackendFuture<'_, ()> {
+        if !change.update.state.is_ready() {
+            return self.inner.record(change);
+        }
+        Box::pin(async move {
+            sqlx::query("INSERT INTO fault_commit_held (task_id) VALUES ($1)")
+                .bind(&change.update.task_id)
+                .execute(self.store.pool())
+                .await
+                .unwrap();
+            std::future::pending().await
+        })
+    }
+
+    fn get<'a>(&'a self, task_id: &'a str) -> BackendFuture<'a, Option<TaskRecord>> {
+        self.inner.get(task_id)
+    }
+
+    fn check_chord(&self, msg: &TaskMessage) -> Result<(), String> {
+        self.inner.check_chord(msg)
+    }
+
+    fn chord_part_succeeded<'a>(
+        &'a self,
+        msg: &'a TaskMessage,
+        result: &'a serde_json::Value,
+        publish_body: PublishBody<'a>,
+    ) -> BackendFuture<'a, ChordProgress> {
+        self.inner.chord_part_succeeded(msg, result, publish_body)
+    }
+
+    fn chord_part_failed<'a>(
+        &'a self,
+        msg: &'a TaskMessage,
+        reason: &'a str,
+    ) -> BackendFuture<'a, bool> {
+        self.inner.chord_part_failed(msg, reason)
+    }
 }
 
 fn spawn_worker_process(
     vhost: &TestVhost,
     db: &TestDatabase,
     hold: Duration,
+    log: &std::path::Path,
+) -> ChildGuard {
+    spawn_worker_process_with(vhost, db, hold, false, log)
+}
+
+fn spawn_worker_process_with(
+    vhost: &TestVhost,
+    db: &TestDatabase,
+    hold: Duration,
+    hold_commit: bool,
     log: &std::path::Path,
 ) -> ChildGuard {
     let exe = std::env::current_exe().unwrap();
@@ -185,7 +254,13 @@ fn spawn_worker_process(
     ])
     .env(
         WORKER_PROCESS_ENV,
-        format!("{}|{}|{}", vhost.amqp_url(), db.url(), hold.as_millis()),
+        format!(
+            "{}|{}|{}|{}",
+            vhost.amqp_url(),
+            db.url(),
+            hold.as_millis(),
+            if hold_commit { "hold-commit" } else { "commit" }
+        ),
     )
     .env("RUST_LOG", "info");
     ChildGuard::spawn_logged(&mut cmd, log).unwrap()
@@ -266,6 +341,95 @@ async fn a_worker_killed_mid_task_is_replaced_and_the_effect_happens_once() {
         "one effect, by the second worker"
     );
     assert_eq!(vhost.queue_depth(QUEUE).unwrap(), 0);
+    assert_eq!(vhost.queue_depth(&dead_letter_queue(QUEUE)).unwrap(), 0);
+}
+
+/// The message is acked only after its final state is durable: a worker killed after the
+/// handler succeeded but before the result batch committed leaves the message to be redelivered,
+/// and the next worker records the final state (once, with the first run's result: the effect's
+/// once-only record answers the second delivery).
+#[tokio::test]
+async fn a_worker_killed_between_success_and_the_result_commit_loses_nothing() {
+    shopfds_testkit::init_tracing();
+    let vhost = tokio::task::spawn_blocking(TestVhost::create)
+        .await
+        .unwrap()
+        .unwrap();
+    let db = TestDatabase::create().await.unwrap();
+    let store = effect_store(&db).await;
+    sqlx::query("CREATE TABLE fault_commit_held (task_id text NOT NULL)")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let conn = vhost.connect().await.unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    topology::declare(&channel, QueueType::Classic)
+        .await
+        .unwrap();
+    let logs = tempfile::tempdir().unwrap();
+
+    let mut first = spawn_worker_process_with(
+        &vhost,
+        &db,
+        Duration::ZERO,
+        true,
+        &logs.path().join("first.log"),
+    );
+    let msg = TaskMessage::new(EFFECT_TASK, Map::new());
+    let publisher = ReconnectingPublisher::new(BrokerSettings::with_url(
+        vhost.amqp_url(),
+        "fault-test-publisher",
+    ));
+    publisher
+        .publish(&Outgoing::task(&msg, QUEUE))
+        .await
+        .unwrap();
+
+    // The handler succeeded (its effect is committed) and the final state is on its way.
+    let held = poll_until(
+        Duration::from_secs(60),
+        || scalar(&store, "SELECT count(*) FROM fault_commit_held"),
+        |n| *n == 1,
+    )
+    .await;
+    assert!(
+        held.is_ok(),
+        "the first worker never finished the task:\n{}",
+        first.describe()
+    );
+    let first_pid = i32::try_from(first.pid()).unwrap();
+    let status = first.kill().unwrap();
+    assert_eq!(status.signal(), Some(9), "killed by SIGKILL");
+    let state = store.task_result(msg.id()).await.unwrap().map(|r| r.state);
+    assert_ne!(
+        state,
+        Some(TaskState::Success),
+        "the state was never committed"
+    );
+    // Not acked: the message is back in the queue.
+    assert_eq!(wait_for_depth(&vhost, QUEUE, |d| d == 1).await, 1);
+
+    let second = spawn_worker_process(&vhost, &db, Duration::ZERO, &logs.path().join("second.log"));
+    let second_pid = i32::try_from(second.pid()).unwrap();
+    let record = wait_for_state(&store, msg.id(), TaskState::Success).await;
+    assert_eq!(
+        record.result,
+        Some(json!({"pid": first_pid, "redelivered": false})),
+        "the first run's result, recorded by the second worker:\n{}",
+        second.describe()
+    );
+    assert_eq!(
+        attempt_pids(&store, msg.id()).await,
+        vec![first_pid, second_pid],
+        "the message was delivered again"
+    );
+    assert_eq!(
+        scalar(&store, "SELECT count(*) FROM fault_effects").await,
+        1,
+        "the effect happened once"
+    );
+    assert_eq!(scalar(&store, "SELECT count(*) FROM task_results").await, 1);
+    wait_for_depth(&vhost, QUEUE, |d| d == 0).await;
     assert_eq!(vhost.queue_depth(&dead_letter_queue(QUEUE)).unwrap(), 0);
 }
 

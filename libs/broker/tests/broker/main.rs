@@ -116,20 +116,14 @@ async fn hostile_messages_are_dead_lettered_with_a_reason_and_the_worker_keeps_s
         br#"[[], {"order_id": "#,
     )
     .await;
-    tw.publish_raw(
-        "application/json",
-        &v2_headers("no_such_task", "unknown_task"),
-        valid_body,
-    )
-    .await;
+    let unknown = v2_headers("no_such_task", "unknown_task");
+    tw.publish_raw("application/json", &unknown, valid_body)
+        .await;
     // A pickle that would call a function when loaded; it must never be loaded.
     let pickle: &[u8] = b"\x80\x04\x95\x1d\x00\x00\x00\x00\x00\x00\x00\x8c\x08builtins\x94\x8c\x05print\x94\x93\x94\x8c\x05pwned\x94\x85\x94R\x94.";
-    tw.publish_raw(
-        "application/x-python-serialize",
-        &v2_headers("probe", "pickle"),
-        pickle,
-    )
-    .await;
+    let pickled_headers = v2_headers("probe", "pickle");
+    tw.publish_raw("application/x-python-serialize", &pickled_headers, pickle)
+        .await;
     let mut no_task = v2_headers("probe", "no_task_header");
     no_task.remove("task");
     tw.publish_raw("application/json", &no_task, valid_body)
@@ -178,7 +172,7 @@ async fn hostile_messages_are_dead_lettered_with_a_reason_and_the_worker_keeps_s
             "only application/json",
         ],
     );
-    expect("no_task_header", &["`task` is missing"]);
+    expect("no_task_header", &["no `task` header"]);
     expect("no_id_header", &["`id`"]);
     expect("body_not_triple", &["[args, kwargs, embed]"]);
     // The reason names the argument, the bad value and the expected type.
@@ -199,6 +193,23 @@ async fn hostile_messages_are_dead_lettered_with_a_reason_and_the_worker_keeps_s
     );
     let typed_record = tw.wait_for_state(typed.id(), TaskState::Failure).await;
     assert_eq!(typed_record.error.unwrap()["exc_type"], "PermanentError");
+    // A message refused before it ran leaves REJECTED under its id, not an unknown task: a
+    // client polling its result learns it will never run, and why.
+    let id_of = |headers: &Map<String, Value>| headers["id"].as_str().unwrap().to_owned();
+    let unknown_record = tw
+        .wait_for_state(&id_of(&unknown), TaskState::Rejected)
+        .await;
+    assert_eq!(unknown_record.name, "no_such_task");
+    assert_eq!(unknown_record.error.unwrap()["exc_type"], "NotRegistered");
+    let pickle_record = tw
+        .wait_for_state(&id_of(&pickled_headers), TaskState::Rejected)
+        .await;
+    assert!(
+        pickle_record.error.unwrap()["exc_message"]
+            .as_str()
+            .unwrap()
+            .contains("application/x-python-serialize")
+    );
 
     let valid = tw.send(TaskMessage::new("probe", Map::new())).await;
     let record = tw.wait_for_state(valid.id(), TaskState::Success).await;
@@ -464,6 +475,38 @@ async fn a_task_with_an_eta_does_not_run_before_it() {
         "ran at {}, eta {eta}",
         runs[0].at
     );
+}
+
+#[tokio::test]
+async fn a_protocol_v1_message_from_the_stock_client_runs_and_retries_with_its_count() {
+    let log = Log::default();
+    let mut registry = Registry::new();
+    register_logged(&mut registry, "flaky_v1", fixed_retry(3), &log, |retries| {
+        if retries < 2 {
+            Err(TaskError::transient("partner API timed out"))
+        } else {
+            Ok(json!({"attempt": retries + 1}))
+        }
+    });
+    let tw = spawn_worker(registry).await;
+    let task = SendTask {
+        queue: Some(QUEUE.to_owned()),
+        protocol: Some(1),
+        ..SendTask::new("flaky_v1", json!({"order_id": "o-1"})).unwrap()
+    };
+    let id = send_task_with(&tw.vhost.amqp_url(), &task).await.unwrap();
+    let record = tw.wait_for_state(&id, TaskState::Success).await;
+    assert_eq!(record.result, Some(json!({"attempt": 3})));
+    // Each retry is read with its own count: the copy is sent as the v2 message it was read as,
+    // so the v1 body's `retries` cannot bring the count back to 0.
+    let runs = attempts(&log);
+    assert_eq!(
+        runs.iter()
+            .map(|a| (a.id.as_str(), a.retries))
+            .collect::<Vec<_>>(),
+        vec![(id.as_str(), 0), (id.as_str(), 1), (id.as_str(), 2)]
+    );
+    assert_eq!(tw.vhost.queue_depth("failed.default").unwrap(), 0);
 }
 
 #[tokio::test]
