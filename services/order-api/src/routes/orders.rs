@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use shopfds_broker::Outgoing;
-use shopfds_protocol::payloads::OrderTask;
+use shopfds_protocol::payloads::{EvaluateTransaction, OrderTask};
 use shopfds_protocol::{Signature, TaskArgs, TaskMessage, tasks};
 use shopfds_store::{
     CreateOutcome, IdempotencyRequest, NewOrder, NewOrderItem, OrderRecord, OutboxMessage,
@@ -70,7 +70,7 @@ pub async fn create(
     if verdict.fallback {
         let mut evaluation = TaskMessage::new(
             tasks::EVALUATE_TRANSACTION,
-            OrderTask { order_id }.to_kwargs(),
+            EvaluateTransaction { order_id }.to_kwargs(),
         );
         let next = Signature::new(confirmation.task(), confirmation.kwargs.clone())
             .immutable()
