@@ -19,13 +19,15 @@
 //! Where each part lives: [`options`] (what a task declares), [`task`] (the `Task` trait, the
 //! registry, the context a task gets), [`consumer`] (connections, consumers, shutdown),
 //! [`process`] (one delivery: read, triage, run under the time limits), [`decide`] (the pure
-//! decision), [`execute`] (carrying it out), [`followups`] (the canvas after a task), [`copies`]
-//! (dead-letter and delayed copies), [`backend`] (the result backend trait).
+//! decision, in the terms of [`disposition`]), [`execute`] (carrying it out), [`followups`]
+//! (the canvas after a task), [`copies`] (dead-letter and delayed copies), [`backend`] (the
+//! result backend trait).
 
 pub mod backend;
 pub mod consumer;
 pub mod copies;
 pub mod decide;
+pub mod disposition;
 pub mod execute;
 pub mod followups;
 pub mod options;
