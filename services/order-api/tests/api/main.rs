@@ -235,7 +235,9 @@ async fn health_readiness_and_metrics_are_served() {
     assert_eq!(ready.status(), 200);
     let ready: Value = ready.json().await.unwrap();
     assert_eq!(ready["checks"]["database"], "ok");
-    assert_eq!(ready["checks"]["broker"], "ok");
+    // Orders are taken while the broker is away (the outbox holds their tasks): readiness does
+    // not ask RabbitMQ.
+    assert!(ready["checks"].get("broker").is_none(), "{ready}");
     app.post_raw("{}", None).await;
     let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(metrics.contains("shopfds_http_requests_total"), "{metrics}");
