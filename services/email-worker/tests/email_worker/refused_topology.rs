@@ -57,15 +57,21 @@ async fn a_refused_topology_is_named_retried_with_backoff_and_sigterm_exits_0() 
     // Logged at error level, naming the queue and the argument, with the operator's options.
     service
         .child
-        .wait_for_log("inequivalent arg 'x-dead-letter-routing-key'", Duration::from_secs(30))
+        .wait_for_log("cannot start consuming", Duration::from_secs(30))
         .await
         .unwrap();
     let log = service.child.log();
     let line = log
         .lines()
-        .find(|l| l.contains("inequivalent arg"))
+        .find(|l| l.contains("cannot start consuming"))
         .unwrap();
-    for needle in ["ERROR", "queue \"default\"", "failed.elsewhere", "delete the queue"] {
+    for needle in [
+        "ERROR",
+        "queue \"default\"",
+        "inequivalent arg 'x-dead-letter-routing-key'",
+        "failed.elsewhere",
+        "delete the queue",
+    ] {
         assert!(line.contains(needle), "{needle:?} not in {line}");
     }
 
@@ -86,7 +92,11 @@ async fn a_refused_topology_is_named_retried_with_backoff_and_sigterm_exits_0() 
 
     let asked = Instant::now();
     let status = service.terminate().await.unwrap();
-    assert!(status.success(), "exit {status}: {}", service.child.describe());
+    assert!(
+        status.success(),
+        "exit {status}: {}",
+        service.child.describe()
+    );
     assert!(
         asked.elapsed() < Duration::from_secs(5),
         "SIGTERM took {:?}",
