@@ -1,4 +1,5 @@
-//! Connecting to RabbitMQ, and converting AMQP header tables to and from JSON maps (the form the
+//! Connecting to RabbitMQ (one attempt, or retries with capped exponential backoff that a
+//! shutdown interrupts at any point), and converting AMQP header tables to and from JSON maps (the form the
 //! protocol crate and the outbox keep them in).
 
 use std::time::Duration;
@@ -7,51 +8,120 @@ use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde_json::{Map, Number, Value};
 use shopfds_protocol::MessageProperties;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::{BrokerError, BrokerSettings};
+use crate::{BrokerError, BrokerSettings, BrokerState};
 
-/// One connection attempt.
+/// One connection attempt, counted in `shopfds_broker_connects_total{outcome}`.
 pub async fn connect(settings: &BrokerSettings) -> Result<Connection, BrokerError> {
     let props = ConnectionProperties::default()
         .with_connection_name(settings.connection_name.clone().into());
-    Connection::connect(&settings.url, props)
-        .await
-        .map_err(BrokerError::Amqp)
+    let attempt = Connection::connect(&settings.url, props).await;
+    let outcome = if attempt.is_ok() { "opened" } else { "failed" };
+    shopfds_telemetry::metrics::broker_connects_total()
+        .with_label_values(&[outcome])
+        .inc();
+    attempt.map_err(BrokerError::Amqp)
 }
 
-/// Connects, retrying with capped exponential backoff until it succeeds or `shutdown` fires
-/// (then `None`).
+/// Capped exponential backoff between attempts at the broker: `reconnect_min`, doubling up to
+/// `reconnect_max`. Its owner resets it once an attempt truly succeeded (a worker: once it
+/// consumed), so a connection that opens but cannot be used still backs off.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    pub fn new(settings: &BrokerSettings) -> Self {
+        let min = settings.reconnect_min.min(settings.reconnect_max);
+        Backoff {
+            min,
+            max: settings.reconnect_max,
+            next: min,
+        }
+    }
+
+    /// Back to `reconnect_min`.
+    pub fn reset(&mut self) {
+        self.next = self.min;
+    }
+
+    /// The delay to wait now; the one after it is twice as long, up to the cap.
+    pub fn next_delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = self.next.saturating_mul(2).min(self.max);
+        delay
+    }
+
+    /// Sleeps for [`Backoff::next_delay`]; `false` when `shutdown` fired first.
+    pub async fn wait(&mut self, shutdown: &CancellationToken) -> bool {
+        let delay = self.next_delay();
+        tokio::select! {
+            _ = shutdown.cancelled() => false,
+            _ = tokio::time::sleep(delay) => true,
+        }
+    }
+
+    /// The delay [`Backoff::wait`] would wait now, for log lines.
+    pub fn peek(&self) -> Duration {
+        self.next
+    }
+}
+
+/// Connects, retrying with `backoff` until it succeeds or `shutdown` fires (then `None`); each
+/// failure is logged and published to `state` as [`BrokerState::Disconnected`]. The attempt itself is raced against `shutdown`: a broker that accepts TCP but never answers does
+/// not hold a stopping service.
+pub async fn connect_with_backoff(
+    settings: &BrokerSettings,
+    shutdown: &CancellationToken,
+    backoff: &mut Backoff,
+    state: &watch::Sender<BrokerState>,
+) -> Option<Connection> {
+    loop {
+        let attempt = tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            attempt = connect(settings) => attempt,
+        };
+        match attempt {
+            Ok(conn) => return Some(conn),
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = millis(backoff.peek()), "broker unreachable");
+                state.send_replace(BrokerState::Disconnected(e.to_string()));
+            }
+        }
+        if !backoff.wait(shutdown).await {
+            return None;
+        }
+    }
+}
+
+/// [`connect_with_backoff`] with a fresh [`Backoff`].
 pub async fn connect_with_retry(
     settings: &BrokerSettings,
     shutdown: &CancellationToken,
 ) -> Option<Connection> {
-    let mut delay = settings.reconnect_min;
-    loop {
-        match connect(settings).await {
-            Ok(conn) => return Some(conn),
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "broker unreachable");
-            }
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return None,
-            _ = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(settings.reconnect_max);
+    let (state, _) = crate::state::channel();
+    connect_with_backoff(settings, shutdown, &mut Backoff::new(settings), &state).await
+}
+
+/// Closes `conn` politely, bounded: a broker that stopped answering must not hold up a
+/// reconnect or a shutdown.
+pub async fn close_quietly(conn: &Connection, reason: &str) {
+    if conn.status().connected() {
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, conn.close(200, reason.into())).await;
     }
 }
 
-/// Can we open a connection right now (readiness probes)?
-pub async fn ping(settings: &BrokerSettings) -> Result<(), String> {
-    match tokio::time::timeout(Duration::from_secs(2), connect(settings)).await {
-        Ok(Ok(conn)) => {
-            let _ = conn.close(200, "ping".into()).await;
-            Ok(())
-        }
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("timed out".to_owned()),
-    }
+/// How long [`close_quietly`] waits for the broker's close-ok.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Milliseconds for a log field, saturating instead of truncating.
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 pub fn json_to_table(map: &Map<String, Value>) -> FieldTable {

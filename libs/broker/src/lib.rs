@@ -10,6 +10,7 @@ pub mod reconnecting;
 pub mod runtime;
 pub mod service;
 pub mod settings;
+pub mod state;
 pub mod topology;
 
 pub use lapin;
@@ -20,6 +21,7 @@ pub use runtime::{
     TaskContext, TaskError, TaskFailure, TaskOptions, Worker,
 };
 pub use settings::{BrokerSettings, QueueConsumer, QueueType, WorkerSettings};
+pub use state::BrokerState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -30,6 +32,22 @@ pub enum BrokerError {
     },
     #[error("AMQP: {0}")]
     Amqp(#[from] lapin::Error),
+    /// Declaring `name` failed with PRECONDITION_FAILED: it already exists with other
+    /// properties (for a queue, other `x-` arguments: celery issue 6509). `reason` is the
+    /// broker's text, which names the differing argument and both values.
+    #[error(
+        "{kind} {name:?} already exists with other arguments than this service declares: \
+         {reason}. Fix: delete the {kind} so it is declared again as here (move its messages \
+         first), or make whoever declared it use the same arguments (a Celery app: the \
+         `task_queues` of interop/python/shopfds_celery.py); see the README, \
+         \"Queue arguments\""
+    )]
+    Inequivalent {
+        /// `queue` or `exchange`.
+        kind: &'static str,
+        name: String,
+        reason: String,
+    },
     #[error("{0}")]
     Backend(#[from] BackendError),
 }

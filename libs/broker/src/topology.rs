@@ -4,11 +4,14 @@
 //!
 //! Every declaration is idempotent and matches what a Celery app configured like the seed (and
 //! kombu's `declare_native_delayed_delivery_exchanges_and_queues`) declares, so both can share
-//! one broker: a queue declared with other arguments fails with PRECONDITION_FAILED.
+//! one broker. A queue or exchange that already exists with other arguments makes its declare
+//! fail with PRECONDITION_FAILED; that is returned as [`BrokerError::Inequivalent`], naming the
+//! queue and carrying the broker's text, which names the argument and both values.
 
 use lapin::options::{
     ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
+use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, ExchangeKind};
 use shopfds_protocol::names::{
@@ -30,6 +33,45 @@ fn durable_queue() -> QueueDeclareOptions {
         durable: true,
         ..QueueDeclareOptions::default()
     }
+}
+
+/// `error` as [`BrokerError::Inequivalent`] when the broker refused declaring `kind` `name`
+/// with PRECONDITION_FAILED, else as it is.
+fn declare_error(kind: &'static str, name: &str, error: lapin::Error) -> BrokerError {
+    match error.kind() {
+        lapin::ErrorKind::ProtocolError(amqp)
+            if matches!(
+                amqp.kind(),
+                AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED)
+            ) =>
+        {
+            BrokerError::Inequivalent {
+                kind,
+                name: name.to_owned(),
+                reason: amqp.get_message().as_str().to_owned(),
+            }
+        }
+        _ => BrokerError::Amqp(error),
+    }
+}
+
+async fn declare_queue(channel: &Channel, name: &str, args: FieldTable) -> Result<(), BrokerError> {
+    channel
+        .queue_declare(name.into(), durable_queue(), args)
+        .await
+        .map(drop)
+        .map_err(|e| declare_error("queue", name, e))
+}
+
+async fn declare_exchange(
+    channel: &Channel,
+    name: &str,
+    kind: ExchangeKind,
+) -> Result<(), BrokerError> {
+    channel
+        .exchange_declare(name.into(), kind, durable_exchange(), FieldTable::default())
+        .await
+        .map_err(|e| declare_error("exchange", name, e))
 }
 
 fn long_string(s: &str) -> AMQPValue {
@@ -94,14 +136,7 @@ pub async fn declare_with(
             "BROKER_MAX_PRIORITY is ignored: quorum queues have no message priorities on RabbitMQ 3.10"
         );
     }
-    channel
-        .exchange_declare(
-            DEAD_LETTER_EXCHANGE.into(),
-            ExchangeKind::Topic,
-            durable_exchange(),
-            FieldTable::default(),
-        )
-        .await?;
+    declare_exchange(channel, DEAD_LETTER_EXCHANGE, ExchangeKind::Topic).await?;
     for queue in WORK_QUEUES {
         declare_work_queue(channel, queue, queue_type, max_priority).await?;
     }
@@ -128,21 +163,13 @@ async fn declare_work_queue(
     queue_type: QueueType,
     max_priority: Option<u8>,
 ) -> Result<(), BrokerError> {
-    channel
-        .exchange_declare(
-            queue.into(),
-            ExchangeKind::Direct,
-            durable_exchange(),
-            FieldTable::default(),
-        )
-        .await?;
-    channel
-        .queue_declare(
-            queue.into(),
-            durable_queue(),
-            work_queue_arguments_with(queue, queue_type, max_priority),
-        )
-        .await?;
+    declare_exchange(channel, queue, ExchangeKind::Direct).await?;
+    declare_queue(
+        channel,
+        queue,
+        work_queue_arguments_with(queue, queue_type, max_priority),
+    )
+    .await?;
     channel
         .queue_bind(
             queue.into(),
@@ -157,9 +184,7 @@ async fn declare_work_queue(
     if queue_type == QueueType::Quorum {
         failed_args.insert("x-queue-type".into(), long_string("quorum"));
     }
-    channel
-        .queue_declare(failed.as_str().into(), durable_queue(), failed_args)
-        .await?;
+    declare_queue(channel, &failed, failed_args).await?;
     channel
         .queue_bind(
             failed.as_str().into(),
@@ -184,14 +209,7 @@ async fn declare_delay_tree(channel: &Channel, queue_type: QueueType) -> Result<
         } else {
             DELAYED_DELIVERY_EXCHANGE.to_owned()
         };
-        channel
-            .exchange_declare(
-                name.as_str().into(),
-                ExchangeKind::Topic,
-                durable_exchange(),
-                FieldTable::default(),
-            )
-            .await?;
+        declare_exchange(channel, &name, ExchangeKind::Topic).await?;
         let mut args = FieldTable::default();
         args.insert("x-queue-type".into(), long_string(queue_type.as_str()));
         args.insert("x-overflow".into(), long_string("reject-publish"));
@@ -207,9 +225,7 @@ async fn declare_delay_tree(channel: &Channel, queue_type: QueueType) -> Result<
                 long_string("at-least-once"),
             );
         }
-        channel
-            .queue_declare(name.as_str().into(), durable_queue(), args)
-            .await?;
+        declare_queue(channel, &name, args).await?;
         channel
             .queue_bind(
                 name.as_str().into(),
@@ -221,14 +237,7 @@ async fn declare_delay_tree(channel: &Channel, queue_type: QueueType) -> Result<
             .await?;
         routing_key = format!("*.{routing_key}");
     }
-    channel
-        .exchange_declare(
-            DELAYED_DELIVERY_EXCHANGE.into(),
-            ExchangeKind::Topic,
-            durable_exchange(),
-            FieldTable::default(),
-        )
-        .await?;
+    declare_exchange(channel, DELAYED_DELIVERY_EXCHANGE, ExchangeKind::Topic).await?;
     let mut routing_key = "0.#".to_owned();
     for level in (1..DELAY_LEVELS).rev() {
         channel

@@ -40,6 +40,7 @@ struct Collectors {
     task_duration_seconds: HistogramVec,
     messages_published_total: IntCounterVec,
     outbox_pending: IntGauge,
+    broker_connects_total: IntCounterVec,
     http_requests_total: IntCounterVec,
     http_request_duration_seconds: HistogramVec,
 }
@@ -84,6 +85,14 @@ fn try_build() -> prometheus::Result<Collectors> {
         "shopfds_outbox_pending",
         "Outbox rows written but not yet confirmed by the broker.",
     )?;
+    let broker_connects_total = IntCounterVec::new(
+        Opts::new(
+            "shopfds_broker_connects_total",
+            "AMQP connection attempts by this process, by outcome (opened, failed). `opened` \
+             climbing steadily means sessions fail after connecting (the log says why).",
+        ),
+        &["outcome"],
+    )?;
     let http_requests_total = IntCounterVec::new(
         Opts::new(
             "shopfds_http_requests_total",
@@ -103,6 +112,7 @@ fn try_build() -> prometheus::Result<Collectors> {
     registry.register(Box::new(task_duration_seconds.clone()))?;
     registry.register(Box::new(messages_published_total.clone()))?;
     registry.register(Box::new(outbox_pending.clone()))?;
+    registry.register(Box::new(broker_connects_total.clone()))?;
     registry.register(Box::new(http_requests_total.clone()))?;
     registry.register(Box::new(http_request_duration_seconds.clone()))?;
 
@@ -112,6 +122,7 @@ fn try_build() -> prometheus::Result<Collectors> {
         task_duration_seconds,
         messages_published_total,
         outbox_pending,
+        broker_connects_total,
         http_requests_total,
         http_request_duration_seconds,
     })
@@ -140,6 +151,11 @@ pub fn messages_published_total() -> &'static IntCounterVec {
 /// `shopfds_outbox_pending`.
 pub fn outbox_pending() -> &'static IntGauge {
     &COLLECTORS.outbox_pending
+}
+
+/// `shopfds_broker_connects_total{outcome}`; `outcome` is `opened` or `failed`.
+pub fn broker_connects_total() -> &'static IntCounterVec {
+    &COLLECTORS.broker_connects_total
 }
 
 /// `shopfds_http_requests_total{method,route,status}`.

@@ -1,6 +1,10 @@
 //! The operations endpoints every binary serves, workers included: `/healthz` for the liveness
-//! probe, `/readyz` for the readiness probe (are the broker and database reachable?) and
-//! `/metrics` for Prometheus.
+//! probe, `/readyz` for the readiness probe (the named checks a service registers, e.g.
+//! `database` and `broker`) and `/metrics` for Prometheus.
+//!
+//! A probe runs every check on each call, so a check should be cheap: a service reports the
+//! state of connections it already holds (the broker's `broker` check reads a watch, no I/O)
+//! rather than opening one per probe.
 //!
 //! Liveness never looks at dependencies: a database outage must take pods out of the Service,
 //! not make Kubernetes restart all of them.

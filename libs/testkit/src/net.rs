@@ -1,8 +1,10 @@
 //! A TCP forwarder on a loopback port that a test can cut and restore: a real network outage
-//! between a service and RabbitMQ or PostgreSQL, without stopping the shared servers.
+//! between a service and RabbitMQ or PostgreSQL, without stopping the shared servers. It counts
+//! the connections it accepted, so a test can tell how often a service (re)connected.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::Context;
 use tokio::net::{TcpListener, TcpStream};
@@ -13,6 +15,7 @@ pub struct TcpProxy {
     port: u16,
     target: SocketAddr,
     running: Arc<Mutex<Option<JoinSet<()>>>>,
+    accepted: Arc<AtomicUsize>,
 }
 
 impl TcpProxy {
@@ -22,6 +25,7 @@ impl TcpProxy {
             port: crate::free_port(),
             target,
             running: Arc::new(Mutex::new(None)),
+            accepted: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -36,6 +40,11 @@ impl TcpProxy {
         self.port
     }
 
+    /// Connections accepted since the proxy was created (over every `resume`).
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
     /// Starts accepting and forwarding.
     pub async fn resume(&self) -> anyhow::Result<()> {
         let mut running = self.running.lock().await;
@@ -46,10 +55,12 @@ impl TcpProxy {
             .await
             .with_context(|| format!("bind proxy port {}", self.port))?;
         let target = self.target;
+        let accepted = Arc::clone(&self.accepted);
         let mut tasks = JoinSet::new();
         tasks.spawn(async move {
             let mut conns = JoinSet::new();
             while let Ok((mut inbound, _)) = listener.accept().await {
+                accepted.fetch_add(1, Ordering::SeqCst);
                 conns.spawn(async move {
                     if let Ok(mut outbound) = TcpStream::connect(target).await {
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;

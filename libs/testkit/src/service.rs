@@ -44,6 +44,17 @@ impl TestService {
     pub async fn spawn(bin: &str, extra: &[(&str, String)]) -> anyhow::Result<TestService> {
         init_tracing();
         let vhost = tokio::task::spawn_blocking(TestVhost::create).await??;
+        Self::spawn_on(bin, vhost, extra).await
+    }
+
+    /// As [`TestService::spawn`], on a vhost the test prepared (e.g. with a queue declared
+    /// first by someone else).
+    pub async fn spawn_on(
+        bin: &str,
+        vhost: TestVhost,
+        extra: &[(&str, String)],
+    ) -> anyhow::Result<TestService> {
+        init_tracing();
         let db = TestDatabase::create().await?;
         let port = free_port();
         let name = PathBuf::from(bin)
@@ -97,6 +108,25 @@ impl TestService {
         let response = reqwest::get(format!("{}{path}", self.ops)).await?;
         let status = response.status().as_u16();
         Ok((status, response.text().await?))
+    }
+
+    /// Waits until `/readyz` answers 200 (a worker is ready once it consumes, a while after
+    /// `/healthz`) and returns its body; the last answer and the log otherwise.
+    pub async fn wait_ready(&self, within: Duration) -> anyhow::Result<Value> {
+        let deadline = Instant::now() + within;
+        loop {
+            let (status, body) = self.get("/readyz").await?;
+            if status == 200 {
+                return Ok(serde_json::from_str(&body)?);
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "/readyz still {status} after {within:?}: {body}\n{}",
+                    self.child.describe()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Waits until `queue` exists in the vhost (services declare the topology after start).
@@ -290,15 +320,14 @@ pub async fn run_with_env(
 }
 
 /// The checks every service's smoke test makes once it is up: migrations applied, `/readyz`
-/// 200 with `database` and `broker` ok, `/metrics` with our collectors, the topology declared.
+/// 200 (within the start-up deadline) with `database` and `broker` ok, `/metrics` with our collectors, the topology declared.
 pub async fn assert_operational(service: &TestService) -> anyhow::Result<()> {
     if service.applied_migrations().await? == 0 {
         bail!("no migration applied");
     }
-    let (status, body) = service.get("/readyz").await?;
-    let ready: Value = serde_json::from_str(&body)?;
-    if status != 200 || ready["checks"]["database"] != "ok" || ready["checks"]["broker"] != "ok" {
-        bail!("/readyz {status}: {body}");
+    let ready = service.wait_ready(STARTUP).await?;
+    if ready["checks"]["database"] != "ok" || ready["checks"]["broker"] != "ok" {
+        bail!("/readyz: {ready}");
     }
     let (status, metrics) = service.get("/metrics").await?;
     if status != 200 || !metrics.contains("shopfds_") {

@@ -99,9 +99,16 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let registry = self.registry();
         let fds = self.settings.fds.clone();
+        let worker = Worker::new(
+            self.settings.broker,
+            self.settings.worker,
+            registry,
+            self.settings.results.build(&self.store),
+        );
+        // `broker` is ready while this worker consumes; a probe opens no connection.
         let readiness = shopfds_broker::ops::readiness(
             shopfds_results::database_check(&self.store),
-            &self.settings.broker,
+            worker.broker_state(),
         );
         let ops_server = tokio::spawn(ops::serve(self.ops_listener, readiness, shutdown.clone()));
         let background = crate::tasks::spawn_background(
@@ -152,12 +159,6 @@ impl Application {
             })
         };
 
-        let worker = Worker::new(
-            self.settings.broker,
-            self.settings.worker,
-            registry,
-            self.settings.results.build(&self.store),
-        );
         let outcome = worker.run(shutdown.clone()).await;
         shutdown.cancel();
         let grpc_outcome = grpc_server.await;

@@ -2,21 +2,36 @@
 //! per queue and a cap on tasks running at once (over all queues, and optionally per queue),
 //! hands each delivery to [`Runtime::process`], and on shutdown stops consuming and drains.
 //!
-//! A lost connection is re-established with backoff and the topology declared again; messages
-//! unacknowledged on it are redelivered by the broker. On shutdown, consuming stops, running
-//! tasks get `shutdown_grace` to finish, and the messages of those that did not are requeued
-//! (`basic.reject` with requeue, so another worker takes them at once); then `run` returns `Ok`,
-//! so the binary exits 0.
+//! The loop, and what ends each turn of it:
+//! - connect, with capped exponential backoff between failed attempts ([`Backoff`]);
+//! - set up a session: declare the topology, open the publisher, set each queue's prefetch and
+//!   register its consumer. A failure here (the broker refuses the topology, e.g. a queue that
+//!   exists with other arguments: [`BrokerError::Inequivalent`]) is logged at error level once
+//!   per attempt, the connection is closed and the worker waits the next backoff delay before
+//!   connecting again, so a broken setup never turns into a reconnect storm;
+//! - consume. A lost connection is re-established at once (the backoff starts over, since this
+//!   session did consume); messages unacknowledged on it are redelivered by the broker.
+//!
+//! The shutdown token is raced against every await of that loop (connect, each setup step,
+//! backoff, consume), so SIGTERM stops a worker that never got to consume at once. On shutdown
+//! while consuming, consuming stops, running tasks get `shutdown_grace` to finish, and the
+//! messages of those that did not are requeued (`basic.reject` with requeue, so another worker
+//! takes them at once); then `run` returns `Ok`, so the binary exits 0.
+//!
+//! The worker publishes its [`BrokerState`] ([`Worker::broker_state`]) for `/readyz`:
+//! `Consuming` only while its consumers are registered on a live connection.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use lapin::Connection;
+use futures::stream::{BoxStream, SelectAll};
+use lapin::message::Delivery;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
-use tokio::sync::Semaphore;
+use lapin::{Channel, Connection};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -24,9 +39,37 @@ use super::backend::ResultBackend;
 use super::execute::Executor;
 use super::process::{RateLimiter, Runtime};
 use super::task::Registry;
-use crate::amqp::connect_with_retry;
+use crate::amqp::{Backoff, close_quietly, connect_with_backoff, millis};
 use crate::publisher::Publisher;
-use crate::{BrokerError, BrokerSettings, WorkerSettings, topology};
+use crate::{BrokerError, BrokerSettings, BrokerState, WorkerSettings, topology};
+
+/// How long a consumer cancel may take at shutdown before the worker stops waiting for it.
+const CANCEL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One queue's deliveries: the queue's name, the delivery, and the queue's own slot if capped.
+type QueueDelivery = (
+    String,
+    Result<Delivery, lapin::Error>,
+    Option<OwnedSemaphorePermit>,
+);
+
+/// What a session set up: the runtime bound to its connection, each consumer's channel and tag
+/// (kept open while tasks drain), and the merged deliveries.
+struct Session {
+    runtime: Arc<Runtime>,
+    consumers: Vec<(Channel, String)>,
+    deliveries: SelectAll<BoxStream<'static, QueueDelivery>>,
+}
+
+/// How one connection's session ended.
+enum SessionEnd {
+    /// Shutdown while consuming: consumers cancelled, running tasks drained or abandoned.
+    Drained,
+    /// Shutdown before consuming began.
+    Interrupted,
+    /// The session failed; `consumed` says whether it had got as far as consuming.
+    Failed { consumed: bool, error: BrokerError },
+}
 
 /// A worker: consumes its queues until `shutdown` fires, then drains.
 pub struct Worker {
@@ -38,6 +81,7 @@ pub struct Worker {
     limiters: Arc<HashMap<String, RateLimiter>>,
     /// Per consumed queue (same order as `settings.queues`), its own cap on running tasks.
     queue_slots: Vec<Option<Arc<Semaphore>>>,
+    state: watch::Sender<BrokerState>,
 }
 
 impl Worker {
@@ -60,28 +104,55 @@ impl Worker {
             backend,
             limiters: Arc::new(limiters),
             queue_slots,
+            state: crate::state::channel().0,
         }
     }
 
-    /// Runs until `shutdown` is cancelled (see the module docs).
+    /// The state of this worker's broker connection, kept current by [`Worker::run`]: read it
+    /// for readiness (no I/O; see [`crate::state`]).
+    pub fn broker_state(&self) -> watch::Receiver<BrokerState> {
+        self.state.subscribe()
+    }
+
+    /// Runs until `shutdown` is cancelled (see the module docs). Returns `Ok` on shutdown,
+    /// whatever state the broker connection was in.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), BrokerError> {
         let semaphore = Arc::new(Semaphore::new(self.settings.concurrency));
         let tracker = TaskTracker::new();
         let abandon = CancellationToken::new();
-        while let Some(conn) = connect_with_retry(&self.broker, &shutdown).await {
-            match self
+        let mut backoff = Backoff::new(&self.broker);
+        while let Some(conn) =
+            connect_with_backoff(&self.broker, &shutdown, &mut backoff, &self.state).await
+        {
+            let end = self
                 .session(&conn, &semaphore, &tracker, &shutdown, &abandon)
-                .await
-            {
-                Ok(()) => {
-                    let _ = conn.close(200, "worker shutdown".into()).await;
+                .await;
+            match end {
+                SessionEnd::Drained => {
+                    close_quietly(&conn, "worker shutdown").await;
                     return Ok(());
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "broker connection lost; reconnecting");
+                SessionEnd::Interrupted => {
+                    close_quietly(&conn, "worker shutdown").await;
+                    break;
+                }
+                SessionEnd::Failed { consumed, error } => {
+                    close_quietly(&conn, "session failed").await;
+                    self.state
+                        .send_replace(BrokerState::Disconnected(error.to_string()));
+                    if consumed {
+                        backoff.reset();
+                        tracing::warn!(error = %error, "broker connection lost; reconnecting");
+                    } else {
+                        tracing::error!(error = %error, retry_in_ms = millis(backoff.peek()), "cannot start consuming; retrying after the delay");
+                        if !backoff.wait(&shutdown).await {
+                            break;
+                        }
+                    }
                 }
             }
         }
+        self.state.send_replace(BrokerState::Stopped);
         self.drain(&tracker, &abandon).await;
         Ok(())
     }
@@ -110,8 +181,8 @@ impl Worker {
         }
     }
 
-    /// One connection's life. `Ok` means shutdown was requested and running tasks were drained;
-    /// `Err` that the connection broke.
+    /// One connection's life: set up (raced against `shutdown`), then consume until the
+    /// connection breaks or `shutdown` fires.
     async fn session(
         &self,
         conn: &Connection,
@@ -119,7 +190,65 @@ impl Worker {
         tracker: &TaskTracker,
         shutdown: &CancellationToken,
         abandon: &CancellationToken,
-    ) -> Result<(), BrokerError> {
+    ) -> SessionEnd {
+        let setup = tokio::select! {
+            _ = shutdown.cancelled() => return SessionEnd::Interrupted,
+            setup = self.setup(conn) => setup,
+        };
+        let Session {
+            runtime,
+            consumers,
+            mut deliveries,
+        } = match setup {
+            Ok(session) => session,
+            Err(error) => {
+                return SessionEnd::Failed {
+                    consumed: false,
+                    error,
+                };
+            }
+        };
+        self.state.send_replace(BrokerState::Consuming);
+        tracing::info!(hostname = %self.settings.hostname, queues = ?self.settings.queues, concurrency = self.settings.concurrency, backend = self.backend.name(), "worker consuming");
+        let consumed = self
+            .consume(
+                &mut deliveries,
+                &runtime,
+                semaphore,
+                tracker,
+                shutdown,
+                abandon,
+            )
+            .await;
+        if let Err(error) = consumed {
+            return SessionEnd::Failed {
+                consumed: true,
+                error,
+            };
+        }
+        self.state.send_replace(BrokerState::Stopped);
+        // Shutdown: tell the broker to stop pushing messages. Running tasks still ack on these
+        // channels; prefetched messages never started are requeued when the connection closes.
+        drop(deliveries);
+        for (channel, tag) in &consumers {
+            let cancel = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default());
+            match tokio::time::timeout(CANCEL_TIMEOUT, cancel).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, consumer = %tag, "consumer cancel failed")
+                }
+                Err(_) => tracing::debug!(consumer = %tag, "consumer cancel unanswered"),
+            }
+        }
+        // The channels stay open while tasks drain: a dropped channel closes, and a task that
+        // finished afterwards could not ack (its message would run again elsewhere).
+        self.drain(tracker, abandon).await;
+        drop(consumers);
+        SessionEnd::Drained
+    }
+
+    /// Declares the topology, opens the publisher, and registers a consumer per queue.
+    async fn setup(&self, conn: &Connection) -> Result<Session, BrokerError> {
         let setup = conn.create_channel().await?;
         topology::declare_for(&setup, &self.broker).await?;
         let _ = setup.close(200, "declared".into()).await;
@@ -171,16 +300,31 @@ impl Worker {
                 .boxed(),
             });
         }
-        tracing::info!(hostname = %self.settings.hostname, queues = ?self.settings.queues, concurrency = self.settings.concurrency, backend = self.backend.name(), "worker consuming");
-        let mut deliveries = futures::stream::select_all(streams);
+        Ok(Session {
+            runtime,
+            consumers,
+            deliveries: futures::stream::select_all(streams),
+        })
+    }
+
+    /// Hands deliveries to the runtime until `shutdown` fires (`Ok`) or the connection breaks.
+    async fn consume(
+        &self,
+        deliveries: &mut SelectAll<BoxStream<'static, QueueDelivery>>,
+        runtime: &Arc<Runtime>,
+        semaphore: &Arc<Semaphore>,
+        tracker: &TaskTracker,
+        shutdown: &CancellationToken,
+        abandon: &CancellationToken,
+    ) -> Result<(), BrokerError> {
         loop {
             let permit = tokio::select! {
-                _ = shutdown.cancelled() => break,
+                _ = shutdown.cancelled() => return Ok(()),
                 permit = semaphore.clone().acquire_owned() => permit,
             };
-            let Ok(permit) = permit else { break };
+            let Ok(permit) = permit else { return Ok(()) };
             let next = tokio::select! {
-                _ = shutdown.cancelled() => break,
+                _ = shutdown.cancelled() => return Ok(()),
                 next = deliveries.next() => next,
             };
             match next {
@@ -200,21 +344,5 @@ impl Worker {
                 }
             }
         }
-        // Shutdown: tell the broker to stop pushing messages. Running tasks still ack on these
-        // channels; prefetched messages never started are requeued when the connection closes.
-        drop(deliveries);
-        for (channel, tag) in &consumers {
-            if let Err(e) = channel
-                .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
-                .await
-            {
-                tracing::debug!(error = %e, consumer = %tag, "consumer cancel failed");
-            }
-        }
-        // The channels stay open while tasks drain: a dropped channel closes, and a task that
-        // finished afterwards could not ack (its message would run again elsewhere).
-        self.drain(tracker, abandon).await;
-        drop(consumers);
-        Ok(())
     }
 }

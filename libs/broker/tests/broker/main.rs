@@ -8,6 +8,7 @@ mod faults;
 mod helpers;
 mod reconnecting_publisher;
 mod runtime;
+mod sessions;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

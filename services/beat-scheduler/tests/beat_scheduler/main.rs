@@ -3,6 +3,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::time::{Duration, Instant};
+
+use shopfds_testkit::net::TcpProxy;
+use shopfds_testkit::rabbit::TestVhost;
 use shopfds_testkit::service::{TestService, assert_invalid_variables_named, assert_operational};
 
 const BIN: &str = env!("CARGO_BIN_EXE_beat-scheduler");
@@ -27,4 +31,42 @@ async fn an_invalid_variable_is_named_on_stderr_and_the_exit_is_non_zero() {
     )
     .await
     .unwrap();
+}
+
+/// `broker` in `/readyz` is the state of the scheduler's own connection: ready while the
+/// topology is declared on it, 503 once it is cut, ready again after it reconnects, and a probe
+/// opens no connection (all broker traffic goes through a proxy that counts connections).
+#[tokio::test]
+async fn readyz_follows_its_own_connection_and_probes_open_none() {
+    let vhost = tokio::task::spawn_blocking(TestVhost::create)
+        .await
+        .unwrap()
+        .unwrap();
+    let proxy = TcpProxy::open(([127, 0, 0, 1], 5672).into()).await.unwrap();
+    let url = vhost
+        .amqp_url()
+        .replace(":5672/", &format!(":{}/", proxy.port()));
+    let mut service = TestService::spawn_on(BIN, vhost, &[("BROKER_URL", url)])
+        .await
+        .unwrap();
+    service.wait_ready(Duration::from_secs(30)).await.unwrap();
+    for _ in 0..100 {
+        assert_eq!(service.get("/readyz").await.unwrap().0, 200);
+    }
+    assert_eq!(proxy.accepted(), 1, "{}", service.child.describe());
+
+    proxy.cut().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = service.get("/readyz").await.unwrap();
+        if status == 503 {
+            assert!(body.contains("not connected"), "{body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {status} {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    proxy.resume().await.unwrap();
+    service.wait_ready(Duration::from_secs(30)).await.unwrap();
+    service.assert_stops_cleanly().await.unwrap();
 }

@@ -81,3 +81,46 @@ async fn the_binary_serves_takes_an_order_and_stops_cleanly_on_sigterm() {
     let status = child.terminate(Duration::from_secs(30)).await.unwrap();
     assert!(status.success(), "exit status {status}: {}", child.log());
 }
+
+/// order-api takes orders while RabbitMQ is down (their tasks wait in the outbox), so its
+/// readiness checks the database only: a broker outage must not take it out of its Service.
+#[tokio::test]
+async fn readyz_is_200_while_the_broker_is_unreachable() {
+    let db = TestDatabase::create().await.unwrap();
+    let port = shopfds_testkit::free_port();
+    let nothing_listens = shopfds_testkit::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = ChildGuard::spawn_logged(
+        Command::new(env!("CARGO_BIN_EXE_order-api"))
+            .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("DATABASE_URL", db.url())
+            .env(
+                "BROKER_URL",
+                format!("amqp://guest:guest@127.0.0.1:{nothing_listens}/%2f"),
+            )
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        &dir.path().join("order-api.log"),
+    )
+    .unwrap();
+    shopfds_testkit::wait_for_port(port, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("{e}: {}", child.log()));
+
+    // The relay has tried the broker (and failed) by the time it logs so.
+    child
+        .wait_for_log("broker unreachable", Duration::from_secs(30))
+        .await
+        .unwrap();
+    let response = reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"status": "ready", "checks": {"database": "ok"}})
+    );
+
+    let status = child.terminate(Duration::from_secs(30)).await.unwrap();
+    assert!(status.success(), "exit status {status}: {}", child.log());
+}
