@@ -214,3 +214,66 @@ async fn a_stock_clients_chord_is_refused_at_once_under_postgres() {
         "the body must not run"
     );
 }
+
+#[tokio::test]
+async fn a_failed_part_fails_a_stock_clients_chord_once_and_the_body_never_runs() {
+    let mut worker = redis_worker().await;
+    let parts = vec![
+        (PART, QUEUE, json!({"n": 1})),
+        (FAIL, QUEUE, json!({})),
+        (PART, QUEUE, json!({"n": 3})),
+    ];
+    let args = chord_args(&parts, (BODY, QUEUE), WAIT);
+    let mut client = ResultsClient::spawn(&worker.amqp_url(), REDIS_URL, &args)
+        .await
+        .unwrap();
+    let sent = client.next(WAIT).await.unwrap();
+    // The stock client's AsyncResult of the chord raises the failed part's error (Celery's
+    // get() re-raises a failed parent first), and the body's own state is FAILURE.
+    let done = client.next(WAIT).await.unwrap();
+    assert_eq!(done["state"], "FAILURE", "{done}");
+    assert_eq!(done["raised"], "PermanentError", "{done}");
+    assert_eq!(done["message"], DECLINED, "{done}");
+    let body = worker
+        .backend
+        .get(sent["body"].as_str().unwrap())
+        .await
+        .unwrap()
+        .expect("the body's FAILURE is stored");
+    assert_eq!(body.state, TaskState::Failure);
+    let error = body.error.unwrap();
+    assert_eq!(error["exc_type"], "ChordError", "{error}");
+    assert!(
+        error["exc_message"].as_str().unwrap().contains(DECLINED),
+        "{error}"
+    );
+    // Every part has been counted once all three are final; the body never ran.
+    let parts_ids: Vec<String> = sent["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    for id in &parts_ids {
+        let record = loop {
+            match worker.backend.get(id).await.unwrap() {
+                Some(r) if r.state.is_ready() => break r,
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        assert!(matches!(
+            record.state,
+            TaskState::Success | TaskState::Failure
+        ));
+    }
+    let group = sent["group"].as_str().unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !chord_keys(group).await.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "chord keys left");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        worker.tasks.bodies.try_recv().is_err(),
+        "the body must not run"
+    );
+}
