@@ -15,6 +15,9 @@
 //!   ready, so a stock client would wait for it forever: it is stored as `FAILURE` with the
 //!   exception, plus `"shopfds_state": "REJECTED"`, which [`to_record`] reads back.
 //! - `date_done` is set for ready states only, as Python's `isoformat()` writes a UTC time.
+//! - `args`, `kwargs` and `worker` are `null` when the runtime does not pass them (a PROGRESS
+//!   report carries neither), and `group_id` / `parent_id` are not written (the state change
+//!   does not carry them).
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};

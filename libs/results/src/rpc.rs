@@ -7,7 +7,7 @@
 //! - The reply goes to the default exchange (`""`) with routing key = the message's `reply_to`
 //!   (the client's reply queue), `correlation_id` = the task id, `content_type
 //!   application/json`, `content_encoding utf-8`, `delivery_mode` 1 (Celery's
-//!   `result_persistent=False`), and the body `{"task_id", "status", "result", "traceback",
+//!   `result_persistent=False`), priority 0, no headers, and the body `{"task_id", "status", "result", "traceback",
 //!   "children"}` with `result` as in [`crate::celery_meta`] (an exception dict for failures).
 //! - A change whose message has no `reply_to` (not sent by an rpc client) sends nothing.
 //! - A reply whose queue is gone (the client left: unroutable, as it is published `mandatory`)
@@ -86,7 +86,8 @@ pub fn reply(change: &StateChange) -> Option<Outgoing> {
             content_type: shopfds_protocol::message::CONTENT_TYPE_JSON.to_owned(),
             content_encoding: shopfds_protocol::message::CONTENT_ENCODING_UTF8.to_owned(),
             reply_to: None,
-            priority: None,
+            // What kombu sends for a reply (checked against a stock worker).
+            priority: Some(0),
             delivery_mode: 1,
         },
         body: celery_meta::encode(&body),

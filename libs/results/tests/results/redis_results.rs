@@ -142,3 +142,42 @@ async fn a_late_started_does_not_overwrite_success() {
     assert_eq!(read["result"], 42, "{read}");
     let _ = client.wait(Duration::from_secs(10)).await;
 }
+
+/// `cargo test -p shopfds-results --release --test results -- --ignored --nocapture`: how many
+/// final states per second one backend value writes to Redis with many tasks finishing at once.
+#[tokio::test]
+#[ignore = "a measurement, not a check"]
+async fn redis_record_throughput() {
+    use futures::StreamExt;
+    let backend = redis_backend().await;
+    let n = 20_000;
+    let started = std::time::Instant::now();
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let backend = backend.clone();
+            async move {
+                let mut change = StateChange::new(TaskStateUpdate {
+                    task_id: format!("bench-{}-{i}", std::process::id()),
+                    name: ADD.to_owned(),
+                    queue: QUEUE.to_owned(),
+                    state: TaskState::Success,
+                    retries: 0,
+                    progress: None,
+                    result: Some(json!({"order_id": i, "sent": true})),
+                    error: None,
+                    expires_at: Some(Utc::now() + chrono::Duration::seconds(60)),
+                });
+                change.args = Some(json!([]));
+                change.kwargs = Some(json!({"order_id": i}));
+                backend.record(change).await.unwrap();
+            }
+        })
+        .buffer_unordered(256)
+        .collect::<Vec<()>>()
+        .await;
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "redis: {n} SUCCESS records in {secs:.2} s = {:.0}/s",
+        f64::from(n) / secs
+    );
+}
