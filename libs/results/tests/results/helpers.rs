@@ -94,7 +94,7 @@ pub struct TestWorker {
     pub backend: Arc<dyn ResultBackend>,
     pub tasks: Tasks,
     shutdown: CancellationToken,
-    _handle: JoinHandle<Result<(), BrokerError>>,
+    handle: Option<JoinHandle<Result<(), BrokerError>>>,
     pub vhost: TestVhost,
 }
 
@@ -107,6 +107,19 @@ impl Drop for TestWorker {
 impl TestWorker {
     pub fn amqp_url(&self) -> String {
         self.vhost.amqp_url()
+    }
+
+    /// Stops the worker and waits until it closed its connection (what it did not ack is then
+    /// back in the queue).
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(handle) = self.handle.take() {
+            tokio::time::timeout(WAIT, handle)
+                .await
+                .expect("the worker did not stop")
+                .expect("the worker panicked")
+                .expect("the worker failed");
+        }
     }
 }
 
@@ -151,7 +164,7 @@ where
         backend,
         tasks,
         shutdown,
-        _handle: handle,
+        handle: Some(handle),
         vhost,
     }
 }

@@ -6,3 +6,4 @@ mod chords;
 mod helpers;
 mod redis_results;
 mod rpc_results;
+mod settings_build;
