@@ -216,3 +216,10 @@ def generate_sales_report(self, start_date, end_date, user_id=None):
 def archive_old_logs(self):
     _record(self, self.request.args, self.request.kwargs)
     return {"archived": 0}
+
+
+@app.task(bind=True, name="fail_permanently")
+def fail_permanently(self, reason="failed on purpose"):
+    """Always raises ValueError(reason): a chord part that fails on a stock worker."""
+    _record(self, self.request.args, self.request.kwargs)
+    raise ValueError(reason)

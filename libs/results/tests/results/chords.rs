@@ -33,6 +33,22 @@ async fn chord_keys(group: &str) -> Vec<String> {
     left
 }
 
+/// Waits until the chord's keys are gone (they are deleted just after the body is published).
+async fn keys_are_deleted(group: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let left = chord_keys(group).await;
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "chord keys left: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_stock_clients_chord_completes_on_rust_workers() {
     let mut worker = redis_worker().await;
@@ -53,10 +69,7 @@ async fn a_stock_clients_chord_completes_on_rust_workers() {
         client.stderr()
     );
     assert_eq!(done["result"], 60, "{done}");
-    assert_eq!(
-        chord_keys(sent["group"].as_str().unwrap()).await,
-        Vec::<String>::new()
-    );
+    keys_are_deleted(sent["group"].as_str().unwrap()).await;
 }
 
 #[tokio::test]
@@ -95,10 +108,7 @@ async fn a_chord_with_parts_on_a_stock_worker_and_on_a_rust_worker_completes() {
     assert_eq!(celery.executions().unwrap().len(), 2);
     let done = client.next(WAIT).await.unwrap();
     assert_eq!(done["result"], 60, "{done}");
-    assert_eq!(
-        chord_keys(sent["group"].as_str().unwrap()).await,
-        Vec::<String>::new()
-    );
+    keys_are_deleted(sent["group"].as_str().unwrap()).await;
 }
 
 #[tokio::test]
@@ -128,6 +138,20 @@ async fn a_chord_from_our_producer_completes_under_redis() {
     assert_eq!(next_body(&mut worker.tasks).await, json!([10, 20, 30]));
     let record = wait_for_state(worker.backend.as_ref(), &body_id, TaskState::Success).await;
     assert_eq!(record.result, Some(json!(60)));
+}
+
+/// `AsyncResult(id).get()` in a stock client, through Redis.
+async fn read_result(worker: &TestWorker, id: &str) -> Value {
+    let args = vec![
+        "read".to_owned(),
+        id.to_owned(),
+        "--timeout".to_owned(),
+        "10".to_owned(),
+    ];
+    let mut reader = ResultsClient::spawn(&worker.amqp_url(), REDIS_URL, &args)
+        .await
+        .unwrap();
+    reader.next(WAIT).await.unwrap()
 }
 
 async fn wait_for_state(
@@ -229,24 +253,22 @@ async fn a_failed_part_fails_a_stock_clients_chord_once_and_the_body_never_runs(
         .unwrap();
     let sent = client.next(WAIT).await.unwrap();
     // The stock client's AsyncResult of the chord raises the failed part's error (Celery's
-    // get() re-raises a failed parent first), and the body's own state is FAILURE.
+    // get() re-raises a failed parent first)…
     let done = client.next(WAIT).await.unwrap();
-    assert_eq!(done["state"], "FAILURE", "{done}");
     assert_eq!(done["raised"], "PermanentError", "{done}");
     assert_eq!(done["message"], DECLINED, "{done}");
-    let body = worker
-        .backend
-        .get(sent["body"].as_str().unwrap())
-        .await
-        .unwrap()
-        .expect("the body's FAILURE is stored");
-    assert_eq!(body.state, TaskState::Failure);
+    // …and the body's own result is Celery's ChordError, read by a stock client.
+    let body_id = sent["body"].as_str().unwrap();
+    let body = wait_for_state(worker.backend.as_ref(), body_id, TaskState::Failure).await;
     let error = body.error.unwrap();
     assert_eq!(error["exc_type"], "ChordError", "{error}");
     assert!(
         error["exc_message"].as_str().unwrap().contains(DECLINED),
         "{error}"
     );
+    let read = read_result(&worker, body_id).await;
+    assert_eq!(read["raised"], "ChordError", "{read}");
+    assert_eq!(read["raised_module"], "celery.exceptions", "{read}");
     // Every part has been counted once all three are final; the body never ran.
     let parts_ids: Vec<String> = sent["parts"]
         .as_array()
@@ -266,12 +288,67 @@ async fn a_failed_part_fails_a_stock_clients_chord_once_and_the_body_never_runs(
             TaskState::Success | TaskState::Failure
         ));
     }
-    let group = sent["group"].as_str().unwrap();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !chord_keys(group).await.is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "chord keys left");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    keys_are_deleted(sent["group"].as_str().unwrap()).await;
+    assert!(
+        worker.tasks.bodies.try_recv().is_err(),
+        "the body must not run"
+    );
+}
+
+#[tokio::test]
+async fn a_part_failed_on_a_stock_worker_fails_the_chord_a_rust_worker_completes() {
+    let mut worker = redis_worker().await;
+    let celery = CeleryWorker::start_with_env(
+        &worker.amqp_url(),
+        &["reports"],
+        &[("SHOPFDS_RESULT_BACKEND", REDIS_URL)],
+    )
+    .await
+    .unwrap();
+    // The Rust part holds until the stock part has failed, so the Rust worker completes the
+    // chord and finds the stock worker's FAILURE among the results.
+    let parts = vec![
+        (
+            "fail_permanently",
+            "reports",
+            json!({"reason": "address unknown"}),
+        ),
+        (PROGRESS, QUEUE, json!({})),
+    ];
+    let args = chord_args(&parts, (BODY, QUEUE), WAIT);
+    let mut client = ResultsClient::spawn(&worker.amqp_url(), REDIS_URL, &args)
+        .await
+        .unwrap();
+    let sent = client.next(WAIT).await.unwrap();
+    let failed_id = sent["parts"][0].as_str().unwrap();
+    wait_for_state(worker.backend.as_ref(), failed_id, TaskState::Failure).await;
+    worker.tasks.release.add_permits(1);
+
+    // The client's get() re-raises the failed part's error at once (Celery follows parents).
+    let done = client.next(WAIT).await.unwrap();
+    assert_eq!(done["raised"], "ValueError", "{done}");
+    let body = wait_for_state(
+        worker.backend.as_ref(),
+        sent["body"].as_str().unwrap(),
+        TaskState::Failure,
+    )
+    .await;
+    let error = body.error.unwrap();
+    assert_eq!(error["exc_type"], "ChordError", "{error}");
+    assert!(
+        error["exc_message"]
+            .as_str()
+            .unwrap()
+            .contains("address unknown"),
+        "{error}; celery log:\n{}",
+        celery.log()
+    );
+    // Read on its own, the body's result raises Celery's ChordError in a stock client.
+    let read = read_result(&worker, sent["body"].as_str().unwrap()).await;
+    assert_eq!(read["state"], "FAILURE", "{read}");
+    assert_eq!(read["raised"], "ChordError", "{read}");
+    assert_eq!(read["raised_module"], "celery.exceptions", "{read}");
+    keys_are_deleted(sent["group"].as_str().unwrap()).await;
     assert!(
         worker.tasks.bodies.try_recv().is_err(),
         "the body must not run"
