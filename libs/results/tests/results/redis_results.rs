@@ -56,6 +56,28 @@ async fn a_permanent_failure_raises_in_the_stock_client_with_its_message() {
 }
 
 #[tokio::test]
+async fn an_unknown_task_raises_not_registered_in_the_stock_client() {
+    let worker = redis_worker().await;
+    let got = celery_results::send_and_get(
+        &worker.amqp_url(),
+        REDIS_URL,
+        "results.no_such_task",
+        &json!({}),
+        Some(QUEUE),
+        WAIT,
+    )
+    .await
+    .unwrap();
+    // Dead-lettered as REJECTED here; FAILURE to Celery, so get() does not wait forever.
+    assert_eq!(got["state"], "FAILURE", "{got}");
+    assert_eq!(got["raised"], "NotRegistered", "{got}");
+    assert_eq!(got["raised_module"], "celery.exceptions", "{got}");
+    let id = got["id"].as_str().unwrap();
+    let record = worker.backend.get(id).await.unwrap().expect("stored");
+    assert_eq!(record.state, TaskState::Rejected);
+}
+
+#[tokio::test]
 async fn progress_meta_is_read_by_info_while_the_task_runs() {
     let worker = redis_worker().await;
     progress_is_seen(&worker, REDIS_URL).await;
