@@ -23,7 +23,9 @@
 //!   worker did, and the keys are deleted.
 //!
 //! Not supported: a header whose members are themselves groups (Celery then saves a
-//! `GroupResult` and joins it); such a chord completes with the flat list of results.
+//! `GroupResult` and joins it); such a chord completes with the flat list of results. And
+//! Celery's `result_chord_ordered=False` transport option (a list instead of the sorted set):
+//! clients and workers must keep Celery's default.
 
 use chrono::Utc;
 use serde_json::{Value, json};
