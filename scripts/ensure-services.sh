@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Makes sure the servers the tests and `make demo` use are up: PostgreSQL on 127.0.0.1:5432 and
-# RabbitMQ on 127.0.0.1:5672 (guest/guest). Installs them from Debian packages when missing, starts
+# Makes sure the servers the tests and `make demo` use are up: PostgreSQL on 127.0.0.1:5432,
+# RabbitMQ on 127.0.0.1:5672 (guest/guest) and Redis on 127.0.0.1:6379 (the Redis result backend's
+# tests). Installs them from Debian packages when missing, starts
 # them when stopped, then waits (bounded) until both accept connections. Never stops anything.
 # Idempotent; takes well under a second when both are already up. Prints one line per service.
 set -euo pipefail
@@ -9,6 +10,8 @@ pg_host=127.0.0.1
 pg_port=5432
 amqp_host=127.0.0.1
 amqp_port=5672
+redis_host=127.0.0.1
+redis_port=6379
 wait_seconds="${SHOPFDS_SERVICES_TIMEOUT:-60}"
 
 log() { echo "ensure-services: $*" >&2; }
@@ -125,5 +128,24 @@ ensure_rabbitmq() {
     echo "rabbitmq: started on $amqp_host:$amqp_port"
 }
 
+ensure_redis() {
+    if port_open "$redis_host" "$redis_port"; then
+        echo "redis: up on $redis_host:$redis_port"
+        return
+    fi
+    if ! command -v redis-server >/dev/null 2>&1; then
+        apt_install redis-server
+    fi
+    # The Debian postinst may have started it already.
+    if ! port_open "$redis_host" "$redis_port"; then
+        log "starting redis-server"
+        as_root redis-server --daemonize yes --bind "$redis_host" --port "$redis_port" \
+            --save "" --appendonly no >&2 || die "redis-server failed to start"
+    fi
+    wait_port redis "$redis_host" "$redis_port"
+    echo "redis: started on $redis_host:$redis_port"
+}
+
 ensure_postgres
 ensure_rabbitmq
+ensure_redis

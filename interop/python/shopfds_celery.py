@@ -15,6 +15,8 @@ Environment:
   BROKER_URL        amqp URL (default amqp://guest:guest@127.0.0.1:5672//)
   INTEROP_OUT       file the executions are appended to (no file, no record)
   SHOPFDS_QUEUE_TYPE  classic (default) or quorum: the x-queue-type of the work queues
+  SHOPFDS_RESULT_BACKEND  Celery's result_backend (e.g. redis://127.0.0.1:6379/0 or rpc://);
+                    unset (default): no result backend and every task ignores its result
 """
 
 from __future__ import annotations
@@ -36,8 +38,10 @@ QUEUE_TYPE = os.environ.get("SHOPFDS_QUEUE_TYPE", "classic")
 # The Rust side's BROKER_MAX_PRIORITY (Celery's task_queue_max_priority): both must declare the
 # same x-max-priority, or the second declaration fails with PRECONDITION_FAILED.
 MAX_PRIORITY = int(os.environ.get("BROKER_MAX_PRIORITY") or 0)
+# A result backend shared with the Rust workers (RESULT_BACKEND on their side); none by default.
+RESULT_BACKEND = os.environ.get("SHOPFDS_RESULT_BACKEND") or None
 
-app = Celery("shopfds", broker=BROKER_URL)
+app = Celery("shopfds", broker=BROKER_URL, backend=RESULT_BACKEND)
 
 dead_letter_exchange = Exchange(DEAD_LETTER_EXCHANGE, type="topic", durable=True)
 
@@ -92,8 +96,10 @@ app.conf.update(
     result_serializer="json",
     task_acks_late=True,
     task_reject_on_worker_lost=True,
-    # No result backend: the tests read INTEROP_OUT, not results.
-    task_ignore_result=True,
+    # Without a result backend the tests read INTEROP_OUT, not results.
+    task_ignore_result=RESULT_BACKEND is None,
+    # name, args, kwargs, worker, retries and queue in each result, as the Rust side writes them.
+    result_extended=True,
     broker_connection_retry_on_startup=True,
     enable_utc=True,
     timezone="UTC",
@@ -220,3 +226,11 @@ def archive_old_logs(self, older_than_days=90):
 def reprocess_failed_tasks(self):
     _record(self, self.request.args, self.request.kwargs)
     return {"reprocessed": 0}
+
+
+# Test-only (not a ShopFDS task; named `interop.*` so the stub check skips it).
+@app.task(bind=True, name="interop.fail_permanently")
+def fail_permanently(self, reason="failed on purpose"):
+    """Always raises ValueError(reason): a chord part that fails on a stock worker."""
+    _record(self, self.request.args, self.request.kwargs)
+    raise ValueError(reason)

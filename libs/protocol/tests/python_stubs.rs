@@ -3,7 +3,7 @@
 //! stock Python worker running the stubs accepts what a Rust producer sends.
 //!
 //! Python introspects every task of `shopfds_celery.app` (`inspect.signature(task.run)`, `self`
-//! left out; Celery's own `celery.*` tasks skipped) and prints the parameters; they must equal
+//! left out; Celery's own `celery.*` tasks and the test-only `interop.*` ones skipped) and prints the parameters; they must equal
 //! `shopfds_protocol::TASK_SIGNATURES`: the same task names, parameter names in the same order,
 //! the same required parameters, and no `*args`/`**kwargs` (a Rust type cannot take them).
 
@@ -21,7 +21,7 @@ from shopfds_celery import app
 
 out = {}
 for name, task in sorted(app.tasks.items()):
-    if name.startswith("celery."):
+    if name.startswith(("celery.", "interop.")):
         continue
     params = list(inspect.signature(task.run).parameters.values())
     if params and params[0].name == "self":

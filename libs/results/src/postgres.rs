@@ -107,9 +107,10 @@ impl ResultBackend for PostgresBackend {
     fn check_chord(&self, msg: &TaskMessage) -> Result<(), String> {
         match &msg.embed.chord {
             Some(body) if body.chord_size().is_none() => Err(format!(
-                "chord body {:?} carries no chord_size: a stock Celery client counts its chords \
-                 in its own result backend; run this worker with the client's backend \
-                 (RESULT_BACKEND=redis://…) to complete it",
+                "the postgres result backend cannot complete this chord: its body {:?} carries \
+                 no chord_size (a stock Celery client counts its chords in its own result \
+                 backend); run this worker with the client's backend (RESULT_BACKEND=redis://…) \
+                 to complete it",
                 body.task
             )),
             _ => Ok(()),

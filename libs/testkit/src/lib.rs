@@ -19,6 +19,7 @@ use std::time::Duration;
 use anyhow::bail;
 
 pub mod celery;
+pub mod celery_results;
 pub mod net;
 pub mod pg;
 pub mod process;

@@ -50,12 +50,13 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let registry = self.registry();
         let s = self.settings;
+        let backend = s.results.build(&self.store, &s.broker).await?;
         let outcome = service::run_worker(
             self.ops_listener,
             s.broker,
             s.worker,
             registry,
-            s.results.build(&self.store),
+            backend,
             shopfds_results::database_check(&self.store),
             shutdown,
         )

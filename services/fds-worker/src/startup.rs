@@ -99,11 +99,16 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let registry = self.registry();
         let fds = self.settings.fds.clone();
+        let backend = self
+            .settings
+            .results
+            .build(&self.store, &self.settings.broker)
+            .await?;
         let worker = Worker::new(
             self.settings.broker,
             self.settings.worker,
             registry,
-            self.settings.results.build(&self.store),
+            backend,
         );
         // `broker` is ready while this worker consumes; a probe opens no connection.
         let readiness = shopfds_broker::ops::readiness(

@@ -43,11 +43,12 @@ impl Application {
         let store = Store::connect(&settings.database).await?;
         let listener = TcpListener::bind(settings.http_addr).await?;
         let fds = FdsClient::new(settings.fds.clone())?;
+        let results = settings.results.reader(&store, &settings.broker).await?;
         let router = router(
             AppState {
                 store: store.clone(),
                 fds,
-                results: settings.results.build(&store),
+                results,
             },
             &settings,
         );
