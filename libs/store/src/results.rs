@@ -64,42 +64,7 @@ impl Store {
     /// replaces state, progress, result and error; retries keep the maximum seen; `updated_at`
     /// is now; `expires_at` is replaced when given.
     pub async fn record_task_state(&self, update: &TaskStateUpdate) -> Result<(), StoreError> {
-        // From the protocol crate, so the SQL cannot drift from `TaskState::is_ready`.
-        let ready: Vec<&str> = ALL_STATES
-            .iter()
-            .filter(|s| s.is_ready())
-            .map(|s| s.as_str())
-            .collect();
-        sqlx::query(
-            "INSERT INTO task_results \
-                 (task_id, name, queue, state, retries, progress, result, error, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-             ON CONFLICT (task_id) DO UPDATE SET \
-                 name = COALESCE(NULLIF(EXCLUDED.name, ''), task_results.name), \
-                 queue = COALESCE(NULLIF(EXCLUDED.queue, ''), task_results.queue), \
-                 state = EXCLUDED.state, \
-                 retries = GREATEST(task_results.retries, EXCLUDED.retries), \
-                 progress = EXCLUDED.progress, \
-                 result = EXCLUDED.result, \
-                 error = EXCLUDED.error, \
-                 updated_at = now(), \
-                 expires_at = COALESCE(EXCLUDED.expires_at, task_results.expires_at) \
-             WHERE EXCLUDED.state = ANY($10::text[]) \
-                OR NOT task_results.state = ANY($10::text[])",
-        )
-        .bind(&update.task_id)
-        .bind(&update.name)
-        .bind(&update.queue)
-        .bind(update.state.as_str())
-        .bind(update.retries)
-        .bind(&update.progress)
-        .bind(&update.result)
-        .bind(&update.error)
-        .bind(update.expires_at)
-        .bind(ready)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        self.record_task_states(std::slice::from_ref(update)).await
     }
 
     /// Upserts many rows in one statement, with the rules of [`Store::record_task_state`]. Task
