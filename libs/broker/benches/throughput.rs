@@ -19,8 +19,9 @@
 //!      (`Acker::ack` cannot be used so: lapin runs those as concurrent tasks, a later `multiple`
 //!      ack can overtake an earlier one and the broker closes the channel, unknown delivery tag).
 //!
-//!    The multiple-ack variants are 30–45 % faster than `ack each` and use a third less CPU per
-//!    message; which of them wins varies from run to run (within ~10 %).
+//!    On the 2-core development machine the multiple-ack variants drain 40–55 % faster than
+//!    `ack each` and use 35–45 % less CPU per message (about 19 µs against 29–36 µs); which of
+//!    them wins varies from run to run (within ~15 %), K = prefetch/4 most often.
 //! 3. **contenders**: the same number of pre-filled no-op task messages drained by the real
 //!    [`Worker`] runtime (decode, registry, limits, metrics, result backend, ack), one entry of
 //!    [`contenders`] each: results ignored (target ≥ 90 % of the floor), SUCCESS recorded in
@@ -41,9 +42,9 @@
 //! concurrency × multiplier (256; 512 was no faster), and the floor uses the same.
 //! `BENCH_ROUNDS` (1): with more, the floor's variant and every contender run again, in turn,
 //! and the table keeps each one's fastest drain (load from other work comes and goes; a round
-//! adds about a minute). `BENCH_ONLY=floor,ignored,postgres` runs only the named parts (e.g. `BENCH_ONLY=postgres` to
-//! profile one contender; without the floor there is no share to judge). `RUST_LOG=info` runs
-//! the worker with logging on, as in production.
+//! adds about a minute). `BENCH_ONLY=floor,ignored,postgres` runs only the named parts (e.g.
+//! `BENCH_ONLY=postgres` to profile one contender; without the floor there is no share to
+//! judge). `RUST_LOG=info` runs the worker with logging on, as in production.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::ExitCode;
