@@ -30,9 +30,11 @@ demo: setup build
 # Score latency (p50…p99.9) and throughput of the in-process fds-worker on loopback, release build;
 # a measurement that prints whether the target was met (BENCH_RATE, BENCH_REQUESTS,
 # BENCH_CONCURRENCY, BENCH_CONNECTIONS tune it; see services/fds-worker/benches/score_load.rs).
-# Then the broker layer (libs/broker/benches/throughput.rs): confirmed publishes per second, a raw
-# lapin drain, and no-op tasks per second through the real worker runtime (BENCH_MESSAGES,
-# BENCH_PUBLISH_BATCH, BENCH_CONCURRENCY, BENCH_PREFETCH_MULTIPLIER tune it).
+# Then the broker layer (libs/broker/benches/throughput.rs): confirmed publishes per second, then
+# one table (issue 8) of pre-filled persistent messages drained by the fastest bare lapin consumer
+# (the floor) and by the real worker runtime (no-op with results ignored; SUCCESS in PostgreSQL,
+# rows counted), each as tasks/s, % of the floor against its target, and CPU µs per task
+# (BENCH_MESSAGES, BENCH_PUBLISH_BATCH, BENCH_CONCURRENCY, BENCH_PREFETCH_MULTIPLIER, BENCH_ONLY).
 bench: setup
 	cargo bench -p fds-worker --bench score_load
 	cargo bench -p shopfds-broker --bench throughput
