@@ -211,8 +211,7 @@ fn redis_success_keys<'a>(
             shopfds_results::RedisBackend::connect(&redis_url(), Duration::from_secs(600)).await?;
         let mut success = 0usize;
         for chunk in ids.chunks(1000) {
-            let records =
-                futures::future::join_all(chunk.iter().map(|id| backend.get(id))).await;
+            let records = futures::future::join_all(chunk.iter().map(|id| backend.get(id))).await;
             for record in records {
                 if record?.is_some_and(|r| r.state == shopfds_protocol::TaskState::Success) {
                     success += 1;

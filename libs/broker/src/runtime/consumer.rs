@@ -32,9 +32,11 @@ use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::acks::Acks;
 use super::backend::ResultBackend;
 use super::execute::Executor;
 use super::process::{RateLimiter, Runtime};
@@ -46,9 +48,11 @@ use crate::{BrokerError, BrokerSettings, BrokerState, WorkerSettings, topology};
 /// How long a consumer cancel may take at shutdown before the worker stops waiting for it.
 const CANCEL_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// One queue's deliveries: the queue's name, the delivery, and the queue's own slot if capped.
+/// One queue's deliveries: the queue's name, its channel's acks, the delivery, and the queue's
+/// own slot if capped.
 type QueueDelivery = (
     String,
+    Acks,
     Result<Delivery, lapin::Error>,
     Option<OwnedSemaphorePermit>,
 );
@@ -59,6 +63,8 @@ struct Session {
     runtime: Arc<Runtime>,
     consumers: Vec<(Channel, String)>,
     deliveries: SelectAll<BoxStream<'static, QueueDelivery>>,
+    /// Each channel's acking task; it ends once the last task settled its delivery.
+    ackers: Vec<JoinHandle<()>>,
 }
 
 /// How one connection's session ended.
@@ -199,6 +205,7 @@ impl Worker {
             runtime,
             consumers,
             mut deliveries,
+            ackers,
         } = match setup {
             Ok(session) => session,
             Err(error) => {
@@ -243,6 +250,12 @@ impl Worker {
         // The channels stay open while tasks drain: a dropped channel closes, and a task that
         // finished afterwards could not ack (its message would run again elsewhere).
         self.drain(tracker, abandon).await;
+        // The last settlements are sent before the channels go.
+        for acker in ackers {
+            if tokio::time::timeout(CANCEL_TIMEOUT, acker).await.is_err() {
+                tracing::warn!("acks still unsent at shutdown; the broker will redeliver");
+            }
+        }
         drop(consumers);
         SessionEnd::Drained
     }
@@ -266,6 +279,7 @@ impl Worker {
         });
         let mut streams = Vec::with_capacity(self.settings.queues.len());
         let mut consumers = Vec::with_capacity(self.settings.queues.len());
+        let mut ackers = Vec::with_capacity(self.settings.queues.len());
         for (consumer, slots) in self.settings.queues.iter().zip(&self.queue_slots) {
             let channel = conn.create_channel().await?;
             channel
@@ -283,18 +297,22 @@ impl Worker {
                     FieldTable::default(),
                 )
                 .await?;
+            let (acks, acker) = Acks::spawn(channel.clone());
+            ackers.push(acker);
             consumers.push((channel, tag));
             let queue = consumer.queue.clone();
             streams.push(match slots.clone() {
-                None => stream.map(move |d| (queue.clone(), d, None)).boxed(),
+                None => stream
+                    .map(move |d| (queue.clone(), acks.clone(), d, None))
+                    .boxed(),
                 // A queue with its own cap is only read while it has a free slot; the slot
                 // travels with the message to the task that runs it.
                 Some(slots) => futures::stream::unfold(stream, move |mut stream| {
-                    let (queue, slots) = (queue.clone(), slots.clone());
+                    let (queue, acks, slots) = (queue.clone(), acks.clone(), slots.clone());
                     async move {
                         let slot = slots.acquire_owned().await.ok()?;
                         let next = stream.next().await?;
-                        Some(((queue, next, Some(slot)), stream))
+                        Some(((queue, acks, next, Some(slot)), stream))
                     }
                 })
                 .boxed(),
@@ -304,6 +322,7 @@ impl Worker {
             runtime,
             consumers,
             deliveries: futures::stream::select_all(streams),
+            ackers,
         })
     }
 
@@ -333,13 +352,15 @@ impl Worker {
                         lapin::ErrorKind::InvalidConnectionState(lapin::ConnectionState::Closed),
                     )));
                 }
-                Some((_, Err(e), _)) => return Err(BrokerError::Amqp(e)),
-                Some((queue, Ok(delivery), queue_slot)) => {
+                Some((_, _, Err(e), _)) => return Err(BrokerError::Amqp(e)),
+                Some((queue, acks, Ok(delivery), queue_slot)) => {
                     let runtime = runtime.clone();
                     let abandon = abandon.clone();
                     let slot: Vec<_> = std::iter::once(permit).chain(queue_slot).collect();
+                    // Registered in delivery order, before the task can settle it.
+                    acks.delivered(delivery.delivery_tag);
                     tracker.spawn(async move {
-                        runtime.process(delivery, queue, slot, abandon).await;
+                        runtime.process(delivery, acks, queue, slot, abandon).await;
                     });
                 }
             }

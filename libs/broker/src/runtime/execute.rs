@@ -14,12 +14,12 @@ use std::time::Duration;
 
 use chrono::Utc;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicRejectOptions};
 use shopfds_protocol::TaskMessage;
 use shopfds_protocol::TaskState;
 use shopfds_protocol::canvas::Planned;
 use shopfds_protocol::result::TaskStateUpdate;
 
+use super::acks::{Acks, Settle};
 use super::backend::{ChordProgress, ResultBackend, StateChange};
 use super::copies;
 use super::decide::{Action, ChordStep, Disposition, error_json};
@@ -41,6 +41,7 @@ impl Executor {
     pub async fn apply(
         &self,
         delivery: &Delivery,
+        acks: &Acks,
         queue: &str,
         msg: Option<&TaskMessage>,
         d: Disposition,
@@ -51,7 +52,7 @@ impl Executor {
                 if state.is_ready() {
                     tracing::warn!(error = %e, %state, "final state not recorded; message requeued");
                     tokio::time::sleep(BACKEND_PAUSE).await;
-                    requeue(delivery).await;
+                    acks.settle(delivery.delivery_tag, Settle::Requeue);
                     return;
                 }
                 tracing::warn!(error = %e, %state, "task state not recorded");
@@ -62,7 +63,7 @@ impl Executor {
             && !self.chord(step, msg).await
         {
             tokio::time::sleep(BACKEND_PAUSE).await;
-            requeue(delivery).await;
+            acks.settle(delivery.delivery_tag, Settle::Requeue);
             return;
         }
         if let Some(call) = &d.hook {
@@ -74,12 +75,12 @@ impl Executor {
             count(queue, "unknown", outcome);
         }
         match d.action {
-            Action::Ack => ack(delivery).await,
+            Action::Ack => acks.settle(delivery.delivery_tag, Settle::Ack),
             Action::Revoke { reason } => {
                 tracing::info!(reason = %reason, "task revoked");
-                ack(delivery).await;
+                acks.settle(delivery.delivery_tag, Settle::Ack);
             }
-            Action::Requeue => requeue(delivery).await,
+            Action::Requeue => acks.settle(delivery.delivery_tag, Settle::Requeue),
             Action::Retry {
                 delay_secs,
                 retries,
@@ -89,21 +90,21 @@ impl Executor {
                 match self.publisher.publish(&copy).await {
                     Ok(()) => {
                         tracing::warn!(retry_in_secs = delay_secs, retries, "task will be retried");
-                        ack(delivery).await;
+                        acks.settle(delivery.delivery_tag, Settle::Ack);
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "could not schedule the retry; message requeued");
-                        requeue(delivery).await;
+                        acks.settle(delivery.delivery_tag, Settle::Requeue);
                     }
                 }
             }
             Action::DeferToEta { delay_secs } => {
                 let copy = copies::deferred(delivery, queue, delay_secs);
                 match self.publisher.publish(&copy).await {
-                    Ok(()) => ack(delivery).await,
+                    Ok(()) => acks.settle(delivery.delivery_tag, Settle::Ack),
                     Err(e) => {
                         tracing::warn!(error = %e, "could not delay an ETA task; requeued");
-                        requeue(delivery).await;
+                        acks.settle(delivery.delivery_tag, Settle::Requeue);
                     }
                 }
             }
@@ -111,13 +112,10 @@ impl Executor {
                 tracing::warn!(reason = %reason, "message dead-lettered");
                 let copy = copies::dead_letter(delivery, queue, &reason, Utc::now());
                 match self.publisher.publish(&copy).await {
-                    Ok(()) => ack(delivery).await,
+                    Ok(()) => acks.settle(delivery.delivery_tag, Settle::Ack),
                     Err(e) => {
                         tracing::warn!(error = %e, "dead-letter publish failed; rejecting to the queue's DLX");
-                        if let Err(e) = delivery.reject(BasicRejectOptions { requeue: false }).await
-                        {
-                            tracing::warn!(error = %e, "reject failed; the broker will redeliver");
-                        }
+                        acks.settle(delivery.delivery_tag, Settle::Reject);
                     }
                 }
             }
@@ -237,16 +235,4 @@ fn count(queue: &str, task: &str, outcome: &str) {
     shopfds_telemetry::metrics::tasks_total()
         .with_label_values(&[queue, task, outcome])
         .inc();
-}
-
-pub async fn ack(delivery: &Delivery) {
-    if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
-        tracing::warn!(error = %e, "ack failed; the broker will redeliver the message");
-    }
-}
-
-pub async fn requeue(delivery: &Delivery) {
-    if let Err(e) = delivery.reject(BasicRejectOptions { requeue: true }).await {
-        tracing::warn!(error = %e, "requeue failed; the broker will redeliver the message");
-    }
 }

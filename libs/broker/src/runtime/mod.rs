@@ -20,9 +20,10 @@
 //! registry, the context a task gets), [`consumer`] (connections, consumers, shutdown),
 //! [`process`] (one delivery: read, triage, run under the time limits), [`decide`] (the pure
 //! decision, in the terms of [`disposition`]), [`execute`] (carrying it out), [`followups`]
-//! (the canvas after a task), [`copies`] (dead-letter and delayed copies), [`backend`] (the
-//! result backend trait).
+//! (the canvas after a task), [`copies`] (dead-letter and delayed copies), [`acks`] (the
+//! channel's acks, coalesced into `multiple` acks), [`backend`] (the result backend trait).
 
+pub mod acks;
 pub mod backend;
 pub mod consumer;
 pub mod copies;

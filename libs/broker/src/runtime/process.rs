@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use futures::FutureExt;
 use lapin::message::Delivery;
 use shopfds_protocol::result::TaskStateUpdate;
 use shopfds_protocol::{TaskMessage, TaskState};
@@ -17,10 +18,11 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::acks::Acks;
 use super::backend::StateChange;
 use super::decide::{Facts, Outcome, decide, expiry, triage};
 use super::execute::Executor;
-use super::options::TaskOptions;
+use super::options::{TaskError, TaskOptions};
 use super::task::{Registry, TaskContext};
 use crate::WorkerSettings;
 
@@ -80,6 +82,7 @@ impl Runtime {
     pub async fn process(
         &self,
         delivery: Delivery,
+        acks: Acks,
         queue: String,
         slot: Vec<OwnedSemaphorePermit>,
         abandon: CancellationToken,
@@ -101,7 +104,7 @@ impl Runtime {
                         task,
                     },
                 );
-                self.executor.apply(&delivery, &queue, None, d).await;
+                self.executor.apply(&delivery, &acks, &queue, None, d).await;
                 return;
             }
         };
@@ -109,7 +112,7 @@ impl Runtime {
         if let Some(table) = delivery.properties.headers() {
             shopfds_telemetry::propagation::set_parent_from_amqp(&span, table);
         }
-        self.run(delivery, queue, msg, slot, abandon)
+        self.run(delivery, acks, queue, msg, slot, abandon)
             .instrument(span)
             .await;
     }
@@ -117,6 +120,7 @@ impl Runtime {
     async fn run(
         &self,
         delivery: Delivery,
+        acks: Acks,
         queue: String,
         msg: TaskMessage,
         slot: Vec<OwnedSemaphorePermit>,
@@ -133,10 +137,14 @@ impl Runtime {
             drop(slot);
             let facts = self.facts(&queue, Some(&msg), entry.map(|(_, o)| o));
             let d = decide(&facts, outcome);
-            self.executor.apply(&delivery, &queue, Some(&msg), d).await;
+            self.executor
+                .apply(&delivery, &acks, &queue, Some(&msg), d)
+                .await;
             return;
         }
         let Some((handler, options)) = entry else {
+            // `triage` answered UnknownTask for a missing entry; settled anyway, never leaked.
+            acks.settle(delivery.delivery_tag, super::acks::Settle::Requeue);
             return;
         };
         let ignore_result = options.ignore_result || msg.headers.ignore_result;
@@ -174,7 +182,7 @@ impl Runtime {
         let facts = self.facts(&queue, Some(&message), Some(options));
         let d = decide(&facts, outcome);
         self.executor
-            .apply(&delivery, &queue, Some(&message), d)
+            .apply(&delivery, &acks, &queue, Some(&message), d)
             .await;
     }
 
@@ -246,14 +254,21 @@ async fn run_limited(
 ) -> Outcome {
     let started = tokio::time::Instant::now();
     let timer = tokio::time::sleep(soft);
+    // A handler that panics fails its task for good, like any permanent error; the worker and
+    // the message's settlement go on.
+    let run = std::panic::AssertUnwindSafe(run).catch_unwind();
     tokio::pin!(run, timer);
     let mut soft_fired = false;
     loop {
         tokio::select! {
             biased;
             outcome = &mut run => return match outcome {
-                Ok(value) => Outcome::Succeeded(value),
-                Err(e) => Outcome::Failed(e),
+                Ok(Ok(value)) => Outcome::Succeeded(value),
+                Ok(Err(e)) => Outcome::Failed(e),
+                Err(panic) => Outcome::Failed(TaskError::permanent(format!(
+                    "the task panicked: {}",
+                    panic_message(panic.as_ref())
+                ))),
             },
             () = &mut timer => {
                 if !soft_fired {
@@ -269,6 +284,15 @@ async fn run_limited(
             }
         }
     }
+}
+
+/// The text a panic carried, if it was a string.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
 }
 
 /// Why a delivery could not be read, and what of it could.

@@ -95,6 +95,39 @@ async fn states_go_started_progress_success_in_the_result_store() {
     );
 }
 
+/// A handler that panics fails its task for good (FAILURE, dead-lettered with the panic's text);
+/// the worker keeps serving and the message is settled like any other.
+#[tokio::test]
+async fn a_panicking_task_fails_and_the_worker_keeps_serving() {
+    let mut registry = Registry::new();
+    registry.register("explodes", TaskOptions::default(), |_ctx| async move {
+        if true {
+            panic!("boom in the handler");
+        }
+        Ok(Value::Null)
+    });
+    registry.register("fine", TaskOptions::default(), |_ctx| async move {
+        Ok(json!("ok"))
+    });
+    let tw = spawn_worker(registry).await;
+    let bad = tw.send(TaskMessage::new("explodes", Map::new())).await;
+    let record = tw.wait_for_state(bad.id(), TaskState::Failure).await;
+    let message = record.error.unwrap()["exc_message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(message.contains("boom in the handler"), "{message}");
+    let dead = tw.dead_letters(1).await;
+    assert!(
+        dead[0].reason().contains("panicked"),
+        "{:?}",
+        dead[0].reason()
+    );
+    let good = tw.send(TaskMessage::new("fine", Map::new())).await;
+    tw.wait_for_state(good.id(), TaskState::Success).await;
+    wait_for_depth(&tw.vhost, QUEUE, |d| d == 0).await;
+}
+
 /// `track_started` (off by default, as in Celery): STARTED is written before the handler runs
 /// only for a task that asks for it, so a plain task costs one write, its final state.
 #[tokio::test]
