@@ -33,8 +33,9 @@ demo: setup build
 # Then the broker layer (libs/broker/benches/throughput.rs): confirmed publishes per second, then
 # one table (issue 8) of pre-filled persistent messages drained by the fastest bare lapin consumer
 # (the floor) and by the real worker runtime (no-op with results ignored; SUCCESS in PostgreSQL,
-# rows counted), each as tasks/s, % of the floor against its target, and CPU µs per task
-# (BENCH_MESSAGES, BENCH_PUBLISH_BATCH, BENCH_CONCURRENCY, BENCH_PREFETCH_MULTIPLIER, BENCH_ONLY).
+# rows counted; SUCCESS in Redis, keys counted), each as tasks/s, % of the floor against its
+# target, and CPU µs per task (BENCH_MESSAGES, BENCH_PUBLISH_BATCH, BENCH_CONCURRENCY,
+# BENCH_PREFETCH_MULTIPLIER, BENCH_ROUNDS, BENCH_ONLY, BENCH_REDIS_URL).
 bench: setup
 	cargo bench -p fds-worker --bench score_load
 	cargo bench -p shopfds-broker --bench throughput

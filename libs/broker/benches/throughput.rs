@@ -26,7 +26,8 @@
 //!    [`Worker`] runtime (decode, registry, limits, metrics, result backend, ack), one entry of
 //!    [`contenders`] each: results ignored (target ≥ 90 % of the floor), SUCCESS recorded in
 //!    PostgreSQL through the batched backend (target ≥ 50 %; every task's row is counted
-//!    afterwards), and, once it exists, the same with Redis (the marked place in [`contenders`]).
+//!    afterwards), and the same in Redis in Celery's format (target ≥ 50 %; every task's key is
+//!    read back; `BENCH_REDIS_URL`, default `redis://127.0.0.1:6379/0`).
 //!
 //! A drain is timed from its first delivery to its last ack (for the worker: until `run`
 //! returned after every task was recorded and acked). Nothing is published while a drain runs:
@@ -42,7 +43,7 @@
 //! concurrency × multiplier (256; 512 was no faster), and the floor uses the same.
 //! `BENCH_ROUNDS` (1): with more, the floor's variant and every contender run again, in turn,
 //! and the table keeps each one's fastest drain (load from other work comes and goes; a round
-//! adds about a minute). `BENCH_ONLY=floor,ignored,postgres` runs only the named parts (e.g.
+//! adds about a minute). `BENCH_ONLY=floor,ignored,postgres,redis` runs only the named parts (e.g.
 //! `BENCH_ONLY=postgres` to profile one contender; without the floor there is no share to
 //! judge). `RUST_LOG=info` runs the worker with logging on, as in production.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
