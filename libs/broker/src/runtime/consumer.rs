@@ -25,8 +25,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use futures::stream::{BoxStream, SelectAll};
+use futures::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
@@ -36,7 +36,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::acks::Acks;
+use super::acks::{Acks, Settle};
 use super::backend::ResultBackend;
 use super::execute::Executor;
 use super::process::{RateLimiter, Runtime};
@@ -358,9 +358,22 @@ impl Worker {
                     let abandon = abandon.clone();
                     let slot: Vec<_> = std::iter::once(permit).chain(queue_slot).collect();
                     // Registered in delivery order, before the task can settle it.
-                    acks.delivered(delivery.delivery_tag);
+                    let tag = delivery.delivery_tag;
+                    acks.delivered(tag);
+                    let on_panic = acks.clone();
                     tracker.spawn(async move {
-                        runtime.process(delivery, acks, queue, slot, abandon).await;
+                        let processed = std::panic::AssertUnwindSafe(
+                            runtime.process(delivery, acks, queue, slot, abandon),
+                        )
+                        .catch_unwind()
+                        .await;
+                        // A bug of the runtime's own (a handler's panic is already a FAILURE)
+                        // must not leave the message unacked for good: the queue's dead-letter
+                        // arguments take it to `failed.<queue>`.
+                        if processed.is_err() {
+                            tracing::error!(tag, "the runtime panicked on a message; rejected to its dead-letter queue");
+                            on_panic.settle(tag, Settle::Reject);
+                        }
                     });
                 }
             }

@@ -26,6 +26,9 @@ use super::options::{TaskError, TaskOptions};
 use super::task::{Registry, TaskContext};
 use crate::WorkerSettings;
 
+/// The longest time limit a message can ask for: about 31 years.
+pub const LONGEST_LIMIT: Duration = Duration::from_secs(1_000_000_000);
+
 /// One token bucket per rate-limited task name: the next free start time.
 pub struct RateLimiter {
     interval: Duration,
@@ -227,10 +230,13 @@ impl Runtime {
 
     /// The hard and soft limits: the message's `timelimit` header, else the task's options,
     /// else the worker's defaults; the soft limit is never past the hard one.
+    /// A header limit that is zero, negative or not a number is absent; a huge one (Python
+    /// sends `1e300` as happily as `300`) is capped at [`LONGEST_LIMIT`], which `Duration` and the
+    /// timer can hold (`Duration::from_secs_f64(1e300)` panics).
     fn limits(&self, msg: &TaskMessage, options: &TaskOptions) -> (Duration, Duration) {
         let from_header = |v: Option<f64>| {
-            v.filter(|s| *s > 0.0 && s.is_finite() && *s < 1e12)
-                .map(Duration::from_secs_f64)
+            v.filter(|s| *s > 0.0)
+                .map(|s| Duration::from_secs_f64(s.min(LONGEST_LIMIT.as_secs_f64())))
         };
         let hard = from_header(msg.headers.timelimit.hard())
             .or(options.time_limit)

@@ -128,6 +128,23 @@ async fn a_panicking_task_fails_and_the_worker_keeps_serving() {
     wait_for_depth(&tw.vhost, QUEUE, |d| d == 0).await;
 }
 
+/// A time limit of `1e300` seconds (valid JSON, and what Python sends for "practically none") is
+/// capped, not a panic: the task runs and its message is acked.
+#[tokio::test]
+async fn an_absurd_time_limit_header_is_capped_and_the_task_runs() {
+    let mut registry = Registry::new();
+    registry.register("unlimited", TaskOptions::default(), |_ctx| async move {
+        Ok(json!("ran"))
+    });
+    let tw = spawn_worker(registry).await;
+    let mut msg = TaskMessage::new("unlimited", Map::new());
+    msg.headers.timelimit = serde_json::from_value(json!([1e300, null])).unwrap();
+    let msg = tw.send(msg).await;
+    let record = tw.wait_for_state(msg.id(), TaskState::Success).await;
+    assert_eq!(record.result, Some(json!("ran")));
+    wait_for_depth(&tw.vhost, QUEUE, |d| d == 0).await;
+}
+
 /// `track_started` (off by default, as in Celery): STARTED is written before the handler runs
 /// only for a task that asks for it, so a plain task costs one write, its final state.
 #[tokio::test]
