@@ -50,11 +50,23 @@ impl Backoff {
         self.next = self.min;
     }
 
-    /// The delay to wait now; the one after it is twice as long, up to the cap.
+    /// The delay to wait now: the current step with "equal jitter", a uniformly random wait in
+    /// `[step / 2, step]`, so a fleet that lost its broker at once does not come back in
+    /// lockstep; the next step is twice as long, never past `reconnect_max`.
     pub fn next_delay(&mut self) -> Duration {
-        let delay = self.next;
+        self.next_delay_at(rand::random::<f64>())
+    }
+
+    /// [`Backoff::next_delay`] with the random draw (in `[0, 1)`) given.
+    pub fn next_delay_at(&mut self, draw: f64) -> Duration {
+        let step = self.next;
         self.next = self.next.saturating_mul(2).min(self.max);
-        delay
+        let draw = if draw.is_finite() {
+            draw.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        step / 2 + (step / 2).mul_f64(draw)
     }
 
     /// Sleeps for [`Backoff::next_delay`]; `false` when `shutdown` fired first.
@@ -66,14 +78,15 @@ impl Backoff {
         }
     }
 
-    /// The delay [`Backoff::wait`] would wait now, for log lines.
+    /// The longest delay [`Backoff::wait`] would wait now (at least half of it), for log lines.
     pub fn peek(&self) -> Duration {
         self.next
     }
 }
 
 /// Connects, retrying with `backoff` until it succeeds or `shutdown` fires (then `None`); each
-/// failure is logged and published to `state` as [`BrokerState::Disconnected`]. The attempt itself is raced against `shutdown`: a broker that accepts TCP but never answers does
+/// failure is logged and published to `state` as [`BrokerState::Disconnected`]. The attempt
+/// itself is raced against `shutdown`: a broker that accepts TCP but never answers does
 /// not hold a stopping service.
 pub async fn connect_with_backoff(
     settings: &BrokerSettings,
@@ -243,6 +256,33 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn backoff_doubles_to_its_cap_with_equal_jitter() {
+        let mut settings = BrokerSettings::with_url("amqp://127.0.0.1:1/%2f", "test");
+        settings.reconnect_min = Duration::from_millis(200);
+        settings.reconnect_max = Duration::from_secs(10);
+        let mut backoff = Backoff::new(&settings);
+        let steps: Vec<u128> = (0..8)
+            .map(|_| backoff.next_delay_at(1.0).as_millis())
+            .collect();
+        assert_eq!(steps, vec![200, 400, 800, 1600, 3200, 6400, 10_000, 10_000]);
+        backoff.reset();
+        assert_eq!(backoff.next_delay_at(0.0), Duration::from_millis(100));
+        assert_eq!(backoff.next_delay_at(0.5), Duration::from_millis(300));
+        assert_eq!(backoff.next_delay_at(f64::NAN), Duration::from_millis(400));
+        // 1.6 s, 3.2 s, 6.4 s, then the cap.
+        for _ in 0..3 {
+            backoff.next_delay();
+        }
+        for _ in 0..100 {
+            let d = backoff.next_delay();
+            assert!(
+                d >= Duration::from_secs(5) && d <= Duration::from_secs(10),
+                "{d:?}"
+            );
+        }
+    }
 
     #[test]
     fn headers_survive_a_round_trip_through_an_amqp_table() {

@@ -158,8 +158,9 @@ async fn a_queue_declared_with_other_arguments_makes_the_worker_back_off_not_spi
         assert!(reason.contains(needle), "{needle:?} not in {reason:?}");
     }
 
-    // The declare fails on every connection. Backoff from 200 ms doubling allows attempts at
-    // about 0, 0.2, 0.6, 1.4 and 3.0 s; without it the worker reconnects ~20 times a second.
+    // The declare fails on every connection. Backoff from 200 ms doubling, each wait drawn in the
+    // upper half of its step (equal jitter), allows attempts at the earliest at 0, 0.1, 0.3, 0.7
+    // and 1.5 s (then 3.1 s); without it the worker reconnects ~20 times a second.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let connections = proxy.accepted();
     assert!(

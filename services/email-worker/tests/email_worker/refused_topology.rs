@@ -80,7 +80,8 @@ async fn a_refused_topology_is_named_retried_with_backoff_and_sigterm_exits_0() 
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("inequivalent arg"), "{body}");
 
-    // Backoff (200 ms doubling) allows ~4 connections in 3 s; the bug made ~70.
+    // Backoff (200 ms doubling, each wait in the upper half of its step) allows at most 5
+    // connections in a 3 s window after the first; the bug made ~70.
     let before = connections_opened(&service).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let opened = connections_opened(&service).await - before;
