@@ -50,6 +50,11 @@ pub enum BrokerError {
     },
     #[error("{0}")]
     Backend(#[from] BackendError),
+    /// The worker's publishing channel closed under it (RabbitMQ closes a channel that publishes
+    /// to an exchange that does not exist): the session ends and the worker reconnects, so
+    /// retries, deferrals and dead letters get a working channel again.
+    #[error("the publishing channel closed: {0}")]
+    PublisherLost(String),
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -275,6 +275,7 @@ impl Worker {
                 publisher: Publisher::new(conn).await?,
                 hostname: self.settings.hostname.clone(),
                 result_expires: self.settings.result_expires,
+                publisher_lost: CancellationToken::new(),
             },
         });
         let mut streams = Vec::with_capacity(self.settings.queues.len());
@@ -336,14 +337,18 @@ impl Worker {
         shutdown: &CancellationToken,
         abandon: &CancellationToken,
     ) -> Result<(), BrokerError> {
+        let publisher_lost = runtime.executor.publisher_lost.clone();
+        let lost = || BrokerError::PublisherLost("reconnecting for a fresh channel".to_owned());
         loop {
             let permit = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
+                _ = publisher_lost.cancelled() => return Err(lost()),
                 permit = semaphore.clone().acquire_owned() => permit,
             };
             let Ok(permit) = permit else { return Ok(()) };
             let next = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
+                _ = publisher_lost.cancelled() => return Err(lost()),
                 next = deliveries.next() => next,
             };
             match next {

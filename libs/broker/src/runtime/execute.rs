@@ -19,6 +19,8 @@ use shopfds_protocol::TaskState;
 use shopfds_protocol::canvas::Planned;
 use shopfds_protocol::result::TaskStateUpdate;
 
+use tokio_util::sync::CancellationToken;
+
 use super::acks::{Acks, Settle};
 use super::backend::{ChordProgress, ResultBackend, StateChange};
 use super::copies;
@@ -35,6 +37,9 @@ pub struct Executor {
     pub hostname: String,
     /// How long a result stays readable (for the chord body's FAILURE).
     pub result_expires: Duration,
+    /// Cancelled when the publisher's channel is found closed: the session ends and the worker
+    /// reconnects with a fresh channel.
+    pub publisher_lost: CancellationToken,
 }
 
 impl Executor {
@@ -94,6 +99,7 @@ impl Executor {
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "could not schedule the retry; message requeued");
+                        self.after_publish_failure().await;
                         acks.settle(delivery.delivery_tag, Settle::Requeue);
                     }
                 }
@@ -104,6 +110,7 @@ impl Executor {
                     Ok(()) => acks.settle(delivery.delivery_tag, Settle::Ack),
                     Err(e) => {
                         tracing::warn!(error = %e, "could not delay an ETA task; requeued");
+                        self.after_publish_failure().await;
                         acks.settle(delivery.delivery_tag, Settle::Requeue);
                     }
                 }
@@ -115,6 +122,7 @@ impl Executor {
                     Ok(()) => acks.settle(delivery.delivery_tag, Settle::Ack),
                     Err(e) => {
                         tracing::warn!(error = %e, "dead-letter publish failed; rejecting to the queue's DLX");
+                        self.check_publisher();
                         acks.settle(delivery.delivery_tag, Settle::Reject);
                     }
                 }
@@ -220,6 +228,21 @@ impl Executor {
             if let Err(e) = result {
                 tracing::error!(error = %e, exchange = %out.exchange, "could not publish a follow-up task");
             }
+        }
+        self.check_publisher();
+    }
+
+    /// A requeue after a failed publish waits first, so a message whose copy cannot go out is
+    /// not redelivered in a tight loop; a closed channel also ends the session.
+    async fn after_publish_failure(&self) {
+        self.check_publisher();
+        tokio::time::sleep(BACKEND_PAUSE).await;
+    }
+
+    fn check_publisher(&self) {
+        if !self.publisher.is_usable() && !self.publisher_lost.is_cancelled() {
+            tracing::warn!("the publishing channel is closed; reconnecting");
+            self.publisher_lost.cancel();
         }
     }
 }

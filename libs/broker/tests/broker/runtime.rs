@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
 use shopfds_broker::{Hook, RateLimit, Registry, TaskError, TaskFailure, TaskOptions};
-use shopfds_protocol::{TaskMessage, TaskState};
+use shopfds_protocol::{Signature, TaskMessage, TaskState};
 
 use super::helpers::{
     self, QUEUE, WAIT, spawn_worker, spawn_worker_on, spawn_worker_with, start_worker,
@@ -143,6 +143,50 @@ async fn an_absurd_time_limit_header_is_capped_and_the_task_runs() {
     let record = tw.wait_for_state(msg.id(), TaskState::Success).await;
     assert_eq!(record.result, Some(json!("ran")));
     wait_for_depth(&tw.vhost, QUEUE, |d| d == 0).await;
+}
+
+/// A follow-up addressed to an exchange that does not exist makes RabbitMQ close the worker's
+/// publishing channel. The worker notices and reconnects, so later retries and deferrals still
+/// go out (before, a retry's copy could never be published: the task ran again and again).
+#[tokio::test]
+async fn a_follow_up_to_a_missing_exchange_does_not_break_later_publishes() {
+    let log = Log::default();
+    let mut registry = Registry::new();
+    register_logged(&mut registry, "first", TaskOptions::default(), &log, |_| {
+        Ok(json!("first"))
+    });
+    register_logged(&mut registry, "later", fixed_retry(3), &log, |retries| {
+        if retries == 0 {
+            Err(TaskError::transient("partner API timed out"))
+        } else {
+            Ok(json!("later"))
+        }
+    });
+    let tw = spawn_worker(registry).await;
+    let mut first = TaskMessage::new("first", Map::new());
+    first.embed.callbacks = Some(vec![
+        Signature::new("ghost", Map::new()).with_option("queue", "nowhere"),
+    ]);
+    let first = tw.send(first).await;
+    tw.wait_for_state(first.id(), TaskState::Success).await;
+
+    // Its retry needs the publishing channel: the copy goes through the delay tree.
+    let later = tw.send(TaskMessage::new("later", Map::new())).await;
+    let record = tw.wait_for_state(later.id(), TaskState::Success).await;
+    assert_eq!(record.result, Some(json!("later")));
+    let runs: Vec<(String, u32)> = attempts(&log)
+        .into_iter()
+        .map(|a| (a.task, a.retries))
+        .collect();
+    assert_eq!(
+        runs,
+        vec![
+            ("first".to_owned(), 0),
+            ("later".to_owned(), 0),
+            ("later".to_owned(), 1)
+        ],
+        "no attempt ran twice"
+    );
 }
 
 /// `track_started` (off by default, as in Celery): STARTED is written before the handler runs
