@@ -49,7 +49,7 @@ pub fn encode_result(change: &StateChange) -> Value {
         TaskState::Progress => update.progress.clone().unwrap_or(Value::Null),
         TaskState::Started => json!({
             "pid": std::process::id(),
-            "hostname": change.worker.clone().unwrap_or_default(),
+            "hostname": change.worker.as_deref().unwrap_or_default(),
         }),
         TaskState::Retry | TaskState::Failure | TaskState::Revoked | TaskState::Rejected => {
             exception_dict(update.error.as_ref(), update.state)
@@ -69,14 +69,18 @@ pub fn meta(change: &StateChange, now: DateTime<Utc>) -> Value {
     let done = update.state.is_ready().then(|| isoformat(now));
     meta.insert("date_done".into(), done.map_or(Value::Null, Value::String));
     meta.insert("name".into(), non_empty(&update.name));
-    meta.insert("args".into(), change.args.clone().unwrap_or(Value::Null));
+    let message = change.message.as_deref();
+    meta.insert(
+        "args".into(),
+        message.map_or(Value::Null, |m| Value::Array(m.args.clone())),
+    );
     meta.insert(
         "kwargs".into(),
-        change.kwargs.clone().unwrap_or(Value::Null),
+        message.map_or(Value::Null, |m| Value::Object(m.kwargs.clone())),
     );
     meta.insert(
         "worker".into(),
-        change.worker.clone().map_or(Value::Null, Value::String),
+        change.worker.as_deref().map_or(Value::Null, Value::from),
     );
     meta.insert("retries".into(), update.retries.into());
     meta.insert("queue".into(), non_empty(&update.queue));
@@ -250,8 +254,9 @@ mod tests {
             error: Some(json!({"exc_type": "PermanentError", "exc_message": "it broke"})),
             expires_at: None,
         });
-        change.args = Some(json!([2, 3]));
-        change.kwargs = Some(json!({}));
+        let mut message = shopfds_protocol::TaskMessage::new("add", serde_json::Map::new());
+        message.args = vec![json!(2), json!(3)];
+        change.message = Some(std::sync::Arc::new(message));
         change.worker = Some("w@host".into());
         change
     }

@@ -65,7 +65,7 @@ impl RpcBackend {
 
 /// The reply Celery's rpc backend sends for `change`, when its message asked for one.
 pub fn reply(change: &StateChange) -> Option<Outgoing> {
-    let reply_to = change.reply_to.as_deref().filter(|r| !r.is_empty())?;
+    let reply_to = change.reply_to()?;
     let task_id = &change.update.task_id;
     let body = json!({
         "task_id": task_id,
@@ -79,10 +79,7 @@ pub fn reply(change: &StateChange) -> Option<Outgoing> {
         routing_key: reply_to.to_owned(),
         headers: Map::new(),
         properties: MessageProperties {
-            correlation_id: change
-                .correlation_id
-                .clone()
-                .unwrap_or_else(|| task_id.clone()),
+            correlation_id: task_id.clone(),
             content_type: shopfds_protocol::message::CONTENT_TYPE_JSON.to_owned(),
             content_encoding: shopfds_protocol::message::CONTENT_ENCODING_UTF8.to_owned(),
             reply_to: None,
@@ -157,7 +154,9 @@ mod tests {
             error: None,
             expires_at: None,
         });
-        change.reply_to = reply_to.map(str::to_owned);
+        let mut message = shopfds_protocol::TaskMessage::new("add", serde_json::Map::new());
+        message.properties.reply_to = reply_to.map(str::to_owned);
+        change.message = Some(std::sync::Arc::new(message));
         change
     }
 

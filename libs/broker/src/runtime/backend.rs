@@ -14,36 +14,48 @@
 //! - [`ResultBackend::check_chord`] refuses, when the message arrives, a chord this backend cannot
 //!   complete (a chord built by a client for another backend), so it never hangs silently.
 
+use std::sync::Arc;
+
 use futures::future::BoxFuture;
 use serde_json::Value;
 use shopfds_protocol::TaskMessage;
 use shopfds_protocol::result::{TaskRecord, TaskStateUpdate};
 
-/// A state change, with where a Celery `rpc://` client waits for it.
+/// A state change, with the message it is about (shared, not copied: a backend that keeps the
+/// arguments or answers `reply_to` reads them there; the others never touch them).
 #[derive(Debug, Clone, PartialEq)]
 pub struct StateChange {
     pub update: TaskStateUpdate,
-    /// The message's `reply_to` and `correlation_id` properties.
-    pub reply_to: Option<String>,
-    pub correlation_id: Option<String>,
-    /// The task's positional and keyword arguments, for backends that keep them (Celery's
-    /// `result_extended`); `None` when not known (a PROGRESS report).
-    pub args: Option<Value>,
-    pub kwargs: Option<Value>,
+    /// `None` for a change with no message at hand (a chord body's FAILURE, an unreadable one).
+    pub message: Option<Arc<TaskMessage>>,
     /// The worker's node name.
-    pub worker: Option<String>,
+    pub worker: Option<Arc<str>>,
 }
 
 impl StateChange {
     pub fn new(update: TaskStateUpdate) -> Self {
         StateChange {
             update,
-            reply_to: None,
-            correlation_id: None,
-            args: None,
-            kwargs: None,
+            message: None,
             worker: None,
         }
+    }
+
+    /// A change of `message`'s task, reported by `worker`.
+    pub fn of(update: TaskStateUpdate, message: &Arc<TaskMessage>, worker: &Arc<str>) -> Self {
+        StateChange {
+            update,
+            message: Some(Arc::clone(message)),
+            worker: Some(Arc::clone(worker)),
+        }
+    }
+
+    /// Where a Celery `rpc://` client waits for this change (the message's `reply_to`).
+    pub fn reply_to(&self) -> Option<&str> {
+        self.message
+            .as_ref()
+            .and_then(|m| m.properties.reply_to.as_deref())
+            .filter(|r| !r.is_empty())
     }
 }
 

@@ -273,7 +273,7 @@ impl Worker {
             executor: Executor {
                 backend: self.backend.clone(),
                 publisher: Publisher::new(conn).await?,
-                hostname: self.settings.hostname.clone(),
+                hostname: Arc::from(self.settings.hostname.as_str()),
                 result_expires: self.settings.result_expires,
                 publisher_lost: CancellationToken::new(),
             },

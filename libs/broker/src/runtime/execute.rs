@@ -34,7 +34,7 @@ const BACKEND_PAUSE: Duration = Duration::from_secs(1);
 pub struct Executor {
     pub backend: Arc<dyn ResultBackend>,
     pub publisher: Publisher,
-    pub hostname: String,
+    pub hostname: Arc<str>,
     /// How long a result stays readable (for the chord body's FAILURE).
     pub result_expires: Duration,
     /// Cancelled when the publisher's channel is found closed: the session ends and the worker
@@ -48,12 +48,16 @@ impl Executor {
         delivery: &Delivery,
         acks: &Acks,
         queue: &str,
-        msg: Option<&TaskMessage>,
+        msg: Option<&Arc<TaskMessage>>,
         d: Disposition,
     ) {
         if let Some(update) = d.record {
             let state = update.state;
-            if let Err(e) = self.backend.record(self.change(update, msg)).await {
+            let change = match msg {
+                Some(msg) => StateChange::of(update, msg, &self.hostname),
+                None => StateChange::new(update),
+            };
+            if let Err(e) = self.backend.record(change).await {
                 if state.is_ready() {
                     tracing::warn!(error = %e, %state, "final state not recorded; message requeued");
                     tokio::time::sleep(BACKEND_PAUSE).await;
@@ -91,7 +95,8 @@ impl Executor {
                 retries,
                 eta,
             } => {
-                let copy = copies::retry(delivery, msg, queue, retries, eta, delay_secs);
+                let copy =
+                    copies::retry(delivery, msg.map(|m| &**m), queue, retries, eta, delay_secs);
                 match self.publisher.publish(&copy).await {
                     Ok(()) => {
                         tracing::warn!(retry_in_secs = delay_secs, retries, "task will be retried");
@@ -200,18 +205,6 @@ impl Executor {
                 }
             }
         }
-    }
-
-    fn change(&self, update: TaskStateUpdate, msg: Option<&TaskMessage>) -> StateChange {
-        let mut change = StateChange::new(update);
-        change.worker = Some(self.hostname.clone());
-        if let Some(msg) = msg {
-            change.reply_to = msg.properties.reply_to.clone();
-            change.correlation_id = Some(msg.id().to_owned());
-            change.args = Some(serde_json::Value::Array(msg.args.clone()));
-            change.kwargs = Some(serde_json::Value::Object(msg.kwargs.clone()));
-        }
-        change
     }
 
     /// Publishes follow-up messages; one that cannot be published is logged (at-least-once:

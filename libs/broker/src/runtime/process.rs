@@ -115,7 +115,7 @@ impl Runtime {
         if let Some(table) = delivery.properties.headers() {
             shopfds_telemetry::propagation::set_parent_from_amqp(&span, table);
         }
-        self.run(delivery, acks, queue, msg, slot, abandon)
+        self.run(delivery, acks, queue, Arc::new(msg), slot, abandon)
             .instrument(span)
             .await;
     }
@@ -125,23 +125,23 @@ impl Runtime {
         delivery: Delivery,
         acks: Acks,
         queue: String,
-        msg: TaskMessage,
+        message: Arc<TaskMessage>,
         slot: Vec<OwnedSemaphorePermit>,
         abandon: CancellationToken,
     ) {
-        let entry = self.registry.get(msg.task());
+        let entry = self.registry.get(message.task());
         let backend = &self.executor.backend;
         if let Some(outcome) = triage(
-            &msg,
+            &message,
             entry.is_some(),
             |m| backend.check_chord(m),
             Utc::now(),
         ) {
             drop(slot);
-            let facts = self.facts(&queue, Some(&msg), entry.map(|(_, o)| o));
+            let facts = self.facts(&queue, Some(&message), entry.map(|(_, o)| o));
             let d = decide(&facts, outcome);
             self.executor
-                .apply(&delivery, &acks, &queue, Some(&msg), d)
+                .apply(&delivery, &acks, &queue, Some(&message), d)
                 .await;
             return;
         }
@@ -150,8 +150,7 @@ impl Runtime {
             acks.settle(delivery.delivery_tag, super::acks::Settle::Requeue);
             return;
         };
-        let ignore_result = options.ignore_result || msg.headers.ignore_result;
-        let message = Arc::new(msg);
+        let ignore_result = options.ignore_result || message.headers.ignore_result;
         let (hard, soft) = self.limits(&message, options);
         let soft_limit = CancellationToken::new();
         let ctx = TaskContext {
@@ -162,6 +161,7 @@ impl Runtime {
             publisher: self.executor.publisher.clone(),
             backend: backend.clone(),
             ignore_result,
+            worker: self.executor.hostname.clone(),
         };
         let started = Instant::now();
         let attempt = async {
@@ -206,7 +206,7 @@ impl Runtime {
     }
 
     /// STARTED, for a task with `track_started`: best effort, the task runs either way.
-    async fn started(&self, msg: &TaskMessage, queue: &str) {
+    async fn started(&self, msg: &Arc<TaskMessage>, queue: &str) {
         let facts = self.facts(queue, Some(msg), None);
         let update = TaskStateUpdate {
             task_id: msg.id().to_owned(),
@@ -219,10 +219,7 @@ impl Runtime {
             error: None,
             expires_at: Some(expiry(&facts)),
         };
-        let mut change = StateChange::new(update);
-        change.reply_to = msg.properties.reply_to.clone();
-        change.correlation_id = Some(msg.id().to_owned());
-        change.worker = Some(self.settings.hostname.clone());
+        let change = StateChange::of(update, msg, &self.executor.hostname);
         if let Err(e) = self.executor.backend.record(change).await {
             tracing::warn!(error = %e, "could not record STARTED");
         }

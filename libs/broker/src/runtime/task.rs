@@ -115,6 +115,8 @@ pub struct TaskContext {
     pub publisher: Publisher,
     pub(crate) backend: Arc<dyn ResultBackend>,
     pub(crate) ignore_result: bool,
+    /// The worker's node name, for the states this task reports.
+    pub(crate) worker: Arc<str>,
 }
 
 impl TaskContext {
@@ -144,9 +146,7 @@ impl TaskContext {
             error: None,
             expires_at: None,
         };
-        let mut change = StateChange::new(update);
-        change.reply_to = self.message.properties.reply_to.clone();
-        change.correlation_id = Some(self.id().to_owned());
+        let change = StateChange::of(update, &self.message, &self.worker);
         if let Err(e) = self.backend.record(change).await {
             tracing::warn!(error = %e, task_id = %self.id(), "could not record progress");
         }

@@ -189,8 +189,11 @@ async fn redis_record_throughput() {
                     error: None,
                     expires_at: Some(Utc::now() + chrono::Duration::seconds(60)),
                 });
-                change.args = Some(json!([]));
-                change.kwargs = Some(json!({"order_id": i}));
+                let mut kwargs = serde_json::Map::new();
+                kwargs.insert("order_id".to_owned(), json!(i));
+                change.message = Some(std::sync::Arc::new(shopfds_protocol::TaskMessage::new(
+                    ADD, kwargs,
+                )));
                 backend.record(change).await.unwrap();
             }
         })
