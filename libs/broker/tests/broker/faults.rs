@@ -49,6 +49,7 @@ async fn effect_store(db: &TestDatabase) -> Store {
     sqlx::raw_sql(
         "CREATE TABLE IF NOT EXISTS fault_attempts (task_id text NOT NULL, pid integer NOT NULL, \
                                                    at timestamptz NOT NULL DEFAULT clock_timestamp());
+         CREATE TABLE IF NOT EXISTS fault_commit_held (task_id text NOT NULL);
          CREATE TABLE IF NOT EXISTS fault_effects (task_id text NOT NULL, pid integer NOT NULL, \
                                                   at timestamptz NOT NULL DEFAULT clock_timestamp());",
     )
@@ -266,8 +267,17 @@ fn spawn_worker_process_with(
     ChildGuard::spawn_logged(&mut cmd, log).unwrap()
 }
 
-#[tokio::test]
-async fn a_worker_killed_mid_task_is_replaced_and_the_effect_happens_once() {
+/// What the SIGKILL tests start from: a vhost with the topology declared, a database with the
+/// effect tables, and a directory for the worker processes' logs.
+struct KillSetup {
+    vhost: TestVhost,
+    db: TestDatabase,
+    store: Store,
+    logs: tempfile::TempDir,
+    _conn: lapin::Connection,
+}
+
+async fn kill_setup() -> KillSetup {
     shopfds_testkit::init_tracing();
     let vhost = tokio::task::spawn_blocking(TestVhost::create)
         .await
@@ -280,11 +290,17 @@ async fn a_worker_killed_mid_task_is_replaced_and_the_effect_happens_once() {
     topology::declare(&channel, QueueType::Classic)
         .await
         .unwrap();
-    let logs = tempfile::tempdir().unwrap();
+    KillSetup {
+        vhost,
+        db,
+        store,
+        logs: tempfile::tempdir().unwrap(),
+        _conn: conn,
+    }
+}
 
-    // Each run holds its guard for 3 s: long enough to be killed in the middle of it.
-    let hold = Duration::from_secs(3);
-    let mut first = spawn_worker_process(&vhost, &db, hold, &logs.path().join("first.log"));
+/// Publishes one `fault_effect` task (confirmed) and returns it.
+async fn publish_effect_task(vhost: &TestVhost) -> TaskMessage {
     let publisher = ReconnectingPublisher::new(BrokerSettings::with_url(
         vhost.amqp_url(),
         "fault-test-publisher",
@@ -294,6 +310,23 @@ async fn a_worker_killed_mid_task_is_replaced_and_the_effect_happens_once() {
         .publish(&Outgoing::task(&msg, QUEUE))
         .await
         .unwrap();
+    msg
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_task_is_replaced_and_the_effect_happens_once() {
+    let KillSetup {
+        vhost,
+        db,
+        store,
+        logs,
+        ..
+    } = kill_setup().await;
+
+    // Each run holds its guard for 3 s: long enough to be killed in the middle of it.
+    let hold = Duration::from_secs(3);
+    let mut first = spawn_worker_process(&vhost, &db, hold, &logs.path().join("first.log"));
+    let msg = publish_effect_task(&vhost).await;
 
     // The first process is inside the task (its attempt is logged, its effect not committed).
     let first_pid = i32::try_from(first.pid()).unwrap();
@@ -350,23 +383,13 @@ async fn a_worker_killed_mid_task_is_replaced_and_the_effect_happens_once() {
 /// once-only record answers the second delivery).
 #[tokio::test]
 async fn a_worker_killed_between_success_and_the_result_commit_loses_nothing() {
-    shopfds_testkit::init_tracing();
-    let vhost = tokio::task::spawn_blocking(TestVhost::create)
-        .await
-        .unwrap()
-        .unwrap();
-    let db = TestDatabase::create().await.unwrap();
-    let store = effect_store(&db).await;
-    sqlx::query("CREATE TABLE fault_commit_held (task_id text NOT NULL)")
-        .execute(store.pool())
-        .await
-        .unwrap();
-    let conn = vhost.connect().await.unwrap();
-    let channel = conn.create_channel().await.unwrap();
-    topology::declare(&channel, QueueType::Classic)
-        .await
-        .unwrap();
-    let logs = tempfile::tempdir().unwrap();
+    let KillSetup {
+        vhost,
+        db,
+        store,
+        logs,
+        ..
+    } = kill_setup().await;
 
     let mut first = spawn_worker_process_with(
         &vhost,
@@ -375,15 +398,7 @@ async fn a_worker_killed_between_success_and_the_result_commit_loses_nothing() {
         true,
         &logs.path().join("first.log"),
     );
-    let msg = TaskMessage::new(EFFECT_TASK, Map::new());
-    let publisher = ReconnectingPublisher::new(BrokerSettings::with_url(
-        vhost.amqp_url(),
-        "fault-test-publisher",
-    ));
-    publisher
-        .publish(&Outgoing::task(&msg, QUEUE))
-        .await
-        .unwrap();
+    let msg = publish_effect_task(&vhost).await;
 
     // The handler succeeded (its effect is committed) and the final state is on its way.
     let held = poll_until(
