@@ -46,8 +46,5 @@ pub fn database_check(store: &shopfds_store::Store) -> shopfds_telemetry::ops::C
 
 /// The PostgreSQL backend over `store` with the default batch settings (tests, tools).
 pub fn postgres(store: &shopfds_store::Store) -> std::sync::Arc<dyn shopfds_broker::ResultBackend> {
-    std::sync::Arc::new(PostgresBackend::new(
-        store.clone(),
-        BatchSettings::default(),
-    ))
+    ResultSettings::default().postgres(store)
 }

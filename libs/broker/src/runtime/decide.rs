@@ -73,9 +73,6 @@ pub fn triage(
 
 /// The decision.
 pub fn decide(facts: &Facts<'_>, outcome: Outcome) -> Disposition {
-    let records = |msg: &TaskMessage| {
-        !msg.headers.ignore_result && !facts.options.is_some_and(|o| o.ignore_result)
-    };
     match (outcome, facts.message) {
         (
             Outcome::Undecodable {
@@ -139,7 +136,7 @@ pub fn decide(facts: &Facts<'_>, outcome: Outcome) -> Disposition {
                 },
                 Some(label::REJECTED),
             );
-            if records(msg) {
+            if records(facts, msg) {
                 d.record = Some(update(
                     facts,
                     msg,
@@ -158,7 +155,7 @@ pub fn decide(facts: &Facts<'_>, outcome: Outcome) -> Disposition {
                 },
                 Some(label::REVOKED),
             );
-            if records(msg) {
+            if records(facts, msg) {
                 d.record = Some(update(
                     facts,
                     msg,
@@ -187,7 +184,7 @@ pub fn decide(facts: &Facts<'_>, outcome: Outcome) -> Disposition {
                     result: result.clone(),
                 });
             }
-            if records(msg) {
+            if records(facts, msg) {
                 d.record = Some(update(facts, msg, TaskState::Success, Some(result), None));
             }
             d
@@ -212,7 +209,7 @@ pub fn decide(facts: &Facts<'_>, outcome: Outcome) -> Disposition {
                 },
                 Some(label::RETRIED),
             );
-            if records(msg) {
+            if records(facts, msg) {
                 d.record = Some(update(
                     facts,
                     msg,
@@ -260,7 +257,7 @@ fn failed(facts: &Facts<'_>, msg: &TaskMessage, err: TaskError) -> Disposition {
         },
         Some(label::FAILED),
     );
-    if !msg.headers.ignore_result && !facts.options.is_some_and(|o| o.ignore_result) {
+    if records(facts, msg) {
         d.record = Some(update(
             facts,
             msg,
@@ -283,6 +280,11 @@ fn failed(facts: &Facts<'_>, msg: &TaskMessage, err: TaskError) -> Disposition {
             event: failure(facts, msg, err, None, reason),
         });
     d
+}
+
+/// Whether states of `msg` are recorded: not when the task or the message ignores its result.
+fn records(facts: &Facts<'_>, msg: &TaskMessage) -> bool {
+    !msg.headers.ignore_result && !facts.options.is_some_and(|o| o.ignore_result)
 }
 
 fn update(
