@@ -6,6 +6,10 @@
 //! While RabbitMQ is unreachable rows simply wait; when it is back the relay reconnects and
 //! drains them. A crash between the confirm and the commit publishes a row again (at-least-once),
 //! which the workers' idempotency absorbs.
+//!
+//! `shopfds_outbox_pending` is refreshed by [`report_pending`], a loop of its own that reads
+//! only PostgreSQL: the gauge is what alerts on a relay that cannot publish, so it must keep
+//! moving while the broker is away (it did not when the relay set it between its publishes).
 
 use std::time::{Duration, Instant};
 
@@ -58,9 +62,6 @@ pub async fn run(
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "outbox relay step failed"),
             }
-            if let Ok(pending) = store.outbox_pending().await {
-                shopfds_telemetry::metrics::outbox_pending().set(pending);
-            }
             if !publisher.is_usable() {
                 tracing::warn!("broker channel lost; the relay reconnects");
                 break;
@@ -84,6 +85,21 @@ pub async fn run(
             if listener.is_none() {
                 listener = store.outbox_listener().await.ok();
             }
+        }
+    }
+}
+
+/// Sets `shopfds_outbox_pending` from the outbox table every `every` until shutdown, whatever
+/// the broker's state. A failed read (database away) keeps the last value.
+pub async fn report_pending(store: Store, every: Duration, shutdown: CancellationToken) {
+    loop {
+        match store.outbox_pending().await {
+            Ok(pending) => shopfds_telemetry::metrics::outbox_pending().set(pending),
+            Err(e) => tracing::debug!(error = %e, "cannot count pending outbox rows"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
         }
     }
 }

@@ -74,6 +74,12 @@ impl Application {
                 shutdown.clone(),
             ))
         });
+        // Every replica, relaying or not, reports the same table (the alert takes the max).
+        let gauge = tokio::spawn(relay::report_pending(
+            self.store.clone(),
+            self.settings.relay.poll_interval,
+            shutdown.clone(),
+        ));
         let stop = shutdown.clone();
         let server = axum::serve(
             self.listener,
@@ -95,6 +101,7 @@ impl Application {
         if let Some(relay) = relay {
             let _ = relay.await;
         }
+        let _ = gauge.await;
         self.store.close().await;
         tracing::info!("order-api stopped");
         Ok(())

@@ -124,3 +124,84 @@ async fn readyz_is_200_while_the_broker_is_unreachable() {
     let status = child.terminate(Duration::from_secs(30)).await.unwrap();
     assert!(status.success(), "exit status {status}: {}", child.log());
 }
+
+/// `shopfds_outbox_pending` is what alerts on a relay that cannot publish: it must rise with the
+/// orders taken while the broker is unreachable, not freeze at its last value.
+#[tokio::test]
+async fn outbox_pending_rises_on_metrics_while_the_broker_is_unreachable() {
+    let db = TestDatabase::create().await.unwrap();
+    let port = shopfds_testkit::free_port();
+    let nothing_listens = shopfds_testkit::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = ChildGuard::spawn_logged(
+        Command::new(env!("CARGO_BIN_EXE_order-api"))
+            .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("DATABASE_URL", db.url())
+            .env(
+                "BROKER_URL",
+                format!("amqp://guest:guest@127.0.0.1:{nothing_listens}/%2f"),
+            )
+            .env("RELAY_POLL_INTERVAL_MS", "100")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        &dir.path().join("order-api.log"),
+    )
+    .unwrap();
+    shopfds_testkit::wait_for_port(port, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("{e}: {}", child.log()));
+    child
+        .wait_for_log("broker unreachable", Duration::from_secs(30))
+        .await
+        .unwrap();
+
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    for (n, expected) in [(1, 1), (2, 3)] {
+        for i in 0..n {
+            let body = serde_json::json!({
+                "customer": {"id": format!("c-{expected}-{i}"), "email": "a@example.com", "name": "A"},
+                "items": [{"sku": "S-1", "name": "Item", "quantity": 1, "unit_price": 1999}],
+                "currency": "USD",
+                "shipping_address": {"name": "A", "line1": "1 Main St", "city": "Springfield", "postal_code": "12345", "country": "US"},
+                "billing_country": "US",
+                "payment": {"method": "card"}
+            });
+            let resp = client
+                .post(format!("{base}/v1/orders"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 201);
+        }
+        // One outbox row per order (no fds-worker: its evaluation, the confirmation chained).
+        let line = format!("shopfds_outbox_pending {expected}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let metrics = client
+                .get(format!("{base}/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            if metrics.lines().any(|l| l == line) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "/metrics never showed {line:?}; last:\n{}",
+                metrics
+                    .lines()
+                    .filter(|l| l.contains("outbox_pending"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    let status = child.terminate(Duration::from_secs(30)).await.unwrap();
+    assert!(status.success(), "exit status {status}: {}", child.log());
+}
