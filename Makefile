@@ -6,7 +6,7 @@ SHELL := /bin/bash
 # Builds are kept outside the clone, so a fresh clone (CI) reuses earlier compilations.
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/shopfds/target
 
-.PHONY: all setup services python build test demo bench fmt lint clean
+.PHONY: all setup services python build test demo bench chaos fmt lint clean
 
 all: build
 
@@ -26,6 +26,16 @@ test: setup
 
 demo: setup build
 	@scripts/demo.sh
+
+# The fault harness (tools/chaos): the services against a RabbitMQ node, a PostgreSQL proxy and
+# an SMTP sink of its own; CHAOS_ORDERS orders at CHAOS_RATE per second while workers are
+# SIGKILLed and SIGTERMed, the broker restarts and PostgreSQL is cut (schedule from CHAOS_SEED);
+# prints the ledger's table and fails on any violation. `make test` runs a 200-order version.
+CHAOS_ORDERS ?= 1000
+CHAOS_RATE ?= 10
+CHAOS_SEED ?= 1
+chaos: setup build
+	"$(CARGO_TARGET_DIR)/debug/shopfds-chaos" --orders $(CHAOS_ORDERS) --rate $(CHAOS_RATE) --seed $(CHAOS_SEED)
 
 # Score latency (p50…p99.9) and throughput of the in-process fds-worker on loopback, release build;
 # a measurement that prints whether the target was met (BENCH_RATE, BENCH_REQUESTS,
