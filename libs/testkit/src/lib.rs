@@ -50,6 +50,34 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// A loopback TCP port below the kernel's ephemeral range that was free a moment ago: for a
+/// server that is killed and started again on the same address. [`free_port`] hands out
+/// ephemeral ports, which any outgoing connection may take while the server is down; the ports
+/// chosen here are never given to outgoing connections. Falls back to [`free_port`] when the
+/// ephemeral range starts too low to leave room below it.
+pub fn stable_port() -> u16 {
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    // 10,000 ports just below the ephemeral range, away from the well-known low ones.
+    let Some(low) = ephemeral_start
+        .checked_sub(10_000)
+        .filter(|low| *low >= 10_000)
+    else {
+        return free_port();
+    };
+    for _ in 0..100 {
+        let bytes = *uuid::Uuid::new_v4().as_bytes();
+        let draw = u16::from_le_bytes([bytes[0], bytes[1]]);
+        let port = low + draw % 10_000;
+        if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            return port;
+        }
+    }
+    free_port()
+}
+
 /// Waits until something accepts TCP connections on 127.0.0.1:`port`.
 pub async fn wait_for_port(port: u16, timeout: Duration) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + timeout;

@@ -102,7 +102,7 @@ impl Fleet {
         };
         let mut processes = Vec::new();
         let mut ops = Vec::new();
-        let grpc = shopfds_testkit::free_port();
+        let grpc = shopfds_testkit::stable_port();
         for (kind, i) in [
             (WorkerKind::Fds, 1),
             (WorkerKind::Fds, 2),
@@ -110,7 +110,7 @@ impl Fleet {
             (WorkerKind::Email, 2),
         ] {
             let name = format!("{}-{i}", kind.binary());
-            let port = shopfds_testkit::free_port();
+            let port = shopfds_testkit::stable_port();
             ops.push(port);
             let mut env = common(&name);
             env.push(("OPS_ADDR".into(), format!("127.0.0.1:{port}")));
@@ -125,14 +125,14 @@ impl Fleet {
                     let port = if i == 1 {
                         grpc
                     } else {
-                        shopfds_testkit::free_port()
+                        shopfds_testkit::stable_port()
                     };
                     env.push(("GRPC_ADDR".into(), format!("127.0.0.1:{port}")));
                 }
             }
             processes.push(Process::new(Role::Worker(kind), name, wiring, env));
         }
-        let http = shopfds_testkit::free_port();
+        let http = shopfds_testkit::stable_port();
         let mut env = common("order-api");
         env.push(("HTTP_ADDR".into(), format!("127.0.0.1:{http}")));
         env.push(("FDS_GRPC_URL".into(), format!("http://127.0.0.1:{grpc}")));

@@ -6,9 +6,10 @@
 //! email-worker and fds-worker twice each). It posts `--orders` orders at `--rate` per second,
 //! each from a customer of its own and retried with its `Idempotency-Key` while order-api
 //! cannot answer. Meanwhile, on a schedule drawn from `--seed` ([`plan`]), it applies every
-//! fault `--faults-per-kind` times, one after another: SIGKILL an email-worker or fds-worker and
-//! start it again; SIGTERM one with a 2 s `WORKER_SHUTDOWN_GRACE_SECS` and start it again;
-//! stop and start the RabbitMQ node; cut PostgreSQL for 4 s. It waits until every accepted task
+//! fault `--faults-per-kind` times, each at its time (they may overlap): SIGKILL an
+//! email-worker or fds-worker and start it again; SIGTERM one with a 2 s
+//! `WORKER_SHUTDOWN_GRACE_SECS` and start it again; stop and start the RabbitMQ node; cut
+//! PostgreSQL for 5 s. It waits until every accepted task
 //! is final (or `--settle-secs` pass), stops the services with SIGTERM, and checks
 //! ([`ledger`]): every accepted order stored whole, relayed, and mailed exactly once (by the
 //! Message-ID `order-confirmation.<order id>`); every task final; every dead letter with its

@@ -23,7 +23,7 @@ use crate::rng::Rng;
 use crate::settle;
 
 /// How long PostgreSQL stays cut.
-const POSTGRES_CUT: Duration = Duration::from_secs(4);
+const POSTGRES_CUT: Duration = Duration::from_secs(5);
 /// A doubled mail whose first copy arrived at most this long before an email-worker was
 /// SIGKILLed is counted apart: the process died between SMTP's 250 and its once-only record.
 const KILL_WINDOW: Duration = Duration::from_secs(2);
@@ -133,6 +133,9 @@ async fn watch(fleet: Arc<Mutex<Fleet>>) {
     }
 }
 
+/// Applies each fault at its time, each on its own: a fault may start while a slow one (a broker
+/// restart) is still under way, as faults do in production. Two broker restarts, or two
+/// signals to the fleet, still take turns.
 async fn apply(
     plan: Vec<Scheduled>,
     started: Instant,
@@ -141,28 +144,37 @@ async fn apply(
     proxy: &TcpProxy,
     seed: u64,
 ) -> Applied {
-    // Which worker of a kind is hit: from the seed too, but apart from the schedule's draws.
+    // Which worker of a kind is hit: from the seed too, apart from the schedule's draws.
     let mut rng = Rng::new(seed ^ 0x5eed);
+    let node = Mutex::new(node);
+    let runs = plan.into_iter().map(|Scheduled { at, fault }| {
+        let pick = rng.below(2);
+        let node = &node;
+        async move {
+            tokio::time::sleep_until((started + at).into()).await;
+            let offset = started.elapsed().as_secs_f64();
+            eprintln!("chaos: {offset:6.1} s  {fault}");
+            let outcome = match &fault {
+                Fault::Kill(kind) => fleet.lock().await.kill(*kind, pick),
+                Fault::Term(kind) => fleet.lock().await.term(*kind, pick).await,
+                Fault::BrokerRestart => {
+                    let mut node = node.lock().await;
+                    restart(&mut node).await.map(|()| "rabbitmq".to_owned())
+                }
+                Fault::PostgresCut => {
+                    proxy.cut().await;
+                    tokio::time::sleep(POSTGRES_CUT).await;
+                    proxy.resume().await.map(|()| "postgresql".to_owned())
+                }
+                Fault::Command(_) => Ok(String::new()),
+            };
+            (fault, offset, outcome)
+        }
+    });
     let mut applied = Applied::default();
-    for Scheduled { at, fault } in plan {
-        tokio::time::sleep_until((started + at).into()).await;
-        let offset = started.elapsed().as_secs_f64();
-        let outcome = match &fault {
-            Fault::Kill(kind) => fleet.lock().await.kill(*kind, rng.below(2)),
-            Fault::Term(kind) => fleet.lock().await.term(*kind, rng.below(2)).await,
-            Fault::BrokerRestart => restart(node).await.map(|()| "rabbitmq".to_owned()),
-            Fault::PostgresCut => {
-                proxy.cut().await;
-                tokio::time::sleep(POSTGRES_CUT).await;
-                proxy.resume().await.map(|()| "postgresql".to_owned())
-            }
-            Fault::Command(_) => Ok(String::new()),
-        };
+    for (fault, offset, outcome) in futures::future::join_all(runs).await {
         match outcome {
-            Ok(target) => {
-                eprintln!("chaos: {offset:6.1} s  {fault} ({target})");
-                applied.done.push((fault, offset, target));
-            }
+            Ok(target) => applied.done.push((fault, offset, target)),
             Err(e) => applied.failed.push(format!("{fault}: {e:#}")),
         }
     }

@@ -1,7 +1,7 @@
 //! The fault schedule: which fault, when (an offset from the first order), decided up front from
 //! the seed. Every kind of fault appears `per_kind` times, in a shuffled order, spread over the
-//! time the orders take to post; the runner applies them one after another, so a fault that
-//! takes longer than its slot (a broker restart) delays the next instead of overlapping it.
+//! time the orders take to post. The runner starts each at its time, so a slow fault (a broker
+//! restart) may overlap the next.
 
 use std::fmt;
 use std::time::Duration;

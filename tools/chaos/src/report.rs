@@ -63,15 +63,19 @@ impl fmt::Display for Report {
             .max()
             .unwrap_or(0);
         writeln!(f, "{}", self.title)?;
-        writeln!(f, "| {:width$} | {:>7} |   |", "figure", "value")?;
-        writeln!(f, "| {:-<width$} | {:->7} | - |", "", "")?;
+        writeln!(
+            f,
+            "| {:width$} | {:>7} | {:9} |",
+            "figure", "value", "check"
+        )?;
+        writeln!(f, "| {:-<width$} | {:->7} | {:-<9} |", "", "", "")?;
         for row in &self.rows {
             let mark = match (row.must_be_zero, row.value) {
                 (false, _) => " ",
                 (true, 0) => "ok",
                 (true, _) => "VIOLATION",
             };
-            writeln!(f, "| {:width$} | {:>7} | {mark} |", row.label, row.value)?;
+            writeln!(f, "| {:width$} | {:>7} | {mark:9} |", row.label, row.value)?;
         }
         for note in &self.notes {
             writeln!(f, "{note}")?;

@@ -23,6 +23,22 @@ fn workspace_root_is_the_repository() {
     );
 }
 
+#[test]
+fn stable_ports_are_free_and_below_the_ephemeral_range() {
+    let ephemeral_start: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    for _ in 0..20 {
+        let port = shopfds_testkit::stable_port();
+        assert!(port < ephemeral_start, "{port} >= {ephemeral_start}");
+        std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    }
+}
+
 #[tokio::test]
 async fn wait_for_port_sees_a_listener_and_times_out_without_one() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -1,6 +1,6 @@
 //! The small, seeded run of the fault harness that `make test` carries: 200 orders at 5 per
 //! second through every fault once (an email-worker and an fds-worker SIGKILLed, each kind
-//! SIGTERMed with a 2 s grace, the RabbitMQ node restarted, PostgreSQL cut for 4 s), then the
+//! SIGTERMed with a 2 s grace, the RabbitMQ node restarted, PostgreSQL cut for 5 s), then the
 //! ledger: nothing lost, nothing doubled, nothing crashed. `make chaos` is the 1,000-order run.
 //!
 //! The service binaries are built first (`cargo build` of order-api, email-worker and
