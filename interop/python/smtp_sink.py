@@ -9,14 +9,21 @@ rcpt_tos), each via a rename, so a reader that sees `N.json` also sees a complet
 
 Recipients whose local part starts with `tempfail` get `451` and with `reject` get `550`, so tests
 can exercise an SMTP client's transient and permanent failure handling against a real server.
+A message to a recipient whose local part starts with `slow<ms>` (e.g. `slow800.ann@…`) is stored
+at once and answered `250` only `ms` milliseconds later (at most 10 s): a slow mail server, so a
+client can be stopped or cut while it waits for the reply to a message already accepted.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
+import re
 import time
+
+_SLOW = re.compile(r"slow(\d{1,5})")
 
 
 class Sink:
@@ -55,6 +62,10 @@ class Sink:
             "received_at": time.time(),
         }
         self._write(f"{name}.json", json.dumps(meta, ensure_ascii=False).encode("utf-8"))
+        delays = [_SLOW.match(a.split("@", 1)[0].lower()) for a in envelope.rcpt_tos]
+        delay_ms = max((int(m.group(1)) for m in delays if m), default=0)
+        if delay_ms:
+            await asyncio.sleep(min(delay_ms, 10_000) / 1000)
         return "250 2.0.0 Message accepted for delivery"
 
     def _write(self, name: str, data: bytes) -> None:

@@ -3,7 +3,9 @@
 //! Messages are parsed back with `mail-parser` (MIME, RFC 2047 encoded words, charsets).
 //!
 //! Recipients whose local part starts with `tempfail` are refused with `451`, those starting with
-//! `reject` with `550`, so an SMTP client's retry policy can be tested against a real server.
+//! `reject` with `550`, so an SMTP client's retry policy can be tested against a real server. A
+//! message to `slow<ms>…@…` is stored at once and answered `250` after `ms` milliseconds (at most
+//! 10 s): a slow server, for stopping a client while it waits for the reply.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

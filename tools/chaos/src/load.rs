@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
+use crate::rng::Rng;
+
 /// How long one order keeps being retried.
 const RETRY_FOR: Duration = Duration::from_secs(120);
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
@@ -39,7 +41,14 @@ pub fn customer_prefix(run: &str) -> String {
 }
 
 /// Posts `orders` orders to `api_url` at `rate` per second and returns every outcome, in order.
-pub async fn post_orders(api_url: &str, run: &str, orders: usize, rate: f64) -> Vec<Posted> {
+pub async fn post_orders(
+    api_url: &str,
+    run: &str,
+    orders: usize,
+    rate: f64,
+    seed: u64,
+) -> Vec<Posted> {
+    let mut rng = Rng::new(seed ^ 0x0d0e);
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(15))
         .build()
@@ -51,7 +60,9 @@ pub async fn post_orders(api_url: &str, run: &str, orders: usize, rate: f64) -> 
         ticks.tick().await;
         let client = client.clone();
         let url = format!("{api_url}/v1/orders");
-        let body = order(run, index);
+        // One customer in three has a slow mail server (see `order`).
+        let slow_ms = (rng.below(3) == 0).then(|| 200 + 100 * rng.below(19));
+        let body = order(run, index, slow_ms);
         let key = format!("{}{index}", customer_prefix(run));
         posts.spawn(async move { post_one(&client, &url, &key, &body, index).await });
     }
@@ -144,13 +155,19 @@ fn accepted(answer: &Value) -> Result<Outcome, String> {
 }
 
 /// A small order no fraud rule fires on: a customer, card and client address of its own, an
-/// old account, a small amount, billing and shipping in one country.
-pub fn order(run: &str, index: usize) -> Value {
+/// old account, a small amount, billing and shipping in one country. With `slow_ms`, the
+/// customer's address is `slow<ms>.…`, which the SMTP sink answers that much later (a slow
+/// mail server: the email task is still waiting for it when a fault strikes).
+pub fn order(run: &str, index: usize, slow_ms: Option<usize>) -> Value {
     let customer = format!("{}{index}", customer_prefix(run));
+    let mailbox = match slow_ms {
+        Some(ms) => format!("slow{ms}.chaos.{run}.{index}@example.com"),
+        None => format!("chaos.{run}.{index}@example.com"),
+    };
     json!({
         "customer": {
             "id": customer,
-            "email": format!("chaos.{run}.{index}@example.com"),
+            "email": mailbox,
             "name": format!("Chaos Customer {index}"),
             "account_created_at": "2020-01-01T00:00:00Z"
         },

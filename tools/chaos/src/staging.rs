@@ -39,7 +39,7 @@ pub async fn run(
     );
     let started = Instant::now();
     let (posted, (done, failed)) = tokio::join!(
-        load::post_orders(api_url, run, options.orders, options.rate),
+        load::post_orders(api_url, run, options.orders, options.rate, options.seed),
         apply(plan, started, commands),
     );
     let accepted = Accepted::of(&posted);
