@@ -31,6 +31,8 @@ const CLEARED: [&str; 12] = [
 /// A worker's grace period after SIGTERM (`WORKER_SHUTDOWN_GRACE_SECS`): short, so tasks are
 /// still running when it ends.
 pub const WORKER_GRACE_SECS: u64 = 2;
+/// A process that exited on its own is started again no sooner than this after its last start.
+const RESTART_EVERY: Duration = Duration::from_secs(1);
 /// How long past its grace period a process may take to exit before it counts as hung.
 const EXIT_SLACK: Duration = Duration::from_secs(20);
 
@@ -48,13 +50,16 @@ struct Process {
     env: Vec<(String, String)>,
     log: PathBuf,
     child: Option<ChildGuard>,
+    started: Instant,
 }
 
 /// What went wrong with the processes, for the report.
 #[derive(Debug, Default, Clone)]
 pub struct Health {
-    /// Exits nobody asked for (`name: status`).
+    /// Exits by a signal nobody sent (`name: status`).
     pub crashes: Vec<String>,
+    /// Exits nobody asked for, with an error code (`name: status`).
+    pub error_exits: Vec<String>,
     /// Exits after SIGTERM that were not 0.
     pub unclean_exits: Vec<String>,
     /// Processes still running `EXIT_SLACK` past their grace period after SIGTERM (then killed).
@@ -213,18 +218,26 @@ impl Fleet {
         Ok(name)
     }
 
-    /// Restarts whatever exited without being asked to, and records it as a crash.
+    /// Records whatever exited without being asked to and starts it again, at most once a
+    /// second (as a supervisor would). An exit by a signal nobody sent (SIGABRT, SIGSEGV) is a
+    /// crash; an exit with an error code (a binary that stops at start because PostgreSQL is
+    /// cut, say) is counted apart.
     pub fn check(&mut self) -> anyhow::Result<()> {
         for process in &mut self.processes {
-            let Some(child) = process.child.as_mut() else {
-                continue;
-            };
-            if let Some(status) = child.try_wait()? {
-                self.health
-                    .crashes
-                    .push(format!("{}: {}", process.name, describe(status)));
-                process.child = None;
-                process.spawn()?;
+            match process.child.as_mut() {
+                Some(child) => {
+                    if let Some(status) = child.try_wait()? {
+                        let line = format!("{}: {}", process.name, describe(status));
+                        if status.code().is_some() {
+                            self.health.error_exits.push(line);
+                        } else {
+                            self.health.crashes.push(line);
+                        }
+                        process.child = None;
+                    }
+                }
+                None if process.started.elapsed() >= RESTART_EVERY => process.spawn()?,
+                None => {}
             }
         }
         Ok(())
@@ -284,6 +297,7 @@ impl Process {
             name,
             env,
             child: None,
+            started: Instant::now(),
         }
     }
 
@@ -300,6 +314,7 @@ impl Process {
             cmd.env_remove(name);
         }
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        self.started = Instant::now();
         self.child = Some(
             ChildGuard::spawn_logged(&mut cmd, &self.log)
                 .with_context(|| format!("cannot start {}", self.name))?,

@@ -325,15 +325,17 @@ fn mail_rows(
 
 fn health_rows(report: &mut Report, health: &Health) {
     report.check(
-        "crashes (exits the harness did not cause)",
+        "crashes (killed by a signal the harness did not send)",
         health.crashes.len(),
     );
+    report.figure("exits with an error (restarted)", health.error_exits.len());
     report.check("panics in the services' logs", health.panics.len());
     report.check("unclean exits after SIGTERM", health.unclean_exits.len());
     report.check("hung after SIGTERM (killed)", health.hung.len());
     for line in health
         .crashes
         .iter()
+        .chain(&health.error_exits)
         .chain(&health.panics)
         .chain(&health.unclean_exits)
         .chain(&health.hung)
