@@ -229,3 +229,39 @@ pub async fn queues(broker_url: &str) -> anyhow::Result<Queues> {
     let _ = conn.close(200, "ledger read".into()).await;
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mail(message_id: &str) -> String {
+        format!(
+            "From: ShopFDS <noreply@shopfds.com>\r\nTo: a@example.com\r\nSubject: Order\r\n\
+             Message-ID: {message_id}\r\n\r\nThanks.\r\n"
+        )
+    }
+
+    #[test]
+    fn mails_are_counted_per_order_by_message_id_and_strangers_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let order = "8ba5524c-97e3-4d6e-8560-98254b2c8d41";
+        let files = [
+            format!("<order-confirmation.{order}@shopfds.com>"),
+            format!("<order-confirmation.{order}@shopfds.com>"),
+            "<order-confirmation.00000000-0000-0000-0000-000000000000@shopfds.com>".to_owned(),
+            "<something-else@shopfds.com>".to_owned(),
+        ];
+        for (i, id) in files.iter().enumerate() {
+            std::fs::write(dir.path().join(format!("{i:06}.eml")), mail(id)).unwrap();
+            std::fs::write(dir.path().join(format!("{i:06}.json")), "{}").unwrap();
+        }
+        let mut accepted = Accepted::default();
+        accepted
+            .orders
+            .insert(order.to_owned(), "accepted".to_owned());
+        let mails = mails(dir.path(), &accepted).unwrap();
+        assert_eq!(mails.by_order.get(order).map(Vec::len), Some(2));
+        assert_eq!(mails.by_order.len(), 1);
+        assert_eq!(mails.unmatched, 2);
+    }
+}
