@@ -36,6 +36,18 @@ impl TcpProxy {
         Ok(proxy)
     }
 
+    /// A forwarding proxy on a port below the ephemeral range ([`crate::stable_port`]): while it
+    /// is cut, no outgoing connection can take its port, so `resume` binds it again however
+    /// long the cut lasts and however busy the machine is.
+    pub async fn open_stable(target: SocketAddr) -> anyhow::Result<TcpProxy> {
+        let proxy = TcpProxy {
+            port: crate::stable_port(),
+            ..TcpProxy::closed(target)
+        };
+        proxy.resume().await?;
+        Ok(proxy)
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }

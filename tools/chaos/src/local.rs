@@ -1,6 +1,6 @@
 //! A local run: a RabbitMQ node, a fresh database behind a TCP proxy, an SMTP sink and the
-//! service fleet, all the harness's own; the orders posted while the planned faults happen one
-//! after another; a wait for quiet; then the ledger.
+//! service fleet, all the harness's own; the orders posted while the planned faults happen,
+//! each at its time; a wait for quiet; then the ledger.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -46,7 +46,7 @@ pub async fn run(
     eprintln!("chaos: starting a RabbitMQ node, a database, an SMTP sink and 5 services");
     let mut node = RabbitNode::start().await.context("RabbitMQ node")?;
     let db = TestDatabase::create().await.context("database")?;
-    let proxy = TcpProxy::open(([127, 0, 0, 1], 5432).into())
+    let proxy = TcpProxy::open_stable(([127, 0, 0, 1], 5432).into())
         .await
         .context("PostgreSQL proxy")?;
     let smtp = SmtpSink::start().await.context("SMTP sink")?;
