@@ -66,7 +66,8 @@ pub struct Health {
     pub hung: Vec<String>,
     /// `panicked at` lines in the logs.
     pub panics: Vec<String>,
-    /// When an email-worker was SIGKILLed: the window in which a sent mail's record may be lost.
+    /// When an email-worker was SIGKILLed (taken just before the signal): around these, a mail
+    /// the server took may lack its once-only record.
     pub email_kills: Vec<SystemTime>,
 }
 
@@ -192,15 +193,15 @@ impl Fleet {
 
     /// SIGKILL one worker of `kind` (picked by `pick`), then start it again.
     pub fn kill(&mut self, kind: WorkerKind, pick: usize) -> anyhow::Result<String> {
+        if kind == WorkerKind::Email {
+            self.health.email_kills.push(SystemTime::now());
+        }
         let process = self.pick(kind, pick)?;
         if let Some(mut child) = process.child.take() {
             child.kill()?;
         }
         let name = process.name.clone();
         process.spawn()?;
-        if kind == WorkerKind::Email {
-            self.health.email_kills.push(SystemTime::now());
-        }
         Ok(name)
     }
 

@@ -24,10 +24,13 @@ use crate::settle;
 
 /// How long PostgreSQL stays cut.
 const POSTGRES_CUT: Duration = Duration::from_secs(5);
-/// A doubled mail whose first copy arrived at most this long before an email-worker was
-/// SIGKILLed is counted apart: the process died after the mail server took the message and
-/// before its once-only record (the slow server answers within 2 s; 1 s more for the record).
+/// A doubled mail whose first copy arrived at most `KILL_WINDOW` before an email-worker was
+/// SIGKILLed, or at most `KILL_WINDOW_AFTER` after (a message fully sent as the process died is
+/// stored a moment later), is counted apart: the process died after the mail server took the
+/// message and before its once-only record (the slow server answers within 2 s; 1 s more for
+/// the record).
 const KILL_WINDOW: Duration = Duration::from_secs(3);
+const KILL_WINDOW_AFTER: Duration = Duration::from_secs(1);
 
 /// What the fault runner did.
 #[derive(Debug, Default)]
@@ -278,7 +281,10 @@ fn mail_rows(
             health
                 .email_kills
                 .iter()
-                .any(|kill| kill.duration_since(first).is_ok_and(|d| d <= KILL_WINDOW))
+                .any(|kill| match kill.duration_since(first) {
+                    Ok(before) => before <= KILL_WINDOW,
+                    Err(after) => after.duration() <= KILL_WINDOW_AFTER,
+                })
         })
     };
     let in_window = doubled.iter().filter(|id| in_kill_window(id)).count();
