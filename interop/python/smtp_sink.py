@@ -9,10 +9,14 @@ rcpt_tos), each via a rename, so a reader that sees `N.json` also sees a complet
 
 Recipients whose local part starts with `tempfail` get `451` and with `reject` get `550`, so tests
 can exercise an SMTP client's transient and permanent failure handling against a real server.
+A message to a recipient starting with `hold` is stored at once, but its `250` reply waits until a
+file named `release` exists in the directory: a test can act while the server holds a message it
+has received and not yet acknowledged.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
@@ -55,6 +59,9 @@ class Sink:
             "received_at": time.time(),
         }
         self._write(f"{name}.json", json.dumps(meta, ensure_ascii=False).encode("utf-8"))
+        if any(r.split("@", 1)[0].lower().startswith("hold") for r in envelope.rcpt_tos):
+            while not os.path.exists(os.path.join(self.directory, "release")):
+                await asyncio.sleep(0.02)
         return "250 2.0.0 Message accepted for delivery"
 
     def _write(self, name: str, data: bytes) -> None:

@@ -12,6 +12,7 @@
 //! | success | SUCCESS with the result | chain's next link, callbacks, chord part counted | acked after the state is durable |
 //! | transient error, retries left | RETRY | – | a copy with `retries + 1` through the delay tree after the policy's wait, acked |
 //! | transient error, retries spent; permanent error; hard time limit | FAILURE | errbacks; a chord part fails its chord | dead-lettered with the reason |
+//! | a dependency of the worker itself unreachable (its database: [`TaskError::Unavailable`]) | – | – | held while the worker stops taking messages and probes the dependency; requeued once it answers (no retry spent) |
 //! | grace period over at shutdown | – | – | requeued for another worker |
 //!
 //! A task or message with `ignore_result` records nothing (failures included, as Celery's
@@ -231,6 +232,19 @@ pub fn decide(facts: &Facts<'_>, outcome: Outcome) -> Disposition {
             });
             d
         }
+        (
+            Outcome::Failed(TaskError::Unavailable {
+                dependency,
+                message,
+            }),
+            Some(_),
+        ) => Disposition::settle(
+            Action::AwaitDependency {
+                dependency,
+                reason: message,
+            },
+            None,
+        ),
         (Outcome::Failed(err), Some(msg)) => failed(facts, msg, err),
         (Outcome::HardTimeLimit { limit }, Some(msg)) => {
             let err = TaskError::permanent(format!(
@@ -250,6 +264,10 @@ fn failed(facts: &Facts<'_>, msg: &TaskMessage, err: TaskError) -> Disposition {
             format!("max retries ({max_retries}) exceeded: {message}")
         }
         TaskError::Permanent { message } => message.clone(),
+        TaskError::Unavailable {
+            dependency,
+            message,
+        } => format!("{dependency} unavailable: {message}"),
     };
     let mut d = Disposition::settle(
         Action::DeadLetter {
