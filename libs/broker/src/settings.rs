@@ -137,7 +137,7 @@ impl WorkerSettings {
                 .collect(),
             concurrency: 50,
             shutdown_grace: Duration::from_secs(120),
-            effect_grace: Duration::from_secs(60),
+            effect_grace: Duration::from_secs(30),
             result_expires: Duration::from_secs(3600),
             time_limit: Duration::from_secs(300),
             soft_time_limit: Duration::from_secs(240),
@@ -218,7 +218,7 @@ impl WorkerSettings {
         // WORKER_SHUTDOWN_GRACE_SECS wins; SHUTDOWN_GRACE_SECS is what the deployments set.
         let grace = env_parse("SHUTDOWN_GRACE_SECS", 120)?;
         s.shutdown_grace = Duration::from_secs(env_parse("WORKER_SHUTDOWN_GRACE_SECS", grace)?);
-        s.effect_grace = Duration::from_secs(env_parse("WORKER_EFFECT_GRACE_SECS", 60)?);
+        s.effect_grace = Duration::from_secs(env_parse("WORKER_EFFECT_GRACE_SECS", 30)?);
         s.result_expires = Duration::from_secs(env_parse("RESULT_EXPIRES_SECS", 3600)?);
         s.time_limit = Duration::from_secs(env_parse("TASK_TIME_LIMIT_SECS", 300)?);
         s.soft_time_limit = Duration::from_secs(env_parse("TASK_SOFT_TIME_LIMIT_SECS", 240)?);

@@ -61,7 +61,7 @@ impl Default for Options {
             concurrency: 4,
             database_proxy: false,
             shutdown_grace: Duration::from_secs(2),
-            effect_grace: Duration::from_secs(60),
+            effect_grace: Duration::from_secs(30),
         }
     }
 }
