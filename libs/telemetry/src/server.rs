@@ -20,7 +20,6 @@
 //!
 //! Every request carries `axum::extract::ConnectInfo<SocketAddr>` (the peer address).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -91,11 +91,12 @@ impl ValidOrder {
             if inner.is_syntax() || inner.is_eof() {
                 ApiError::validation("body", format!("not valid JSON: {inner}"))
             } else {
-                // "missing field `x`" (and unknown, duplicate) is reported on the parent; name
-                // the field itself.
+                // "missing field `x`" is reported on the parent, "unknown field `x`" on the
+                // field itself: name the field either way.
                 let text = inner.to_string();
                 let field = match named_field(&text) {
                     Some(named) if path == "." => named.to_owned(),
+                    Some(named) if path == named || path.ends_with(&format!(".{named}")) => path,
                     Some(named) => format!("{path}.{named}"),
                     None if path == "." => "body".to_owned(),
                     None => path,
