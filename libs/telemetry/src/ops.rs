@@ -86,7 +86,13 @@ pub async fn serve(
     readiness: Readiness,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    serve_with(listener, readiness, &HttpServerSettings::default(), shutdown).await
+    serve_with(
+        listener,
+        readiness,
+        &HttpServerSettings::default(),
+        shutdown,
+    )
+    .await
 }
 
 /// [`serve`] with the given limits.

@@ -78,7 +78,8 @@ impl RawHttp {
                 false
             }
             Ok(Ok(n)) => {
-                self.received.extend_from_slice(buf.get(..n).unwrap_or_default());
+                self.received
+                    .extend_from_slice(buf.get(..n).unwrap_or_default());
                 true
             }
         }

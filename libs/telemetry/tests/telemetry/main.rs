@@ -22,8 +22,8 @@ use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use shopfds_telemetry::ops::Readiness;
 use shopfds_telemetry::server::HttpServerSettings;
-use shopfds_testkit::raw_http::RawHttp;
 use shopfds_telemetry::{LogFormat, TelemetryError, TelemetrySettings, metrics, propagation};
+use shopfds_testkit::raw_http::RawHttp;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 

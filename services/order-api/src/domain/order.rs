@@ -104,9 +104,8 @@ impl ValidOrder {
                 ApiError::validation(&field, strip_position(&text))
             }
         })?;
-        de.end().map_err(|_| {
-            ApiError::validation("body", "unexpected data after the JSON object")
-        })?;
+        de.end()
+            .map_err(|_| ApiError::validation("body", "unexpected data after the JSON object"))?;
         request.validate()
     }
 }
@@ -268,7 +267,11 @@ mod tests {
         b["items"][0]["discount"] = json!(1);
         assert_eq!(field_of(b), "items[0].discount");
         let body = sample().to_string();
-        let twice = body.replacen("\"currency\":\"KRW\"", "\"currency\":\"KRW\",\"currency\":\"USD\"", 1);
+        let twice = body.replacen(
+            "\"currency\":\"KRW\"",
+            "\"currency\":\"KRW\",\"currency\":\"USD\"",
+            1,
+        );
         assert!(
             matches!(ValidOrder::parse(twice.as_bytes()), Err(ApiError::Validation { field, .. }) if field == "currency"),
             "{twice}"

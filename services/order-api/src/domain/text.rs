@@ -156,9 +156,9 @@ where
     T: TryFrom<String, Error = String>,
 {
     match Option::<String>::deserialize(deserializer)? {
-        Some(raw) if !raw.trim().is_empty() => T::try_from(raw)
-            .map(Some)
-            .map_err(serde::de::Error::custom),
+        Some(raw) if !raw.trim().is_empty() => {
+            T::try_from(raw).map(Some).map_err(serde::de::Error::custom)
+        }
         _ => Ok(None),
     }
 }
@@ -251,7 +251,16 @@ mod tests {
         assert_eq!(Line::<5>::parse("  abc \n").unwrap().as_str(), "abc");
         assert_eq!(Line::<2>::parse("가나").unwrap().as_str(), "가나");
         assert!(Line::<2>::parse("가나다").is_err());
-        for bad in ["", "   ", "a\u{0}b", "a\nb", "a\tb", "a\u{7f}", "a\u{85}b", "\u{1b}[31m"] {
+        for bad in [
+            "",
+            "   ",
+            "a\u{0}b",
+            "a\nb",
+            "a\tb",
+            "a\u{7f}",
+            "a\u{85}b",
+            "\u{1b}[31m",
+        ] {
             assert!(Line::<50>::parse(bad).is_err(), "{bad:?}");
         }
     }
