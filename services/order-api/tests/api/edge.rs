@@ -111,6 +111,12 @@ async fn every_string_field_refuses_over_length_and_control_characters() {
     let app = spawn_edge_app().await;
     let mut fields = STRING_FIELDS.to_vec();
     fields.push(("/payment/payment_token", "payment.payment_token", 255));
+    // A timestamp is a string on the wire too (RFC 3339 is at most 35 characters).
+    fields.push((
+        "/customer/account_created_at",
+        "customer.account_created_at",
+        35,
+    ));
     for (pointer, field, max) in fields {
         let mut long = sample_order();
         // payment_token is not in the sample; `pointer_mut` needs the key to exist.
