@@ -199,9 +199,16 @@ pub fn decide(facts: &Facts<'_>, outcome: Outcome) -> Disposition {
             let wait = countdown
                 .unwrap_or_else(|| options.retry.delay_at(msg.headers.retries, facts.jitter));
             // Whole seconds, rounded up, at least 1: the delay tree's granularity.
-            let delay_secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
-            let eta = facts.now
-                + chrono::Duration::seconds(i64::try_from(delay_secs).unwrap_or(i64::MAX / 1000));
+            let delay_secs = wait
+                .as_secs()
+                .saturating_add(u64::from(wait.subsec_nanos() > 0))
+                .max(1);
+            // Checked: a handler's countdown of centuries must not overflow the clock.
+            let eta = i64::try_from(delay_secs)
+                .ok()
+                .and_then(chrono::Duration::try_seconds)
+                .and_then(|wait| facts.now.checked_add_signed(wait))
+                .unwrap_or(DateTime::<Utc>::MAX_UTC);
             let mut d = Disposition::settle(
                 Action::Retry {
                     delay_secs,

@@ -470,3 +470,23 @@ fn a_dependency_error_is_unavailable_only_when_unreachable() {
         "{answered:?}"
     );
 }
+
+#[test]
+fn a_countdown_beyond_the_calendar_does_not_overflow() {
+    let msg = message();
+    let d = decide(
+        &facts(&msg, Some(&email_options())),
+        Outcome::Failed(TaskError::Transient {
+            message: "come back much later".to_owned(),
+            countdown: Some(Duration::MAX),
+        }),
+    );
+    let Action::Retry {
+        delay_secs, eta, ..
+    } = d.action
+    else {
+        panic!("{:?}", d.action)
+    };
+    assert_eq!(delay_secs, u64::MAX);
+    assert_eq!(eta, chrono::DateTime::<chrono::Utc>::MAX_UTC);
+}
