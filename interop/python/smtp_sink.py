@@ -9,6 +9,9 @@ rcpt_tos), each via a rename, so a reader that sees `N.json` also sees a complet
 
 Recipients whose local part starts with `tempfail` get `451` and with `reject` get `550`, so tests
 can exercise an SMTP client's transient and permanent failure handling against a real server.
+A message to a recipient starting with `hold` is stored at once, but its `250` reply waits until a
+file named `release` exists in the directory: a test can act while the server holds a message it
+has received and not yet acknowledged.
 A message to a recipient whose local part starts with `slow<ms>` (e.g. `slow800.ann@…`) is stored
 at once and answered `250` only `ms` milliseconds later (at most 10 s): a slow mail server, so a
 client can be stopped or cut while it waits for the reply to a message already accepted.
@@ -62,6 +65,9 @@ class Sink:
             "received_at": time.time(),
         }
         self._write(f"{name}.json", json.dumps(meta, ensure_ascii=False).encode("utf-8"))
+        if any(r.split("@", 1)[0].lower().startswith("hold") for r in envelope.rcpt_tos):
+            while not os.path.exists(os.path.join(self.directory, "release")):
+                await asyncio.sleep(0.02)
         delays = [_SLOW.match(a.split("@", 1)[0].lower()) for a in envelope.rcpt_tos]
         delay_ms = max((int(m.group(1)) for m in delays if m), default=0)
         if delay_ms:

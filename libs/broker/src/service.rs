@@ -21,7 +21,9 @@ use crate::{
 
 /// Serves `/healthz`, `/readyz` (`database`, and `broker`: ready while the worker consumes) and
 /// `/metrics` on `ops_listener` and runs the worker until `shutdown` fires; then drains the
-/// worker and stops the ops server. The caller closes its database pool afterwards.
+/// worker and stops the ops server. The caller closes its database pool afterwards. The
+/// `database` check is also the worker's probe while its database is down (see
+/// [`crate::runtime::gate`]).
 pub async fn run_worker(
     ops_listener: TcpListener,
     broker: BrokerSettings,
@@ -31,7 +33,8 @@ pub async fn run_worker(
     database: Check,
     shutdown: CancellationToken,
 ) -> Result<(), BrokerError> {
-    let worker = Worker::new(broker, settings, registry, backend);
+    let worker =
+        Worker::new(broker, settings, registry, backend).with_probe("database", database.clone());
     let readiness = crate::ops::readiness(database, worker.broker_state());
     let ops_server = tokio::spawn(ops::serve(ops_listener, readiness, shutdown.clone()));
     let outcome = worker.run(shutdown.clone()).await;

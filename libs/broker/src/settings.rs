@@ -102,6 +102,9 @@ pub struct WorkerSettings {
     pub concurrency: usize,
     /// How long SIGTERM waits for running tasks before their messages are requeued.
     pub shutdown_grace: Duration,
+    /// After `shutdown_grace`, how much longer the worker waits for tasks inside a side effect
+    /// and its record ([`crate::TaskContext::effect`]) to finish, which are not abandoned.
+    pub effect_grace: Duration,
     /// How long a task's result stays queryable.
     pub result_expires: Duration,
     /// Defaults when a message carries no `timelimit`: hard 300 s, soft 240 s (the seed).
@@ -134,6 +137,7 @@ impl WorkerSettings {
                 .collect(),
             concurrency: 50,
             shutdown_grace: Duration::from_secs(120),
+            effect_grace: Duration::from_secs(30),
             result_expires: Duration::from_secs(3600),
             time_limit: Duration::from_secs(300),
             soft_time_limit: Duration::from_secs(240),
@@ -143,7 +147,7 @@ impl WorkerSettings {
     /// `WORKER_QUEUES` (comma separated), `WORKER_CONCURRENCY`, `WORKER_PREFETCH_MULTIPLIER`
     /// (and per queue `WORKER_CONCURRENCY_<QUEUE>`, `WORKER_PREFETCH_MULTIPLIER_<QUEUE>`),
     /// `WORKER_SHUTDOWN_GRACE_SECS` (or
-    /// `SHUTDOWN_GRACE_SECS`), `RESULT_EXPIRES_SECS`, `TASK_TIME_LIMIT_SECS`,
+    /// `SHUTDOWN_GRACE_SECS`), `WORKER_EFFECT_GRACE_SECS`, `RESULT_EXPIRES_SECS`, `TASK_TIME_LIMIT_SECS`,
     /// `TASK_SOFT_TIME_LIMIT_SECS` override the defaults given.
     pub fn from_env(
         name: &str,
@@ -214,6 +218,7 @@ impl WorkerSettings {
         // WORKER_SHUTDOWN_GRACE_SECS wins; SHUTDOWN_GRACE_SECS is what the deployments set.
         let grace = env_parse("SHUTDOWN_GRACE_SECS", 120)?;
         s.shutdown_grace = Duration::from_secs(env_parse("WORKER_SHUTDOWN_GRACE_SECS", grace)?);
+        s.effect_grace = Duration::from_secs(env_parse("WORKER_EFFECT_GRACE_SECS", 30)?);
         s.result_expires = Duration::from_secs(env_parse("RESULT_EXPIRES_SECS", 3600)?);
         s.time_limit = Duration::from_secs(env_parse("TASK_TIME_LIMIT_SECS", 300)?);
         s.soft_time_limit = Duration::from_secs(env_parse("TASK_SOFT_TIME_LIMIT_SECS", 240)?);

@@ -44,6 +44,13 @@ pub fn database_check(store: &shopfds_store::Store) -> shopfds_telemetry::ops::C
     })
 }
 
+/// A database error as a task's error: the database unreachable is not the task's fault (the
+/// worker stops taking messages until it answers, and no retry is spent); an error the
+/// database answered with is transient.
+pub fn database_error(e: shopfds_store::StoreError) -> shopfds_broker::TaskError {
+    shopfds_broker::TaskError::from_dependency("database", e.is_unavailable(), e)
+}
+
 /// The PostgreSQL backend over `store` with the default batch settings (tests, tools).
 pub fn postgres(store: &shopfds_store::Store) -> std::sync::Arc<dyn shopfds_broker::ResultBackend> {
     ResultSettings::default().postgres(store)

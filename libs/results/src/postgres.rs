@@ -104,6 +104,16 @@ impl ResultBackend for PostgresBackend {
         .boxed()
     }
 
+    fn ping(&self) -> BackendFuture<'_, ()> {
+        async move {
+            self.store
+                .ping()
+                .await
+                .map_err(|e| BackendError::new(NAME, e))
+        }
+        .boxed()
+    }
+
     fn check_chord(&self, msg: &TaskMessage) -> Result<(), String> {
         match &msg.embed.chord {
             Some(body) if body.chord_size().is_none() => Err(format!(

@@ -211,6 +211,17 @@ impl ResultBackend for RedisBackend {
         .boxed()
     }
 
+    fn ping(&self) -> BackendFuture<'_, ()> {
+        async move {
+            let mut conn = self.conn.clone();
+            redis::cmd("PING")
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(|e| BackendError::new(NAME, e))
+        }
+        .boxed()
+    }
+
     /// Any chord part is accepted: one built by a stock client with the Redis backend (the
     /// client set the size in `.s`) or by our producer (the body carries `chord_size`).
     fn check_chord(&self, _msg: &TaskMessage) -> Result<(), String> {

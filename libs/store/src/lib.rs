@@ -99,11 +99,25 @@ impl Store {
         Ok(())
     }
 
-    /// Closes the pool, waiting for checked-out connections to come back.
+    /// Closes the pool, waiting up to [`CLOSE_TIMEOUT`] for checked-out connections to come
+    /// back. A connection still busy then (a statement hung on an unreachable server, whose
+    /// socket would otherwise wait out the kernel's TCP timeout, many minutes) is left to the
+    /// process exit, so a stopping service never hangs on its database.
     pub async fn close(&self) {
-        self.pool.close().await;
+        if tokio::time::timeout(CLOSE_TIMEOUT, self.pool.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                busy = self.pool.size(),
+                "database connections still busy at shutdown; closing without them"
+            );
+        }
     }
 }
+
+/// How long [`Store::close`] waits for busy connections.
+pub const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn pool_options(settings: &DatabaseSettings) -> PgPoolOptions {
     PgPoolOptions::new()

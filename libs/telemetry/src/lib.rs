@@ -1,7 +1,8 @@
 //! Telemetry shared by every ShopFDS binary: structured logs (`tracing`, JSON or pretty), spans
 //! exported over OTLP/gRPC, W3C trace context carried in HTTP and AMQP headers
 //! ([`propagation`]), Prometheus collectors ([`metrics`]) and the `/healthz`, `/readyz`,
-//! `/metrics` endpoints every binary serves ([`ops`]).
+//! `/metrics` endpoints every binary serves ([`ops`]), and the HTTP server loop that serves them
+//! and order-api's API with limits on slow and idle clients ([`server`]).
 //!
 //! A binary calls [`TelemetrySettings::from_env`] then [`init`] first thing in `main`, and keeps
 //! the returned [`TelemetryGuard`] alive until it exits so buffered spans are flushed.
@@ -9,6 +10,7 @@
 pub mod metrics;
 pub mod ops;
 pub mod propagation;
+pub mod server;
 
 use std::sync::Mutex;
 use std::time::Duration;

@@ -11,7 +11,8 @@ use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
 use prometheus::{
-    Encoder as _, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder as _, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// `outcome` label values of [`tasks_total`].
@@ -41,6 +42,7 @@ struct Collectors {
     messages_published_total: IntCounterVec,
     outbox_pending: IntGauge,
     broker_connects_total: IntCounterVec,
+    worker_dependency_down: IntGaugeVec,
     http_requests_total: IntCounterVec,
     http_request_duration_seconds: HistogramVec,
 }
@@ -93,6 +95,14 @@ fn try_build() -> prometheus::Result<Collectors> {
         ),
         &["outcome"],
     )?;
+    let worker_dependency_down = IntGaugeVec::new(
+        Opts::new(
+            "shopfds_worker_dependency_down",
+            "1 while this worker has stopped taking messages because a dependency of its own \
+             (e.g. its database) is unreachable, by dependency; 0 once it answers again.",
+        ),
+        &["dependency"],
+    )?;
     let http_requests_total = IntCounterVec::new(
         Opts::new(
             "shopfds_http_requests_total",
@@ -113,6 +123,7 @@ fn try_build() -> prometheus::Result<Collectors> {
     registry.register(Box::new(messages_published_total.clone()))?;
     registry.register(Box::new(outbox_pending.clone()))?;
     registry.register(Box::new(broker_connects_total.clone()))?;
+    registry.register(Box::new(worker_dependency_down.clone()))?;
     registry.register(Box::new(http_requests_total.clone()))?;
     registry.register(Box::new(http_request_duration_seconds.clone()))?;
 
@@ -123,6 +134,7 @@ fn try_build() -> prometheus::Result<Collectors> {
         messages_published_total,
         outbox_pending,
         broker_connects_total,
+        worker_dependency_down,
         http_requests_total,
         http_request_duration_seconds,
     })
@@ -156,6 +168,11 @@ pub fn outbox_pending() -> &'static IntGauge {
 /// `shopfds_broker_connects_total{outcome}`; `outcome` is `opened` or `failed`.
 pub fn broker_connects_total() -> &'static IntCounterVec {
     &COLLECTORS.broker_connects_total
+}
+
+/// `shopfds_worker_dependency_down{dependency}`.
+pub fn worker_dependency_down() -> &'static IntGaugeVec {
+    &COLLECTORS.worker_dependency_down
 }
 
 /// `shopfds_http_requests_total{method,route,status}`.

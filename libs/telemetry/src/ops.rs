@@ -22,6 +22,8 @@ use futures::future::BoxFuture;
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
+use crate::server::HttpServerSettings;
+
 /// A named readiness probe: `Err(reason)` when the dependency is unreachable.
 pub type Check = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
 
@@ -77,15 +79,30 @@ pub fn router(readiness: Readiness) -> Router {
         .with_state(readiness)
 }
 
-/// Serves [`router`] on `listener` until `shutdown` is cancelled, then finishes in-flight requests.
+/// Serves [`router`] on `listener` until `shutdown` is cancelled, then finishes in-flight
+/// requests; with the default limits of [`HttpServerSettings`] (see [`crate::server`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     readiness: Readiness,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(readiness))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    serve_with(
+        listener,
+        readiness,
+        &HttpServerSettings::default(),
+        shutdown,
+    )
+    .await
+}
+
+/// [`serve`] with the given limits.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    readiness: Readiness,
+    settings: &HttpServerSettings,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    crate::server::serve(listener, router(readiness), settings, shutdown).await
 }
 
 async fn healthz() -> Json<Value> {

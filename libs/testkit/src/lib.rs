@@ -26,6 +26,7 @@ pub mod process;
 pub mod python;
 pub mod rabbit;
 pub mod rabbit_node;
+pub mod raw_http;
 pub mod service;
 pub mod smtp;
 

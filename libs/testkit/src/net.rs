@@ -1,6 +1,8 @@
 //! A TCP forwarder on a loopback port that a test can cut and restore: a real network outage
 //! between a service and RabbitMQ or PostgreSQL, without stopping the shared servers. It counts
-//! the connections it accepted, so a test can tell how often a service (re)connected.
+//! the connections it accepted, so a test can tell how often a service (re)connected. It can
+//! also [`freeze`](TcpProxy::freeze): every connection stays open but no byte moves, as when a
+//! network path is lost without a reset (the peer learns nothing until its own timeouts).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::Context;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, watch};
 use tokio::task::JoinSet;
 
 pub struct TcpProxy {
@@ -16,6 +18,7 @@ pub struct TcpProxy {
     target: SocketAddr,
     running: Arc<Mutex<Option<JoinSet<()>>>>,
     accepted: Arc<AtomicUsize>,
+    frozen: Arc<watch::Sender<bool>>,
 }
 
 impl TcpProxy {
@@ -26,6 +29,7 @@ impl TcpProxy {
             target,
             running: Arc::new(Mutex::new(None)),
             accepted: Arc::new(AtomicUsize::new(0)),
+            frozen: Arc::new(watch::channel(false).0),
         }
     }
 
@@ -68,20 +72,33 @@ impl TcpProxy {
             .with_context(|| format!("bind proxy port {}", self.port))?;
         let target = self.target;
         let accepted = Arc::clone(&self.accepted);
+        let frozen = Arc::clone(&self.frozen);
+        frozen.send_replace(false);
         let mut tasks = JoinSet::new();
         tasks.spawn(async move {
             let mut conns = JoinSet::new();
             while let Ok((mut inbound, _)) = listener.accept().await {
                 accepted.fetch_add(1, Ordering::SeqCst);
+                let mut frozen = frozen.subscribe();
                 conns.spawn(async move {
                     if let Ok(mut outbound) = TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                            // Frozen: both sockets stay open and silent until `cut`.
+                            () = until_frozen(&mut frozen) => std::future::pending::<()>().await,
+                        }
                     }
                 });
             }
         });
         *running = Some(tasks);
         Ok(())
+    }
+
+    /// Stops moving bytes on every connection, open and new, while keeping them open; `cut`
+    /// closes them, `resume` after a `cut` forwards again.
+    pub fn freeze(&self) {
+        self.frozen.send_replace(true);
     }
 
     /// Stops listening and cuts every forwarded connection, as a network failure would.
@@ -92,4 +109,8 @@ impl TcpProxy {
             while tasks.join_next().await.is_some() {}
         }
     }
+}
+
+async fn until_frozen(frozen: &mut watch::Receiver<bool>) {
+    let _ = frozen.wait_for(|f| *f).await.is_ok();
 }

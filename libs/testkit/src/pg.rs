@@ -33,6 +33,12 @@ impl TestDatabase {
         format!("{SERVER_URL}/{}", self.name)
     }
 
+    /// This database reached through `127.0.0.1:<port>` (a [`crate::net::TcpProxy`] in front of
+    /// the server).
+    pub fn url_via(&self, port: u16) -> String {
+        format!("postgres://postgres@127.0.0.1:{port}/{}", self.name)
+    }
+
     /// A small connection pool to this database.
     pub async fn pool(&self) -> anyhow::Result<PgPool> {
         PgPoolOptions::new()

@@ -4,8 +4,9 @@
 //!
 //! Recipients whose local part starts with `tempfail` are refused with `451`, those starting with
 //! `reject` with `550`, so an SMTP client's retry policy can be tested against a real server. A
-//! message to `slow<ms>…@…` is stored at once and answered `250` after `ms` milliseconds (at most
-//! 10 s): a slow server, for stopping a client while it waits for the reply.
+//! message to a recipient starting with `hold` is stored at once but answered `250` only after
+//! [`SmtpSink::release_held`]. A message to `slow<ms>…@…` is stored at once and answered `250`
+//! after `ms` milliseconds (at most 10 s): a slow server, for stopping a client while it waits.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -203,6 +204,14 @@ impl SmtpSink {
     /// `smtp://127.0.0.1:<port>` (plain SMTP, no TLS, no authentication).
     pub fn url(&self) -> String {
         format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    /// Lets the server answer `250` to the messages to `hold…` recipients it holds, and to those
+    /// it receives from now on.
+    pub fn release_held(&self) -> anyhow::Result<()> {
+        std::fs::write(self.mail_dir.join("release"), b"")
+            .context("cannot write the release file")?;
+        Ok(())
     }
 
     /// Where the raw messages are stored (`NNNNNN.eml` + `NNNNNN.json` envelope).

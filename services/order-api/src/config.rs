@@ -9,6 +9,7 @@ use shopfds_broker::settings::env_parse;
 use shopfds_results::ResultSettings;
 use shopfds_store::DatabaseSettings;
 use shopfds_telemetry::TelemetrySettings;
+use shopfds_telemetry::server::HttpServerSettings;
 
 use crate::fds::FdsSettings;
 
@@ -29,6 +30,9 @@ pub struct Settings {
     pub request_timeout: Duration,
     /// `SHUTDOWN_GRACE_SECS` (default 30): after SIGTERM, how long in-flight requests may take.
     pub shutdown_grace: Duration,
+    /// `HTTP_HEADER_READ_TIMEOUT_SECS`, `HTTP_MAX_CONNECTIONS`: limits on slow, idle and
+    /// numerous clients of `HTTP_ADDR`.
+    pub http: HttpServerSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -78,6 +82,7 @@ impl Settings {
             results: ResultSettings::from_env()?,
             request_timeout: Duration::from_secs(env_parse("REQUEST_TIMEOUT_SECS", 10)?),
             shutdown_grace: Duration::from_secs(env_parse("SHUTDOWN_GRACE_SECS", 30)?),
+            http: HttpServerSettings::from_env()?,
         })
     }
 }

@@ -13,6 +13,8 @@ pub enum ApiError {
     Validation { field: String, message: String },
     #[error("{0}")]
     NotFound(String),
+    #[error("the body must be JSON, sent with Content-Type: application/json")]
+    UnsupportedMediaType,
     #[error("Idempotency-Key was already used with a different request body")]
     IdempotencyConflict,
     #[error("the database is unreachable; nothing was written")]
@@ -59,6 +61,11 @@ impl IntoResponse for ApiError {
                 Some(field.clone()),
             ),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),
+            ApiError::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                Some("Content-Type".to_owned()),
+            ),
             ApiError::IdempotencyConflict => (
                 StatusCode::CONFLICT,
                 "idempotency_key_reused",

@@ -149,25 +149,35 @@ fn score_request(order_id: &str, order: &ValidOrder, client_ip: IpAddr) -> Score
     let r = &order.request;
     ScoreRequest {
         order_id: order_id.to_owned(),
-        customer_id: r.customer.id.clone(),
-        email: r.customer.email.clone(),
+        customer_id: r.customer.id.as_str().to_owned(),
+        email: r.customer.email.as_str().to_owned(),
         client_ip: client_ip.to_string(),
         amount: order.total,
-        currency: r.currency.clone(),
+        currency: r.currency.as_str().to_owned(),
         items: r
             .items
             .iter()
             .map(|i| Item {
-                sku: i.sku.clone(),
-                name: i.name.clone(),
+                sku: i.sku.as_str().to_owned(),
+                name: i.name.as_str().to_owned(),
                 quantity: u32::try_from(i.quantity).unwrap_or(0),
                 unit_price: i.unit_price,
             })
             .collect(),
-        shipping_country: r.shipping_address.country.clone(),
-        billing_country: r.billing_country.clone(),
-        card_fingerprint: r.payment.card_fingerprint.clone().unwrap_or_default(),
-        payment_token: r.payment.payment_token.clone().unwrap_or_default(),
+        shipping_country: r.shipping_address.country.as_str().to_owned(),
+        billing_country: r.billing_country.as_str().to_owned(),
+        card_fingerprint: r
+            .payment
+            .card_fingerprint
+            .as_ref()
+            .map(|t| t.as_str().to_owned())
+            .unwrap_or_default(),
+        payment_token: r
+            .payment
+            .payment_token
+            .as_ref()
+            .map(|t| t.as_str().to_owned())
+            .unwrap_or_default(),
         account_created_at: r
             .customer
             .account_created_at

@@ -1,7 +1,5 @@
 //! Builds the HTTP application and runs it with the outbox relay until shutdown.
 
-use std::future::IntoFuture;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -80,14 +78,12 @@ impl Application {
             self.settings.relay.poll_interval,
             shutdown.clone(),
         ));
-        let stop = shutdown.clone();
-        let server = axum::serve(
+        let server = shopfds_telemetry::server::serve(
             self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .into_future();
+            self.router,
+            &self.settings.http,
+            shutdown.clone(),
+        );
         let grace = self.settings.shutdown_grace;
         let deadline = async {
             shutdown.cancelled().await;

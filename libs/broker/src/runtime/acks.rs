@@ -95,12 +95,17 @@ impl Ledger {
     }
 
     /// Records an ack to send; a requeue or reject only leaves the running set (it is sent by
-    /// the caller at once).
-    pub fn settled(&mut self, tag: u64, how: Settle) {
-        self.running.remove(&tag);
+    /// the caller at once). `false` for a tag that is not running (settled already: e.g. the
+    /// runtime's panic net after a settlement): nothing must be sent for it, since the broker
+    /// closes a channel that settles a tag twice.
+    pub fn settled(&mut self, tag: u64, how: Settle) -> bool {
+        if !self.running.remove(&tag) {
+            return false;
+        }
         if how == Settle::Ack {
             self.acked.insert(tag);
         }
+        true
     }
 
     /// The acks to send at `now`.
@@ -148,8 +153,13 @@ async fn run(channel: Channel, mut queue: mpsc::UnboundedReceiver<Event>) {
             match event {
                 Event::Delivered(tag) => ledger.delivered(tag),
                 Event::Settled(tag, how) => {
-                    ledger.settled(tag, how);
-                    if how != Settle::Ack {
+                    if !ledger.settled(tag, how) {
+                        tracing::warn!(
+                            tag,
+                            ?how,
+                            "a delivery settled twice; the second is ignored"
+                        );
+                    } else if how != Settle::Ack {
                         reject(&channel, tag, how == Settle::Requeue).await;
                     }
                 }
@@ -269,6 +279,23 @@ mod tests {
                 single: vec![]
             },
             "the multiple ack names a tag the broker still holds"
+        );
+    }
+
+    #[test]
+    fn a_second_settlement_of_a_tag_is_refused_and_sends_nothing() {
+        let now = Instant::now();
+        let mut l = ledger(1..=2);
+        assert!(l.settled(1, Settle::Ack));
+        assert!(!l.settled(1, Settle::Reject), "settled already");
+        assert!(!l.settled(7, Settle::Ack), "never delivered");
+        assert!(l.settled(2, Settle::Ack));
+        assert_eq!(
+            l.flush(now),
+            Flush {
+                multiple: Some(2),
+                single: vec![]
+            }
         );
     }
 }

@@ -104,6 +104,10 @@ pub trait ResultBackend: Send + Sync + 'static {
     /// Records a state change; resolves when it is durable.
     fn record(&self, change: StateChange) -> BackendFuture<'_, ()>;
 
+    /// Whether the backend can be reached now (one cheap round trip, e.g. `SELECT 1`, `PING`).
+    /// A write that failed while this answers is a refusal, not an outage.
+    fn ping(&self) -> BackendFuture<'_, ()>;
+
     /// The task's state, as `GET /v1/tasks/{id}` shows it; `None` when unknown or expired.
     fn get<'a>(&'a self, task_id: &'a str) -> BackendFuture<'a, Option<TaskRecord>>;
 

@@ -39,11 +39,13 @@ use tokio_util::task::TaskTracker;
 use super::acks::{Acks, Settle};
 use super::backend::ResultBackend;
 use super::execute::Executor;
+use super::gate::Gate;
 use super::process::{RateLimiter, Runtime};
 use super::task::Registry;
 use crate::amqp::{Backoff, close_quietly, connect_with_backoff, millis};
 use crate::publisher::Publisher;
 use crate::{BrokerError, BrokerSettings, BrokerState, WorkerSettings, topology};
+use shopfds_telemetry::ops::Check;
 
 /// How long a consumer cancel may take at shutdown before the worker stops waiting for it.
 const CANCEL_TIMEOUT: Duration = Duration::from_secs(2);
@@ -88,6 +90,8 @@ pub struct Worker {
     /// Per consumed queue (same order as `settings.queues`), its own cap on running tasks.
     queue_slots: Vec<Option<Arc<Semaphore>>>,
     state: watch::Sender<BrokerState>,
+    /// The worker's own dependencies besides the broker, probed while one is down.
+    probes: Vec<(String, Check)>,
 }
 
 impl Worker {
@@ -111,7 +115,15 @@ impl Worker {
             limiters: Arc::new(limiters),
             queue_slots,
             state: crate::state::channel().0,
+            probes: Vec::new(),
         }
+    }
+
+    /// Adds a dependency of the worker's own (its database) that the [`Gate`] probes while it
+    /// is down; the result backend's own [`ResultBackend::ping`] is always probed.
+    pub fn with_probe(mut self, name: &str, check: Check) -> Self {
+        self.probes.push((name.to_owned(), check));
+        self
     }
 
     /// The state of this worker's broker connection, kept current by [`Worker::run`]: read it
@@ -126,12 +138,13 @@ impl Worker {
         let semaphore = Arc::new(Semaphore::new(self.settings.concurrency));
         let tracker = TaskTracker::new();
         let abandon = CancellationToken::new();
+        let gate = self.gate();
         let mut backoff = Backoff::new(&self.broker);
         while let Some(conn) =
             connect_with_backoff(&self.broker, &shutdown, &mut backoff, &self.state).await
         {
             let end = self
-                .session(&conn, &semaphore, &tracker, &shutdown, &abandon)
+                .session(&conn, &semaphore, &tracker, &shutdown, (&abandon, &gate))
                 .await;
             match end {
                 SessionEnd::Drained => {
@@ -160,7 +173,20 @@ impl Worker {
         }
         self.state.send_replace(BrokerState::Stopped);
         self.drain(&tracker, &abandon).await;
+        gate.stop();
         Ok(())
+    }
+
+    /// The dependency gate: the configured probes and the result backend's ping.
+    fn gate(&self) -> Gate {
+        let backend = self.backend.clone();
+        let ping: Check = Arc::new(move || {
+            let backend = backend.clone();
+            async move { backend.ping().await.map_err(|e| e.to_string()) }.boxed()
+        });
+        let mut probes = self.probes.clone();
+        probes.push((format!("results ({})", self.backend.name()), ping));
+        Gate::new(probes)
     }
 
     async fn drain(&self, tracker: &TaskTracker, abandon: &CancellationToken) {
@@ -175,15 +201,26 @@ impl Worker {
         }
         if tokio::time::timeout(self.settings.shutdown_grace, tracker.wait())
             .await
-            .is_err()
+            .is_ok()
         {
-            tracing::warn!(
+            return;
+        }
+        tracing::warn!(
+            unfinished = tracker.len(),
+            "grace period over: unfinished tasks are abandoned and their messages requeued, \
+             except those inside a side effect, which finish it first"
+        );
+        abandon.cancel();
+        // Abandoned tasks send their rejects at once; a task inside a side effect and its
+        // record gets `effect_grace` more (a broken connection requeues the rest anyway).
+        let wait = self.settings.effect_grace.max(Duration::from_secs(5));
+        if tokio::time::timeout(wait, tracker.wait()).await.is_err() {
+            tracing::error!(
                 unfinished = tracker.len(),
-                "grace period over: unfinished tasks are abandoned and their messages requeued"
+                "tasks still unfinished after the effect grace period (a side effect whose \
+                 record cannot be written): the worker stops anyway, their messages will be \
+                 redelivered and those effects may run again"
             );
-            abandon.cancel();
-            // Each abandoned task sends its reject; a broken connection requeues them anyway.
-            let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
         }
     }
 
@@ -195,11 +232,11 @@ impl Worker {
         semaphore: &Arc<Semaphore>,
         tracker: &TaskTracker,
         shutdown: &CancellationToken,
-        abandon: &CancellationToken,
+        (abandon, gate): (&CancellationToken, &Gate),
     ) -> SessionEnd {
         let setup = tokio::select! {
             _ = shutdown.cancelled() => return SessionEnd::Interrupted,
-            setup = self.setup(conn) => setup,
+            setup = self.setup(conn, abandon, gate) => setup,
         };
         let Session {
             runtime,
@@ -261,7 +298,12 @@ impl Worker {
     }
 
     /// Declares the topology, opens the publisher, and registers a consumer per queue.
-    async fn setup(&self, conn: &Connection) -> Result<Session, BrokerError> {
+    async fn setup(
+        &self,
+        conn: &Connection,
+        abandon: &CancellationToken,
+        gate: &Gate,
+    ) -> Result<Session, BrokerError> {
         let setup = conn.create_channel().await?;
         topology::declare_for(&setup, &self.broker).await?;
         let _ = setup.close(200, "declared".into()).await;
@@ -276,6 +318,8 @@ impl Worker {
                 hostname: Arc::from(self.settings.hostname.as_str()),
                 result_expires: self.settings.result_expires,
                 publisher_lost: CancellationToken::new(),
+                gate: gate.clone(),
+                abandon: abandon.clone(),
             },
         });
         let mut streams = Vec::with_capacity(self.settings.queues.len());
@@ -339,7 +383,16 @@ impl Worker {
     ) -> Result<(), BrokerError> {
         let publisher_lost = runtime.executor.publisher_lost.clone();
         let lost = || BrokerError::PublisherLost("reconnecting for a fresh channel".to_owned());
+        let gate = &runtime.executor.gate;
         loop {
+            // While a dependency is down, no message is taken (see [`Gate`]).
+            if !gate.is_open() {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = publisher_lost.cancelled() => return Err(lost()),
+                    _ = gate.opened(shutdown) => {}
+                }
+            }
             let permit = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 _ = publisher_lost.cancelled() => return Err(lost()),

@@ -12,6 +12,7 @@
 //! | success | SUCCESS with the result | chain's next link, callbacks, chord part counted | acked after the state is durable |
 //! | transient error, retries left | RETRY | – | a copy with `retries + 1` through the delay tree after the policy's wait, acked |
 //! | transient error, retries spent; permanent error; hard time limit | FAILURE | errbacks; a chord part fails its chord | dead-lettered with the reason |
+//! | a dependency of the worker itself unreachable (its database: [`TaskError::Unavailable`]) | – | – | held while the worker stops taking messages and probes the dependency; requeued once it answers (no retry spent) |
 //! | grace period over at shutdown | – | – | requeued for another worker |
 //!
 //! A task or message with `ignore_result` records nothing (failures included, as Celery's
@@ -198,9 +199,16 @@ pub fn decide(facts: &Facts<'_>, outcome: Outcome) -> Disposition {
             let wait = countdown
                 .unwrap_or_else(|| options.retry.delay_at(msg.headers.retries, facts.jitter));
             // Whole seconds, rounded up, at least 1: the delay tree's granularity.
-            let delay_secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
-            let eta = facts.now
-                + chrono::Duration::seconds(i64::try_from(delay_secs).unwrap_or(i64::MAX / 1000));
+            let delay_secs = wait
+                .as_secs()
+                .saturating_add(u64::from(wait.subsec_nanos() > 0))
+                .max(1);
+            // Checked: a handler's countdown of centuries must not overflow the clock.
+            let eta = i64::try_from(delay_secs)
+                .ok()
+                .and_then(chrono::Duration::try_seconds)
+                .and_then(|wait| facts.now.checked_add_signed(wait))
+                .unwrap_or(DateTime::<Utc>::MAX_UTC);
             let mut d = Disposition::settle(
                 Action::Retry {
                     delay_secs,
@@ -231,6 +239,19 @@ pub fn decide(facts: &Facts<'_>, outcome: Outcome) -> Disposition {
             });
             d
         }
+        (
+            Outcome::Failed(TaskError::Unavailable {
+                dependency,
+                message,
+            }),
+            Some(_),
+        ) => Disposition::settle(
+            Action::AwaitDependency {
+                dependency,
+                reason: message,
+            },
+            None,
+        ),
         (Outcome::Failed(err), Some(msg)) => failed(facts, msg, err),
         (Outcome::HardTimeLimit { limit }, Some(msg)) => {
             let err = TaskError::permanent(format!(
@@ -250,6 +271,10 @@ fn failed(facts: &Facts<'_>, msg: &TaskMessage, err: TaskError) -> Disposition {
             format!("max retries ({max_retries}) exceeded: {message}")
         }
         TaskError::Permanent { message } => message.clone(),
+        TaskError::Unavailable {
+            dependency,
+            message,
+        } => format!("{dependency} unavailable: {message}"),
     };
     let mut d = Disposition::settle(
         Action::DeadLetter {

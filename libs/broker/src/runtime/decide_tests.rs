@@ -432,3 +432,61 @@ fn results_expire_after_the_configured_time() {
         Some(now() + chrono::Duration::hours(1))
     );
 }
+
+#[test]
+fn a_dependency_outage_holds_the_message_and_spends_no_retry() {
+    // Even with every retry spent: the outage is not the task's failure.
+    let mut msg = message();
+    msg.headers.retries = 3;
+    msg.embed.errbacks = Some(vec![Signature::new("notify_ops", Map::new())]);
+    let d = decide(
+        &facts(&msg, Some(&email_options())),
+        Outcome::Failed(TaskError::unavailable(
+            "database",
+            "database unavailable: pool timed out while waiting for an open connection",
+        )),
+    );
+    assert_eq!(
+        d.action,
+        Action::AwaitDependency {
+            dependency: "database".to_owned(),
+            reason: "database unavailable: pool timed out while waiting for an open connection"
+                .to_owned(),
+        }
+    );
+    assert!(d.record.is_none() && d.follow_ups.is_empty() && d.hook.is_none() && d.chord.is_none());
+    assert_eq!(d.counted_as, None);
+}
+
+#[test]
+fn a_dependency_error_is_unavailable_only_when_unreachable() {
+    assert!(matches!(
+        TaskError::from_dependency("database", true, "connection refused"),
+        TaskError::Unavailable { .. }
+    ));
+    let answered = TaskError::from_dependency("database", false, "deadlock detected");
+    assert!(
+        matches!(answered, TaskError::Transient { .. }),
+        "{answered:?}"
+    );
+}
+
+#[test]
+fn a_countdown_beyond_the_calendar_does_not_overflow() {
+    let msg = message();
+    let d = decide(
+        &facts(&msg, Some(&email_options())),
+        Outcome::Failed(TaskError::Transient {
+            message: "come back much later".to_owned(),
+            countdown: Some(Duration::MAX),
+        }),
+    );
+    let Action::Retry {
+        delay_secs, eta, ..
+    } = d.action
+    else {
+        panic!("{:?}", d.action)
+    };
+    assert_eq!(delay_secs, u64::MAX);
+    assert_eq!(eta, chrono::DateTime::<chrono::Utc>::MAX_UTC);
+}

@@ -60,6 +60,12 @@ pub enum Action {
     },
     /// Back to the queue for another worker.
     Requeue,
+    /// A dependency of the worker itself is down: stop taking messages, hold this one until the
+    /// dependency answers again, then requeue it (its retries untouched).
+    AwaitDependency {
+        dependency: String,
+        reason: String,
+    },
     /// The task will not run (expired): ack.
     Revoke {
         reason: String,

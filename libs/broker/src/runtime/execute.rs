@@ -2,12 +2,17 @@
 //! the follow-ups published, the chord backend told, the hook called, then the message acked,
 //! retried, dead-lettered, deferred or requeued.
 //!
-//! Where carrying out fails, nothing is lost: a final state that could not be recorded, or a
-//! chord part that could not be counted, requeues the message (after a pause, so an unreachable
-//! backend is not hammered) and the next delivery does it again; a retry or deferral copy that
-//! could not be published requeues the message; a dead-letter copy that could not be published
-//! rejects it, and the queue's own dead-letter arguments still bring it to `failed.<queue>`
-//! (without our reason header).
+//! Where carrying out fails, nothing is lost and nothing runs twice for it: a final state that
+//! could not be recorded, or a chord part that could not be counted, closes the dependency
+//! [`Gate`] (the worker takes no new messages) and is written again once the backend answers its
+//! probe, for as long as it takes; only a backend that answers its probe yet keeps refusing the
+//! write ([`ATTEMPTS_WHILE_REACHABLE`] times), or the end of the shutdown grace period, requeues
+//! the message instead (the task then runs again). A handler's own
+//! [`TaskError::Unavailable`](super::options::TaskError) holds its message the same way and
+//! requeues it once the gate opens. A retry or deferral copy that could not be published
+//! requeues the message; a dead-letter copy that could not be published rejects it, and the
+//! queue's own dead-letter arguments still bring it to `failed.<queue>` (without our reason
+//! header).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,10 +31,15 @@ use super::backend::{ChordProgress, ResultBackend, StateChange};
 use super::copies;
 use super::decide::{Action, ChordStep, Disposition, error_json};
 use super::followups;
+use super::gate::Gate;
 use crate::publisher::{Outgoing, Publisher};
 
 /// How long a message whose bookkeeping failed is held before it is requeued.
 const BACKEND_PAUSE: Duration = Duration::from_secs(1);
+
+/// A write the backend refuses this many times while it answers its probe is not an outage: the
+/// message is requeued.
+pub const ATTEMPTS_WHILE_REACHABLE: u32 = 5;
 
 pub struct Executor {
     pub backend: Arc<dyn ResultBackend>,
@@ -40,6 +50,10 @@ pub struct Executor {
     /// Cancelled when the publisher's channel is found closed: the session ends and the worker
     /// reconnects with a fresh channel.
     pub publisher_lost: CancellationToken,
+    /// Closed while a dependency of the worker is unreachable.
+    pub gate: Gate,
+    /// Fires when the shutdown grace period is over: nothing waits for the gate any longer.
+    pub abandon: CancellationToken,
 }
 
 impl Executor {
@@ -57,21 +71,19 @@ impl Executor {
                 Some(msg) => StateChange::of(update, msg, &self.hostname),
                 None => StateChange::new(update),
             };
-            if let Err(e) = self.backend.record(change).await {
-                if state.is_ready() {
-                    tracing::warn!(error = %e, %state, "final state not recorded; message requeued");
-                    tokio::time::sleep(BACKEND_PAUSE).await;
+            if state.is_ready() {
+                if !self.record_final(change).await {
                     acks.settle(delivery.delivery_tag, Settle::Requeue);
                     return;
                 }
+            } else if let Err(e) = self.backend.record(change).await {
                 tracing::warn!(error = %e, %state, "task state not recorded");
             }
         }
         self.publish(&d.follow_ups).await;
         if let (Some(step), Some(msg)) = (d.chord, msg)
-            && !self.chord(step, msg).await
+            && !self.chord_until_counted(step, msg).await
         {
-            tokio::time::sleep(BACKEND_PAUSE).await;
             acks.settle(delivery.delivery_tag, Settle::Requeue);
             return;
         }
@@ -90,6 +102,14 @@ impl Executor {
                 acks.settle(delivery.delivery_tag, Settle::Ack);
             }
             Action::Requeue => acks.settle(delivery.delivery_tag, Settle::Requeue),
+            Action::AwaitDependency { dependency, reason } => {
+                // Held rather than requeued at once: every worker of the queue would meet the
+                // same outage. Requeued (retries untouched) once the dependency answers, or at
+                // the end of the shutdown grace period.
+                self.gate.close(&dependency, &reason);
+                self.gate.opened(&self.abandon).await;
+                acks.settle(delivery.delivery_tag, Settle::Requeue);
+            }
             Action::Retry {
                 delay_secs,
                 retries,
@@ -135,8 +155,68 @@ impl Executor {
         }
     }
 
-    /// Tells the chord backend; `false` when the message must be requeued (not counted).
-    async fn chord(&self, step: ChordStep, msg: &TaskMessage) -> bool {
+    /// Writes a final state until it lands (see the module docs); `false` when the message must
+    /// be requeued instead.
+    async fn record_final(&self, change: StateChange) -> bool {
+        let state = change.update.state;
+        let mut refused_while_reachable = 0;
+        loop {
+            let Err(e) = self.backend.record(change.clone()).await else {
+                return true;
+            };
+            if !self.backend_reachable().await {
+                tracing::warn!(error = %e, %state, "final state not recorded: the result backend is unreachable; written once it answers");
+                self.gate.close(self.backend.name(), &e.to_string());
+                if !self.gate.opened(&self.abandon).await {
+                    tracing::warn!(%state, "shutdown: final state still not recorded; message requeued");
+                    return false;
+                }
+                continue;
+            }
+            refused_while_reachable += 1;
+            if refused_while_reachable >= ATTEMPTS_WHILE_REACHABLE || self.abandon.is_cancelled() {
+                tracing::error!(error = %e, %state, "the result backend refuses the final state; message requeued");
+                tokio::time::sleep(BACKEND_PAUSE).await;
+                return false;
+            }
+            tokio::time::sleep(BACKEND_PAUSE).await;
+        }
+    }
+
+    /// Counts a chord step until the backend takes it, like [`Self::record_final`].
+    async fn chord_until_counted(&self, step: ChordStep, msg: &TaskMessage) -> bool {
+        let mut refused_while_reachable = 0;
+        loop {
+            let Err(e) = self.chord(step.clone(), msg).await else {
+                return true;
+            };
+            if !self.backend_reachable().await {
+                self.gate.close(self.backend.name(), &e);
+                if !self.gate.opened(&self.abandon).await {
+                    return false;
+                }
+                continue;
+            }
+            refused_while_reachable += 1;
+            if refused_while_reachable >= ATTEMPTS_WHILE_REACHABLE || self.abandon.is_cancelled() {
+                tracing::error!(error = %e, "the result backend refuses the chord part; message requeued");
+                tokio::time::sleep(BACKEND_PAUSE).await;
+                return false;
+            }
+            tokio::time::sleep(BACKEND_PAUSE).await;
+        }
+    }
+
+    /// Whether the result backend answers its probe now.
+    async fn backend_reachable(&self) -> bool {
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), self.backend.ping()).await,
+            Ok(Ok(()))
+        )
+    }
+
+    /// Tells the chord backend; `Err` when the part was not counted.
+    async fn chord(&self, step: ChordStep, msg: &TaskMessage) -> Result<(), String> {
         match step {
             ChordStep::PartSucceeded { result } => {
                 let publisher = &self.publisher;
@@ -158,15 +238,15 @@ impl Executor {
                 {
                     Ok(ChordProgress::Completed { parts }) => {
                         tracing::info!(group_id = ?msg.headers.group, parts, "chord complete: body published");
-                        true
+                        Ok(())
                     }
                     Ok(progress) => {
                         tracing::debug!(group_id = ?msg.headers.group, ?progress, "chord part counted");
-                        true
+                        Ok(())
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "chord part not counted; message requeued");
-                        false
+                        tracing::warn!(error = %e, "chord part not counted");
+                        Err(e.to_string())
                     }
                 }
             }
@@ -193,14 +273,14 @@ impl Executor {
                             }
                         }
                         self.publish(&body.errbacks).await;
-                        true
+                        Ok(())
                     }
-                    Ok(false) => true,
+                    Ok(false) => Ok(()),
                     Err(e) => {
                         // The part itself failed for good and goes to the dead-letter queue; a
                         // chord that cannot be marked failed only loses its body's FAILURE.
                         tracing::error!(error = %e, "could not record the chord's failure");
-                        true
+                        Ok(())
                     }
                 }
             }

@@ -14,13 +14,19 @@
 //! - transient error: RETRY, a copy with `retries + 1` sent through the delay tree after the
 //!   policy's countdown, acked; once `max_retries` is spent, as a permanent error;
 //! - permanent error or hard time limit: FAILURE, errbacks published (and a chord part fails
-//!   its chord), copied to `failed.<queue>` with the reason.
+//!   its chord), copied to `failed.<queue>` with the reason;
+//! - a dependency of the worker itself unreachable (the handler's database, the result
+//!   backend): no retry spent; the worker stops taking messages until the dependency answers
+//!   ([`gate`]), then the message runs again.
+//!
+//! A side effect and its record run as one span ([`TaskContext::effect`], [`effects`]): neither
+//! the hard time limit nor the end of the shutdown grace period cuts it.
 //!
 //! Where each part lives: [`options`] (what a task declares), [`task`] (the `Task` trait, the
 //! registry, the context a task gets), [`consumer`] (connections, consumers, shutdown),
 //! [`process`] (one delivery: read, triage, run under the time limits), [`decide`] (the pure
 //! decision, in the terms of [`disposition`]), [`execute`] (carrying it out), [`followups`]
-//! (the canvas after a task), [`copies`] (dead-letter and delayed copies), [`acks`] (the
+//! (the canvas after a task), [`gate`] (pausing while a dependency is down), [`copies`] (dead-letter and delayed copies), [`acks`] (the
 //! channel's acks, coalesced into `multiple` acks), [`backend`] (the result backend trait).
 
 pub mod acks;
@@ -29,8 +35,10 @@ pub mod consumer;
 pub mod copies;
 pub mod decide;
 pub mod disposition;
+pub mod effects;
 pub mod execute;
 pub mod followups;
+pub mod gate;
 pub mod options;
 pub mod process;
 pub mod task;

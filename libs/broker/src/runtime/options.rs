@@ -18,6 +18,10 @@ pub enum TaskError {
     /// Will fail the same way every time (invalid input, not found, SMTP 5xx): no retry, the
     /// message goes to the dead-letter queue with this reason.
     Permanent { message: String },
+    /// A dependency of the worker itself (its database) could not be reached: not the task's
+    /// fault, so it spends none of the task's retries. The worker stops taking messages until
+    /// the dependency answers its probe again, then the message runs again (requeued).
+    Unavailable { dependency: String, message: String },
 }
 
 impl TaskError {
@@ -34,9 +38,30 @@ impl TaskError {
         }
     }
 
+    /// `dependency` (e.g. `database`) is unreachable: see [`TaskError::Unavailable`].
+    pub fn unavailable(dependency: &str, message: impl fmt::Display) -> Self {
+        TaskError::Unavailable {
+            dependency: dependency.to_owned(),
+            message: message.to_string(),
+        }
+    }
+
+    /// A dependency's error: [`TaskError::Unavailable`] when it could not be reached
+    /// (`unreachable`), else transient (the dependency answered with an error, which another
+    /// try may not repeat).
+    pub fn from_dependency(dependency: &str, unreachable: bool, error: impl fmt::Display) -> Self {
+        if unreachable {
+            TaskError::unavailable(dependency, error)
+        } else {
+            TaskError::transient(format!("{dependency}: {error}"))
+        }
+    }
+
     pub fn message(&self) -> &str {
         match self {
-            TaskError::Transient { message, .. } | TaskError::Permanent { message } => message,
+            TaskError::Transient { message, .. }
+            | TaskError::Permanent { message }
+            | TaskError::Unavailable { message, .. } => message,
         }
     }
 
@@ -45,6 +70,7 @@ impl TaskError {
         match self {
             TaskError::Transient { .. } => "TransientError",
             TaskError::Permanent { .. } => "PermanentError",
+            TaskError::Unavailable { .. } => "DependencyUnavailable",
         }
     }
 }

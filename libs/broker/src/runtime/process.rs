@@ -21,6 +21,7 @@ use tracing::Instrument;
 use super::acks::Acks;
 use super::backend::StateChange;
 use super::decide::{Facts, Outcome, decide, expiry, triage};
+use super::effects::Effects;
 use super::execute::Executor;
 use super::options::{TaskError, TaskOptions};
 use super::task::{Registry, TaskContext};
@@ -80,8 +81,8 @@ pub struct Runtime {
 
 impl Runtime {
     /// Handles one delivery; `slot` is released when the handler is done. `abandon` fires when
-    /// the shutdown grace period is over: a task still running is dropped and its message
-    /// requeued.
+    /// the shutdown grace period is over: a task still running is dropped (once outside its
+    /// side-effect spans) and its message requeued.
     pub async fn process(
         &self,
         delivery: Delivery,
@@ -153,6 +154,7 @@ impl Runtime {
         let ignore_result = options.ignore_result || message.headers.ignore_result;
         let (hard, soft) = self.limits(&message, options);
         let soft_limit = CancellationToken::new();
+        let effects = Effects::default();
         let ctx = TaskContext {
             message: message.clone(),
             queue: queue.clone(),
@@ -162,21 +164,34 @@ impl Runtime {
             backend: backend.clone(),
             ignore_result,
             worker: self.executor.hostname.clone(),
+            effects: effects.clone(),
         };
         let started = Instant::now();
-        let attempt = async {
-            // A message waiting for its rate-limit turn holds its slot, as in Celery.
+        // Waiting for a rate-limit turn (which holds the slot, as in Celery) and STARTED may be
+        // abandoned at shutdown like the run itself.
+        let prepare = async {
             if let Some(limiter) = self.limiters.get(message.task()) {
                 limiter.acquire().await;
             }
             if options.track_started && !ignore_result {
                 self.started(&message, &queue).await;
             }
-            run_limited(handler(ctx), soft_limit, soft, hard).await
         };
-        let outcome = tokio::select! {
-            outcome = attempt => outcome,
-            () = abandon.cancelled() => Outcome::Abandoned,
+        let prepared = tokio::select! {
+            () = prepare => true,
+            () = abandon.cancelled() => false,
+        };
+        let outcome = if prepared {
+            let limits = Limits {
+                soft,
+                hard,
+                soft_limit,
+                abandon: &abandon,
+                effects: &effects,
+            };
+            run_limited(handler(ctx), limits).await
+        } else {
+            Outcome::Abandoned
         };
         drop(slot);
         shopfds_telemetry::metrics::task_duration_seconds()
@@ -246,15 +261,31 @@ impl Runtime {
     }
 }
 
-/// Runs the handler with one timer polled alongside (no extra task per message): at the soft
-/// limit it cancels the handler's token and is moved on to the hard limit, where the handler's
-/// future is dropped.
-async fn run_limited(
-    run: super::task::HandlerFuture,
-    soft_limit: CancellationToken,
+/// What may interrupt a running handler.
+struct Limits<'a> {
     soft: Duration,
     hard: Duration,
-) -> Outcome {
+    /// Cancelled at the soft limit: the handler's own token.
+    soft_limit: CancellationToken,
+    /// Fires when the shutdown grace period is over.
+    abandon: &'a CancellationToken,
+    /// The handler's side-effect spans, which no interruption cuts.
+    effects: &'a Effects,
+}
+
+/// Runs the handler with one timer polled alongside (no extra task per message): at the soft
+/// limit it cancels the handler's token and is moved on to the hard limit, where the handler's
+/// future is dropped, as it is when the shutdown grace period ends. Either interruption waits
+/// while a side-effect span runs ([`TaskContext::effect`]); if the handler returns meanwhile,
+/// what it returned is the outcome.
+async fn run_limited(run: super::task::HandlerFuture, limits: Limits<'_>) -> Outcome {
+    let Limits {
+        soft,
+        hard,
+        soft_limit,
+        abandon,
+        effects,
+    } = limits;
     let started = tokio::time::Instant::now();
     let timer = tokio::time::sleep(soft);
     // A handler that panics fails its task for good, like any permanent error; the worker and
@@ -262,17 +293,11 @@ async fn run_limited(
     let run = std::panic::AssertUnwindSafe(run).catch_unwind();
     tokio::pin!(run, timer);
     let mut soft_fired = false;
-    loop {
+    let interruption = loop {
         tokio::select! {
             biased;
-            outcome = &mut run => return match outcome {
-                Ok(Ok(value)) => Outcome::Succeeded(value),
-                Ok(Err(e)) => Outcome::Failed(e),
-                Err(panic) => Outcome::Failed(TaskError::permanent(format!(
-                    "the task panicked: {}",
-                    panic_message(panic.as_ref())
-                ))),
-            },
+            outcome = &mut run => return finished(outcome),
+            () = abandon.cancelled() => break Outcome::Abandoned,
             () = &mut timer => {
                 if !soft_fired {
                     soft_fired = true;
@@ -283,9 +308,35 @@ async fn run_limited(
                         continue;
                     }
                 }
-                return Outcome::HardTimeLimit { limit: hard };
+                break Outcome::HardTimeLimit { limit: hard };
             }
         }
+    };
+    if effects.active() {
+        tracing::warn!(
+            interruption = ?interruption,
+            "the task is inside a side effect and its record; it is interrupted when that ends"
+        );
+        tokio::select! {
+            biased;
+            outcome = &mut run => return finished(outcome),
+            () = effects.idle() => {}
+        }
+    }
+    interruption
+}
+
+/// The outcome of a handler that returned (or panicked).
+fn finished(
+    outcome: Result<Result<serde_json::Value, TaskError>, Box<dyn std::any::Any + Send>>,
+) -> Outcome {
+    match outcome {
+        Ok(Ok(value)) => Outcome::Succeeded(value),
+        Ok(Err(e)) => Outcome::Failed(e),
+        Err(panic) => Outcome::Failed(TaskError::permanent(format!(
+            "the task panicked: {}",
+            panic_message(panic.as_ref())
+        ))),
     }
 }
 

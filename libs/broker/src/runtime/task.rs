@@ -16,6 +16,7 @@ use shopfds_protocol::{TaskArgs, TaskMessage, TaskState};
 use tokio_util::sync::CancellationToken;
 
 use super::backend::{ResultBackend, StateChange};
+use super::effects::Effects;
 use super::options::{TaskError, TaskOptions};
 use crate::publisher::Publisher;
 
@@ -117,6 +118,7 @@ pub struct TaskContext {
     pub(crate) ignore_result: bool,
     /// The worker's node name, for the states this task reports.
     pub(crate) worker: Arc<str>,
+    pub(crate) effects: Effects,
 }
 
 impl TaskContext {
@@ -127,6 +129,14 @@ impl TaskContext {
     /// The typed arguments; an argument error is permanent (retrying cannot fix it).
     pub fn bind<T: TaskArgs>(&self) -> Result<T, TaskError> {
         self.message.bind().map_err(TaskError::permanent)
+    }
+
+    /// Runs `effect` — a side effect and the record that it happened, e.g. the SMTP send and
+    /// the once-only record's commit — as one span that is never cut: the hard time limit and
+    /// the end of the shutdown grace period wait until it has ended. Keep it bounded (the SMTP
+    /// client's timeout) and keep everything that may wait long (locks, lookups) outside it.
+    pub async fn effect<F: Future>(&self, effect: F) -> F::Output {
+        self.effects.run(effect).await
     }
 
     /// Celery's `update_state(state="PROGRESS", meta={current, total, message})`. Best effort:

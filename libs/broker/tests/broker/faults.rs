@@ -207,6 +207,10 @@ impl ResultBackend for HoldFinalStates {
         self.inner.get(task_id)
     }
 
+    fn ping(&self) -> BackendFuture<'_, ()> {
+        self.inner.ping()
+    }
+
     fn check_chord(&self, msg: &TaskMessage) -> Result<(), String> {
         self.inner.check_chord(msg)
     }

@@ -11,6 +11,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::any_value;
 use shopfds_telemetry::ops::Readiness;
+use shopfds_telemetry::server::HttpServerSettings;
 use shopfds_telemetry::{LogFormat, TelemetrySettings};
 use tokio_util::sync::CancellationToken;
 
@@ -127,21 +128,27 @@ pub fn init_telemetry() {
 /// The ops router served on 127.0.0.1:0 through `ops::serve`.
 pub struct TestOps {
     pub base_url: String,
+    pub addr: std::net::SocketAddr,
     pub shutdown: CancellationToken,
     pub server: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 pub async fn spawn_ops(readiness: Readiness) -> TestOps {
+    spawn_ops_with(readiness, HttpServerSettings::default()).await
+}
+
+/// The ops router served through `ops::serve_with` with the given limits.
+pub async fn spawn_ops_with(readiness: Readiness, settings: HttpServerSettings) -> TestOps {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base_url = format!("http://{}", listener.local_addr().unwrap());
+    let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
-    let server = tokio::spawn(shopfds_telemetry::ops::serve(
-        listener,
-        readiness,
-        shutdown.clone(),
-    ));
+    let stop = shutdown.clone();
+    let server = tokio::spawn(async move {
+        shopfds_telemetry::ops::serve_with(listener, readiness, &settings, stop).await
+    });
     TestOps {
-        base_url,
+        base_url: format!("http://{addr}"),
+        addr,
         shutdown,
         server,
     }

@@ -14,14 +14,16 @@ use std::sync::Arc;
 
 use helpers::{
     TestCollector, failing_check, init_telemetry, ok_check, sample_value, spawn_collector,
-    spawn_ops,
+    spawn_ops, spawn_ops_with,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use opentelemetry::trace::{SpanContext, TraceContextExt as _, TracerProvider as _};
 use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use shopfds_telemetry::ops::Readiness;
+use shopfds_telemetry::server::HttpServerSettings;
 use shopfds_telemetry::{LogFormat, TelemetryError, TelemetrySettings, metrics, propagation};
+use shopfds_testkit::raw_http::RawHttp;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 
@@ -539,5 +541,104 @@ async fn serve_stops_when_shutdown_is_cancelled() {
             .await
             .is_err(),
         "the listener is closed"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Slow and idle clients (the server loop of `shopfds_telemetry::server`)
+
+/// Short limits, so a test sees them enforced in about a second.
+fn short_header_timeout() -> HttpServerSettings {
+    HttpServerSettings {
+        header_read_timeout: std::time::Duration::from_secs(1),
+        ..HttpServerSettings::default()
+    }
+}
+
+/// A request head that never ends: a header line padded to take far longer than the timeout
+/// when sent one byte every 100 ms (about 40 s).
+fn endless_head() -> Vec<u8> {
+    let mut head = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: ".to_vec();
+    head.extend(std::iter::repeat_n(b'a', 360));
+    head
+}
+
+#[tokio::test]
+async fn a_client_trickling_its_request_head_is_disconnected() {
+    let ops = spawn_ops_with(Readiness::new(), short_header_timeout()).await;
+    let mut client = RawHttp::connect(ops.addr).await.unwrap();
+    let open = client
+        .trickle(&endless_head(), std::time::Duration::from_millis(100))
+        .await;
+    assert!(
+        !open,
+        "still connected after sending the whole head slowly; got {:?}",
+        client.received()
+    );
+    let received = client.received();
+    assert!(
+        received.is_empty() || received.starts_with("HTTP/1.1 408"),
+        "{received:?}"
+    );
+    // The server itself is unharmed.
+    let response = reqwest::get(format!("{}/healthz", ops.base_url))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed() {
+    let ops = spawn_ops_with(Readiness::new(), short_header_timeout()).await;
+    let mut client = RawHttp::connect(ops.addr).await.unwrap();
+    client
+        .send(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(
+        client
+            .closed_within(std::time::Duration::from_secs(30))
+            .await,
+        "an idle keep-alive connection stayed open; got {:?}",
+        client.received()
+    );
+    assert!(
+        client.received().starts_with("HTTP/1.1 200"),
+        "{:?}",
+        client.received()
+    );
+}
+
+#[tokio::test]
+async fn connections_past_the_cap_wait_until_one_closes() {
+    let settings = HttpServerSettings {
+        max_connections: 1,
+        ..HttpServerSettings::default()
+    };
+    let ops = spawn_ops_with(Readiness::new(), settings).await;
+    let first = RawHttp::connect(ops.addr).await.unwrap();
+    let mut second = RawHttp::connect(ops.addr).await.unwrap();
+    second
+        .send(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    // Not answered while the only slot is taken...
+    assert!(
+        !second
+            .closed_within(std::time::Duration::from_millis(500))
+            .await
+    );
+    assert_eq!(second.received(), "");
+    // ...and answered once it is free.
+    drop(first);
+    assert!(
+        second
+            .closed_within(std::time::Duration::from_secs(30))
+            .await
+    );
+    assert!(
+        second.received().starts_with("HTTP/1.1 200"),
+        "{:?}",
+        second.received()
     );
 }

@@ -10,6 +10,7 @@ use shopfds_protocol::tasks::SEND_ORDER_CONFIRMATION_EMAIL;
 use shopfds_store::Store;
 
 use crate::mail::{Mailer, confirmation};
+use shopfds_results::database_error as database;
 
 /// The seed's options: SMTP errors retry 3 times with exponential backoff.
 pub fn options() -> TaskOptions {
@@ -55,7 +56,7 @@ pub async fn run(
     let once = store
         .begin_once(&format!("order-confirmation:{order_id}"))
         .await
-        .map_err(TaskError::transient)?;
+        .map_err(database)?;
     if let Some(first) = once.already_done() {
         tracing::info!(%order_id, "confirmation already sent; not sending again");
         let mut result = first.clone();
@@ -67,7 +68,7 @@ pub async fn run(
     let order = store
         .get_order(order_id)
         .await
-        .map_err(TaskError::transient)?
+        .map_err(database)?
         .ok_or_else(|| TaskError::permanent(format!("order {order_id} not found")))?;
     if order.status == "blocked" {
         // Fraud detection blocked it (possibly after this message was queued): no confirmation.
@@ -76,18 +77,27 @@ pub async fn run(
         return Ok(json!({"status": "not_sent", "reason": "order blocked by fraud detection"}));
     }
     let mail = confirmation(&order);
-    let message_id = mailer
-        .send(
-            &order.customer_email,
-            &order.customer_name,
-            &mail,
-            &format!("order-confirmation.{order_id}"),
-        )
+    // The mail and its once-only record are one span: a time limit or the end of the shutdown
+    // grace period never falls between the SMTP server's acceptance and the record, and a lost
+    // database connection there is waited out, never answered by sending again.
+    let result = ctx
+        .effect(async {
+            let message_id = mailer
+                .send(
+                    &order.customer_email,
+                    &order.customer_name,
+                    &mail,
+                    &format!("order-confirmation.{order_id}"),
+                )
+                .await?;
+            let result =
+                json!({"status": "sent", "to": order.customer_email, "message_id": message_id});
+            once.complete(ctx.id(), result.clone())
+                .await
+                .map_err(database)?;
+            Ok::<_, TaskError>(result)
+        })
         .await?;
-    let result = json!({"status": "sent", "to": order.customer_email, "message_id": message_id});
-    once.complete(ctx.id(), result.clone())
-        .await
-        .map_err(TaskError::transient)?;
     tracing::info!(%order_id, "order confirmation sent");
     Ok(result)
 }

@@ -11,6 +11,7 @@ use shopfds_broker::amqp::table_to_json;
 use shopfds_broker::{BrokerSettings, Outgoing, Publisher, QueueType, topology};
 use shopfds_protocol::TaskState;
 use shopfds_store::{DatabaseSettings, NewOrder, NewOrderItem, Store, StoredResponse, TaskRecord};
+use shopfds_testkit::net::TcpProxy;
 use shopfds_testkit::pg::TestDatabase;
 use shopfds_testkit::rabbit::TestVhost;
 use shopfds_testkit::smtp::SmtpSink;
@@ -24,6 +25,8 @@ pub const CUSTOMER: &str = "minsu.kim@example.com";
 
 pub struct TestApp {
     pub order_id: Uuid,
+    /// In front of the worker's database, with [`Options::database_proxy`].
+    pub database_proxy: Option<TcpProxy>,
     pub customer_email: String,
     pub store: Store,
     pub publisher: Publisher,
@@ -44,6 +47,11 @@ impl Drop for TestApp {
 pub struct Options {
     pub customer_email: String,
     pub concurrency: usize,
+    /// The worker reaches its database through a [`TcpProxy`] the test can cut (the test's own
+    /// `store` connects directly).
+    pub database_proxy: bool,
+    pub shutdown_grace: Duration,
+    pub effect_grace: Duration,
 }
 
 impl Default for Options {
@@ -51,6 +59,9 @@ impl Default for Options {
         Options {
             customer_email: CUSTOMER.to_owned(),
             concurrency: 4,
+            database_proxy: false,
+            shutdown_grace: Duration::from_secs(2),
+            effect_grace: Duration::from_secs(30),
         }
     }
 }
@@ -103,17 +114,28 @@ pub async fn spawn_email_worker_with(options: Options) -> TestApp {
         .expect("create vhost");
     let db = TestDatabase::create().await.expect("create database");
 
+    let database_proxy = if options.database_proxy {
+        let server = "127.0.0.1:5432".parse().unwrap();
+        Some(TcpProxy::open(server).await.expect("database proxy"))
+    } else {
+        None
+    };
     let mut settings = Settings::from_env().expect("default settings");
     settings.broker = BrokerSettings::with_url(vhost.amqp_url(), "email-worker-test");
     settings.broker.reconnect_max = Duration::from_millis(500);
-    settings.database = DatabaseSettings::with_url(db.url());
+    settings.database = DatabaseSettings::with_url(
+        database_proxy
+            .as_ref()
+            .map_or_else(|| db.url(), |proxy| db.url_via(proxy.port())),
+    );
     settings.database.max_connections = u32::try_from(options.concurrency + 4).unwrap();
     settings.smtp_url = smtp.url();
     settings.ops_addr = "127.0.0.1:0".parse().unwrap();
     settings.worker.concurrency = options.concurrency;
-    settings.worker.shutdown_grace = Duration::from_secs(2);
+    settings.worker.shutdown_grace = options.shutdown_grace;
+    settings.worker.effect_grace = options.effect_grace;
 
-    let store = Store::connect(&settings.database)
+    let store = Store::connect(&DatabaseSettings::with_url(db.url()))
         .await
         .expect("connect and migrate");
     let order = new_order(&options.customer_email);
@@ -146,6 +168,7 @@ pub async fn spawn_email_worker_with(options: Options) -> TestApp {
     let handle = tokio::spawn(app.run_until_stopped(shutdown.clone()));
     TestApp {
         order_id: order.id,
+        database_proxy,
         customer_email: options.customer_email,
         store,
         publisher,
@@ -159,6 +182,32 @@ pub async fn spawn_email_worker_with(options: Options) -> TestApp {
 }
 
 impl TestApp {
+    /// Writes one more order (same customer) and returns its id.
+    pub async fn add_order(&self) -> Uuid {
+        let order = new_order(&self.customer_email);
+        self.store
+            .create_order(
+                None,
+                &order,
+                &[],
+                &[],
+                &StoredResponse {
+                    status: 201,
+                    body: json!({}),
+                },
+            )
+            .await
+            .expect("create an order");
+        order.id
+    }
+
+    /// The proxy in front of the worker's database.
+    pub fn database_proxy(&self) -> &TcpProxy {
+        self.database_proxy
+            .as_ref()
+            .expect("spawned with Options::database_proxy")
+    }
+
     /// `{"order_id": "<this test's order>"}`.
     pub fn order_kwargs(&self) -> Map<String, Value> {
         let mut kwargs = Map::new();

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod helpers;
+mod outages;
 mod refused_topology;
 
 use std::process::Command;

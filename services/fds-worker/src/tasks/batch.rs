@@ -129,7 +129,7 @@ async fn plan(
     let ids = store
         .unscored_orders(from, until)
         .await
-        .map_err(TaskError::transient)?;
+        .map_err(shopfds_results::database_error)?;
     let date_text = date.format("%Y-%m-%d").to_string();
     if ids.is_empty() {
         tracing::info!(date = %date_text, "fds batch: no unscored orders");
@@ -172,7 +172,7 @@ async fn plan(
     store
         .record_pending_tasks(&pending)
         .await
-        .map_err(TaskError::transient)?;
+        .map_err(shopfds_results::database_error)?;
     let outgoing: Vec<Outgoing> = chunks.iter().map(|m| Outgoing::task(m, queue)).collect();
     let published = ctx.publisher.publish_batch(&outgoing).await;
     let failed = published.iter().filter(|r| r.is_err()).count();

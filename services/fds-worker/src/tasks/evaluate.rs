@@ -42,11 +42,12 @@ pub enum EvaluateError {
 }
 
 impl From<EvaluateError> for TaskError {
-    /// An unknown order will stay unknown; a database error is worth retrying.
+    /// An unknown order will stay unknown; an unreachable database is waited out without
+    /// spending a retry; an error the database answered is worth retrying.
     fn from(e: EvaluateError) -> TaskError {
         match e {
             EvaluateError::NotFound(_) => TaskError::permanent(e),
-            EvaluateError::Store(_) => TaskError::transient(e),
+            EvaluateError::Store(e) => shopfds_results::database_error(e),
         }
     }
 }

@@ -211,7 +211,7 @@ pub async fn run(
     let saved = store
         .save_threat_intel(&source, &feed.json, KEEP_VERSIONS)
         .await
-        .map_err(TaskError::transient)?;
+        .map_err(shopfds_results::database_error)?;
     let ips = feed.snapshot.ips.len();
     let domains = feed.snapshot.email_domains.len();
     install(engine, feed.snapshot);

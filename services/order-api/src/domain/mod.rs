@@ -1,6 +1,9 @@
 //! The order as the API accepts it: parsed and validated at the edge, so an invalid order cannot
-//! exist past `ValidOrder::parse`.
+//! exist past `ValidOrder::parse`; likewise the ids of the `GET` routes.
 
+pub mod ids;
 pub mod order;
+pub mod text;
 
+pub use ids::TaskId;
 pub use order::{OrderRequest, ValidOrder};

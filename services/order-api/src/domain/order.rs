@@ -5,62 +5,70 @@ use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use shopfds_protocol::money;
 
+use super::text::{ClientIp, Country, Currency, Email, Line, Token, blank_is_none};
 use crate::error::ApiError;
 
+// Every struct refuses fields it does not know: a misspelt `line_2` is an error, not a value
+// silently dropped. The string rules are those of `super::text`; the lengths are here.
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct OrderRequest {
     pub customer: CustomerIn,
     pub items: Vec<ItemIn>,
-    pub currency: String,
+    pub currency: Currency,
     pub shipping_address: AddressIn,
-    pub billing_country: String,
+    pub billing_country: Country,
     pub payment: PaymentIn,
-    #[serde(default)]
-    pub client_ip: Option<String>,
+    #[serde(default, deserialize_with = "blank_is_none")]
+    pub client_ip: Option<ClientIp>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct CustomerIn {
-    pub id: String,
-    pub email: String,
-    pub name: String,
+    pub id: Line<64>,
+    pub email: Email,
+    pub name: Line<200>,
     #[serde(default)]
     pub account_created_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct ItemIn {
-    pub sku: String,
-    pub name: String,
+    pub sku: Line<64>,
+    pub name: Line<200>,
     pub quantity: i64,
     pub unit_price: i64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct AddressIn {
-    pub name: String,
-    pub line1: String,
-    #[serde(default)]
-    pub line2: Option<String>,
-    pub city: String,
-    pub postal_code: String,
-    pub country: String,
-    #[serde(default)]
-    pub phone: Option<String>,
+    pub name: Line<200>,
+    pub line1: Line<200>,
+    #[serde(default, deserialize_with = "blank_is_none")]
+    pub line2: Option<Line<200>>,
+    pub city: Line<100>,
+    pub postal_code: Line<20>,
+    pub country: Country,
+    #[serde(default, deserialize_with = "blank_is_none")]
+    pub phone: Option<Line<32>>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct PaymentIn {
-    pub method: String,
-    #[serde(default)]
-    pub card_fingerprint: Option<String>,
-    #[serde(default)]
-    pub payment_token: Option<String>,
+    pub method: Line<32>,
+    #[serde(default, deserialize_with = "blank_is_none")]
+    pub card_fingerprint: Option<Token<128>>,
+    #[serde(default, deserialize_with = "blank_is_none")]
+    pub payment_token: Option<Token<255>>,
 }
 
-/// A checked order: trimmed text, known currency, positive quantities, a total that fits.
+/// A checked order: every field within its rules, positive quantities, a total that fits.
 #[derive(Debug, Clone)]
 pub struct ValidOrder {
     pub request: OrderRequest,
@@ -72,33 +80,44 @@ const MAX_ITEMS: usize = 100;
 const MAX_QUANTITY: i64 = 10_000;
 
 impl ValidOrder {
-    /// Parses the raw body: JSON syntax and types first (serde, with the path of the field),
-    /// then the rules types cannot say.
+    /// Parses the raw body: JSON syntax, types and the string rules first (serde, with the path
+    /// of the field), then the rules that span fields. Nothing but whitespace may follow the
+    /// JSON value.
     pub fn parse(body: &[u8]) -> Result<ValidOrder, ApiError> {
         let de = &mut serde_json::Deserializer::from_slice(body);
-        let request: OrderRequest = serde_path_to_error::deserialize(de).map_err(|e| {
+        let request: OrderRequest = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
             if inner.is_syntax() || inner.is_eof() {
                 ApiError::validation("body", format!("not valid JSON: {inner}"))
             } else {
-                // "missing field `x`" is reported on the parent; name the field itself.
+                // "missing field `x`" is reported on the parent, "unknown field `x`" on the
+                // field itself: name the field either way.
                 let text = inner.to_string();
-                let field = match missing_field(&text) {
-                    Some(missing) if path == "." => missing.to_owned(),
-                    Some(missing) => format!("{path}.{missing}"),
+                let field = match named_field(&text) {
+                    Some(named) if path == "." => named.to_owned(),
+                    Some(named) if path == named || path.ends_with(&format!(".{named}")) => path,
+                    Some(named) => format!("{path}.{named}"),
                     None if path == "." => "body".to_owned(),
                     None => path,
                 };
                 ApiError::validation(&field, strip_position(&text))
             }
         })?;
+        de.end()
+            .map_err(|_| ApiError::validation("body", "unexpected data after the JSON object"))?;
         request.validate()
     }
 }
 
-fn missing_field(message: &str) -> Option<&str> {
-    message.strip_prefix("missing field `")?.split('`').next()
+/// The field a serde message is about, when it names one: `missing field `x``, `unknown field
+/// `x`, expected one of …`, `duplicate field `x``.
+fn named_field(message: &str) -> Option<&str> {
+    ["missing field `", "unknown field `", "duplicate field `"]
+        .iter()
+        .find_map(|prefix| message.strip_prefix(prefix))?
+        .split('`')
+        .next()
 }
 
 fn strip_position(message: &str) -> String {
@@ -110,12 +129,10 @@ fn strip_position(message: &str) -> String {
 }
 
 impl OrderRequest {
-    fn validate(mut self) -> Result<ValidOrder, ApiError> {
-        let c = &mut self.customer;
-        c.id = text("customer.id", &c.id, 64)?;
-        c.name = text("customer.name", &c.name, 200)?;
-        c.email = email("customer.email", &c.email)?;
-        if c.account_created_at
+    fn validate(self) -> Result<ValidOrder, ApiError> {
+        if self
+            .customer
+            .account_created_at
             .is_some_and(|t| t > Utc::now() + chrono::Duration::minutes(5))
         {
             return Err(ApiError::validation(
@@ -135,22 +152,8 @@ impl OrderRequest {
                 format!("at most {MAX_ITEMS} items per order"),
             ));
         }
-        self.currency = self.currency.trim().to_ascii_uppercase();
-        if money::minor_unit_digits(&self.currency).is_none() {
-            let known: Vec<&str> = money::supported_currencies().collect();
-            return Err(ApiError::validation(
-                "currency",
-                format!(
-                    "{:?} is not accepted; use one of {}",
-                    self.currency,
-                    known.join(", ")
-                ),
-            ));
-        }
         let mut total: i64 = 0;
-        for (i, item) in self.items.iter_mut().enumerate() {
-            item.sku = text(&format!("items[{i}].sku"), &item.sku, 64)?;
-            item.name = text(&format!("items[{i}].name"), &item.name, 200)?;
+        for (i, item) in self.items.iter().enumerate() {
             if !(1..=MAX_QUANTITY).contains(&item.quantity) {
                 return Err(ApiError::validation(
                     &format!("items[{i}].quantity"),
@@ -174,69 +177,13 @@ impl OrderRequest {
                     )
                 })?;
         }
-        let a = &mut self.shipping_address;
-        a.name = text("shipping_address.name", &a.name, 200)?;
-        a.line1 = text("shipping_address.line1", &a.line1, 200)?;
-        a.city = text("shipping_address.city", &a.city, 100)?;
-        a.postal_code = text("shipping_address.postal_code", &a.postal_code, 20)?;
-        a.country = country("shipping_address.country", &a.country)?;
-        self.billing_country = country("billing_country", &self.billing_country)?;
-        self.payment.method = text("payment.method", &self.payment.method, 32)?;
-        let client_ip = match self
-            .client_ip
-            .as_deref()
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-        {
-            None => None,
-            Some(ip) => Some(ip.parse::<IpAddr>().map_err(|_| {
-                ApiError::validation("client_ip", format!("{ip:?} is not an IP address"))
-            })?),
-        };
+        let client_ip = self.client_ip.map(|ip| ip.0);
         Ok(ValidOrder {
             request: self,
             total,
             client_ip,
         })
     }
-}
-
-fn text(field: &str, value: &str, max: usize) -> Result<String, ApiError> {
-    let v = value.trim();
-    if v.is_empty() {
-        return Err(ApiError::validation(field, "must not be empty"));
-    }
-    if v.chars().count() > max {
-        return Err(ApiError::validation(
-            field,
-            format!("at most {max} characters"),
-        ));
-    }
-    if v.chars().any(char::is_control) {
-        return Err(ApiError::validation(
-            field,
-            "must not contain control characters",
-        ));
-    }
-    Ok(v.to_owned())
-}
-
-fn email(field: &str, value: &str) -> Result<String, ApiError> {
-    let v = value.trim();
-    v.parse::<lettre::Address>()
-        .map_err(|_| ApiError::validation(field, format!("{v:?} is not an email address")))?;
-    Ok(v.to_owned())
-}
-
-fn country(field: &str, value: &str) -> Result<String, ApiError> {
-    let v = value.trim().to_ascii_uppercase();
-    if v.len() != 2 || !v.bytes().all(|b| b.is_ascii_uppercase()) {
-        return Err(ApiError::validation(
-            field,
-            "must be an ISO 3166-1 alpha-2 country code such as \"KR\"",
-        ));
-    }
-    Ok(v)
 }
 
 #[cfg(test)]
@@ -306,5 +253,47 @@ mod tests {
         assert!(
             matches!(ValidOrder::parse(b"{\"customer\": "), Err(ApiError::Validation { field, .. }) if field == "body")
         );
+    }
+
+    #[test]
+    fn unknown_and_duplicate_fields_and_trailing_data_are_named() {
+        let mut b = sample();
+        b["coupon"] = json!("FREE");
+        assert_eq!(field_of(b), "coupon");
+        let mut b = sample();
+        b["shipping_address"]["line_2"] = json!("Apt 1");
+        assert_eq!(field_of(b), "shipping_address.line_2");
+        let mut b = sample();
+        b["items"][0]["discount"] = json!(1);
+        assert_eq!(field_of(b), "items[0].discount");
+        let body = sample().to_string();
+        let twice = body.replacen(
+            "\"currency\":\"KRW\"",
+            "\"currency\":\"KRW\",\"currency\":\"USD\"",
+            1,
+        );
+        assert!(
+            matches!(ValidOrder::parse(twice.as_bytes()), Err(ApiError::Validation { field, .. }) if field == "currency"),
+            "{twice}"
+        );
+        for trailing in [format!("{body}x"), format!("{body}{body}")] {
+            assert!(matches!(
+                ValidOrder::parse(trailing.as_bytes()),
+                Err(ApiError::Validation { field, .. }) if field == "body"
+            ));
+        }
+        assert!(ValidOrder::parse(format!("{body} \n").as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn blank_optional_fields_are_absent_and_text_is_trimmed() {
+        let mut b = sample();
+        b["shipping_address"]["line2"] = json!("  ");
+        b["payment"]["card_fingerprint"] = json!("");
+        b["customer"]["name"] = json!("  김민수\n");
+        let order = ValidOrder::parse(b.to_string().as_bytes()).unwrap();
+        assert!(order.request.shipping_address.line2.is_none());
+        assert!(order.request.payment.card_fingerprint.is_none());
+        assert_eq!(order.request.customer.name.as_str(), "김민수");
     }
 }

@@ -8,8 +8,9 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -35,6 +36,7 @@ pub async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    require_json(&headers)?;
     let order = ValidOrder::parse(&body)?;
     let idempotency = idempotency(&headers, &body)?;
     let client_ip = order
@@ -105,31 +107,31 @@ pub async fn create(
         "order_id": order_id,
         "status": status,
         "total": order.total,
-        "currency": req.currency,
+        "currency": req.currency.as_str(),
         "fds": fds,
         "tasks": task_ids,
     });
     let new_order = NewOrder {
         id: order_id,
-        customer_id: req.customer.id.clone(),
-        customer_email: req.customer.email.clone(),
-        customer_name: req.customer.name.clone(),
+        customer_id: req.customer.id.as_str().to_owned(),
+        customer_email: req.customer.email.as_str().to_owned(),
+        customer_name: req.customer.name.as_str().to_owned(),
         account_created_at: req.customer.account_created_at,
-        currency: req.currency.clone(),
+        currency: req.currency.as_str().to_owned(),
         total: order.total,
         items: req
             .items
             .iter()
             .map(|i| NewOrderItem {
-                sku: i.sku.clone(),
-                name: i.name.clone(),
+                sku: i.sku.as_str().to_owned(),
+                name: i.name.as_str().to_owned(),
                 // Validated to 1..=10 000 by ValidOrder.
                 quantity: i32::try_from(i.quantity).unwrap_or(i32::MAX),
                 unit_price: i.unit_price,
             })
             .collect(),
         shipping_address: serde_json::to_value(&req.shipping_address).unwrap_or(Value::Null),
-        billing_country: req.billing_country.clone(),
+        billing_country: req.billing_country.as_str().to_owned(),
         payment: serde_json::to_value(&req.payment).unwrap_or(Value::Null),
         client_ip: Some(client_ip.to_string()),
         status: status.to_owned(),
@@ -145,7 +147,7 @@ pub async fn create(
         .create_order(idempotency.as_ref(), &new_order, &outbox, &pending, &stored)
         .await?;
     if let CreateOutcome::Created = outcome {
-        tracing::info!(%order_id, total = order.total, currency = %req.currency, status, "order accepted");
+        tracing::info!(%order_id, total = order.total, currency = req.currency.as_str(), status, "order accepted");
     }
     answer(outcome, Some(stored))
 }
@@ -173,9 +175,11 @@ fn answer(outcome: CreateOutcome, created: Option<StoredResponse>) -> Result<Res
 
 pub async fn get(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let not_found = || ApiError::NotFound(format!("no order with id {id:?}"));
+    // A path that is not UTF-8 (`%FF`) is no order id either.
+    let id = id.map(|Path(id)| id).unwrap_or_default();
+    let not_found = || ApiError::NotFound(format!("no order with id {:?}", super::shown(&id)));
     let order_id = Uuid::parse_str(&id).map_err(|_| not_found())?;
     let order = state
         .store
@@ -214,6 +218,27 @@ pub fn outbox_message(out: &Outgoing, task_id: &str) -> OutboxMessage {
         headers: Value::Object(out.headers.clone()),
         properties: serde_json::to_value(&out.properties).unwrap_or(Value::Null),
         body: out.body.clone(),
+    }
+}
+
+/// The body must be declared JSON: `application/json` or `application/<anything>+json`, with
+/// any parameters (`; charset=utf-8`). Missing or anything else is `415`.
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let essence = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    let json = essence.as_deref().is_some_and(|mime| {
+        mime == "application/json"
+            || mime
+                .strip_prefix("application/")
+                .is_some_and(|subtype| subtype.ends_with("+json"))
+    });
+    if json {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType)
     }
 }
 

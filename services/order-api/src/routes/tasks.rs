@@ -2,21 +2,31 @@
 //! (`RESULT_BACKEND`, the one the workers write), the counterpart of Celery's `AsyncResult(id)`.
 
 use axum::Json;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use serde_json::{Value, json};
 
+use crate::domain::TaskId;
 use crate::error::ApiError;
 use crate::startup::AppState;
 
 pub async fn get(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let task = state.results.get(&id).await?.ok_or_else(|| {
+    let not_found = |id: &str| {
         ApiError::NotFound(format!(
             "no task with id {id:?} (unknown, or its result expired)"
         ))
-    })?;
+    };
+    // A path that is not UTF-8 (`%FF`) or no task id at all: no such task either.
+    let raw = id.map(|Path(id)| id).unwrap_or_default();
+    let id = TaskId::parse(&raw).ok_or_else(|| not_found(&super::shown(&raw)))?;
+    let task = state
+        .results
+        .get(id.as_str())
+        .await?
+        .ok_or_else(|| not_found(id.as_str()))?;
     let progress = task.progress.as_ref().map(|p| {
         json!({"current": p.get("current"), "total": p.get("total"), "message": p.get("message")})
     });

@@ -25,10 +25,13 @@ pub struct Options {
     /// Start without fds-worker: nothing answers Score, the fallback decision applies, and the
     /// evaluations wait in queue `fds` until `start_fds_worker`.
     pub fds_down: bool,
+    /// order-api's `HTTP_HEADER_READ_TIMEOUT_SECS`, shorter than any default.
+    pub header_read_timeout: Option<Duration>,
 }
 
 pub struct TestApp {
     pub address: String,
+    pub socket: std::net::SocketAddr,
     pub client: reqwest::Client,
     pub store: Store,
     pub smtp: SmtpSink,
@@ -82,6 +85,9 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     };
     settings.broker = fast_reconnect(BrokerSettings::with_url(broker_url, "order-api-test"));
     settings.relay.poll_interval = Duration::from_millis(200);
+    if let Some(timeout) = options.header_read_timeout {
+        settings.http.header_read_timeout = timeout;
+    }
     let shutdown = CancellationToken::new();
     let mut handles = Vec::new();
     if !options.fds_down {
@@ -98,7 +104,8 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     let app = Application::build(settings)
         .await
         .expect("order-api builds");
-    let address = format!("http://127.0.0.1:{}", app.port());
+    let socket = std::net::SocketAddr::from(([127, 0, 0, 1], app.port()));
+    let address = format!("http://{socket}");
     handles.push(tokio::spawn(app.run_until_stopped(shutdown.clone())));
 
     // The worker always reaches the broker directly: only the relay's path is cut.
@@ -118,6 +125,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
 
     TestApp {
         address,
+        socket,
         client: reqwest::Client::new(),
         store,
         smtp,
@@ -168,11 +176,24 @@ impl TestApp {
     }
 
     pub async fn post_raw(&self, body: &str, idempotency_key: Option<&str>) -> Response {
+        self.post_typed(body, Some("application/json"), idempotency_key)
+            .await
+    }
+
+    /// `POST /v1/orders` with the given `Content-Type` (none if `None`).
+    pub async fn post_typed(
+        &self,
+        body: &str,
+        content_type: Option<&str>,
+        idempotency_key: Option<&str>,
+    ) -> Response {
         let mut req = self
             .client
             .post(format!("{}/v1/orders", self.address))
-            .header("content-type", "application/json")
             .body(body.to_owned());
+        if let Some(content_type) = content_type {
+            req = req.header("content-type", content_type);
+        }
         if let Some(key) = idempotency_key {
             req = req.header("Idempotency-Key", key);
         }

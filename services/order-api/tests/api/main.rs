@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod edge;
 mod helpers;
 
 use std::time::Duration;

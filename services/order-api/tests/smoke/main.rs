@@ -205,3 +205,17 @@ async fn outbox_pending_rises_on_metrics_while_the_broker_is_unreachable() {
     let status = child.terminate(Duration::from_secs(30)).await.unwrap();
     assert!(status.success(), "exit status {status}: {}", child.log());
 }
+
+#[tokio::test]
+async fn an_invalid_connection_limit_is_named_at_start() {
+    shopfds_testkit::service::assert_invalid_variables_named(
+        env!("CARGO_BIN_EXE_order-api"),
+        &[
+            ("HTTP_HEADER_READ_TIMEOUT_SECS", "0"),
+            ("HTTP_HEADER_READ_TIMEOUT_SECS", "soon"),
+            ("HTTP_MAX_CONNECTIONS", "0"),
+        ],
+    )
+    .await
+    .unwrap();
+}
