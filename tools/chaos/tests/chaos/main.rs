@@ -3,9 +3,9 @@
 //! SIGTERMed with a 2 s grace, the RabbitMQ node restarted, PostgreSQL cut for 5 s), then the
 //! ledger: nothing lost, nothing doubled, nothing crashed. `make chaos` is the 1,000-order run.
 //!
-//! The service binaries are built first (`cargo build` of order-api, email-worker and
-//! fds-worker into this test's target directory; nothing to do when they are fresh), so the
-//! run always exercises the code of this checkout.
+//! The service binaries are built first (`cargo build --workspace --bins` into this test's
+//! target directory; nothing to do when they are fresh), so the run always exercises the code
+//! of this checkout.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -69,19 +69,12 @@ fn build_services() -> PathBuf {
         .or_else(|| option_env!("CARGO").map(str::to_owned))
         .unwrap_or_else(|| "cargo".to_owned());
     let mut cmd = Command::new(cargo);
-    cmd.args([
-        "build",
-        "--bins",
-        "-p",
-        "order-api",
-        "-p",
-        "email-worker",
-        "-p",
-        "fds-worker",
-    ])
-    .arg("--target-dir")
-    .arg(target)
-    .current_dir(env!("CARGO_MANIFEST_DIR"));
+    // The whole workspace, as `make build` and `cargo test --workspace` select it: a subset
+    // would unify dependency features differently and compile a second copy of them.
+    cmd.args(["build", "--workspace", "--bins"])
+        .arg("--target-dir")
+        .arg(target)
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
     if bin_dir.file_name().is_some_and(|p| p == "release") {
         cmd.arg("--release");
     }
