@@ -25,12 +25,14 @@
 
 pub mod acks;
 pub mod backend;
+pub mod budget;
 pub mod consumer;
 pub mod copies;
 pub mod decide;
 pub mod disposition;
 pub mod execute;
 pub mod followups;
+pub mod limits;
 pub mod options;
 pub mod process;
 pub mod task;
