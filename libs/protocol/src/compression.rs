@@ -183,7 +183,8 @@ mod tests {
 
     #[test]
     fn zlib_and_gzip_bodies_are_read() {
-        let out = decompressed(&headers("application/x-gzip"), &zlib(BODY), 1 << 20).unwrap();
+        let packed = zlib(BODY);
+        let out = decompressed(&headers("application/x-gzip"), &packed, 1 << 20).unwrap();
         assert_eq!(&*out, BODY);
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         e.write_all(BODY).unwrap();
@@ -196,8 +197,20 @@ mod tests {
     fn bzip2_bodies_are_read() {
         let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::default());
         e.write_all(BODY).unwrap();
-        let out = decompressed(&headers("application/x-bz2"), &e.finish().unwrap(), 1 << 20);
-        assert_eq!(&*out.unwrap(), BODY);
+        let packed = e.finish().unwrap();
+        let out = decompressed(&headers("application/x-bz2"), &packed, 1 << 20).unwrap();
+        assert_eq!(&*out, BODY);
+    }
+
+    #[test]
+    fn xz_and_zstd_bodies_are_read() {
+        let xz = liblzma::encode_all(BODY, 6).unwrap();
+        let out = decompressed(&headers("application/x-lzma"), &xz, 1 << 20).unwrap();
+        assert_eq!(&*out, BODY);
+        let zstd =
+            ruzstd::encoding::compress_to_vec(BODY, ruzstd::encoding::CompressionLevel::Fastest);
+        let out = decompressed(&headers("application/zstd"), &zstd, 1 << 20).unwrap();
+        assert_eq!(&*out, BODY);
     }
 
     #[test]
