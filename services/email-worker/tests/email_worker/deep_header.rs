@@ -13,26 +13,35 @@ use shopfds_testkit::service::{TestService, header, take_message};
 
 const BIN: &str = env!("CARGO_BIN_EXE_email-worker");
 
-/// Array levels in the header: 5 bytes each, about 130 KB, just within RabbitMQ's default
+/// Array levels in a header: 5 bytes each, about 130 KB, just within RabbitMQ's default
 /// `frame_max` of 131072 bytes (the largest header it accepts). 200 levels aborted the worker.
-const LEVELS: usize = 26_000;
+const ARRAY_LEVELS: usize = 26_000;
+/// Table levels (an empty key, 6 bytes each), as deep as the same frame allows.
+const TABLE_LEVELS: usize = 21_700;
 
-/// `levels` arrays, each holding the next, built without recursion.
-fn nested(levels: usize) -> AMQPValue {
-    let mut value = AMQPValue::FieldArray(FieldArray::default());
+/// `levels` arrays (or tables), each holding the next, built without recursion.
+fn nested(levels: usize, tables: bool) -> AMQPValue {
+    let mut value = if tables {
+        AMQPValue::FieldTable(FieldTable::default())
+    } else {
+        AMQPValue::FieldArray(FieldArray::default())
+    };
     for _ in 1..levels {
-        let mut outer = FieldArray::default();
-        outer.push(value);
-        value = AMQPValue::FieldArray(outer);
+        value = if tables {
+            let mut outer = FieldTable::default();
+            outer.insert("".into(), value);
+            AMQPValue::FieldTable(outer)
+        } else {
+            let mut outer = FieldArray::default();
+            outer.push(value);
+            AMQPValue::FieldArray(outer)
+        };
     }
     value
 }
 
-#[tokio::test]
-async fn a_header_nested_as_deep_as_a_frame_allows_is_dead_lettered_and_the_worker_lives() {
-    let mut service = TestService::spawn(BIN, &[]).await.unwrap();
-    service.wait_ready(Duration::from_secs(30)).await.unwrap();
-
+/// Publishes an email task whose header `name` is `value`, confirmed; returns its id.
+async fn publish_nested(channel: &lapin::Channel, name: &str, value: AMQPValue) -> String {
     let id = uuid::Uuid::new_v4().to_string();
     let mut headers = FieldTable::default();
     for (k, v) in [
@@ -44,18 +53,12 @@ async fn a_header_nested_as_deep_as_a_frame_allows_is_dead_lettered_and_the_work
         headers.insert(k.into(), AMQPValue::LongString(LongString::from(v)));
     }
     headers.insert("retries".into(), AMQPValue::LongInt(0));
-    headers.insert("stamps".into(), nested(LEVELS));
+    headers.insert(name.into(), value);
     let props = BasicProperties::default()
         .with_content_type("application/json".into())
         .with_content_encoding("utf-8".into())
         .with_delivery_mode(2)
         .with_headers(headers);
-    let conn = service.vhost.connect().await.unwrap();
-    let channel = conn.create_channel().await.unwrap();
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
     let body = br#"[[], {"order_id": "o-1"}, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]"#;
     let confirm = channel
         .basic_publish(
@@ -70,15 +73,34 @@ async fn a_header_nested_as_deep_as_a_frame_allows_is_dead_lettered_and_the_work
         .await
         .unwrap();
     assert!(confirm.is_ack(), "the broker accepted the header");
+    id
+}
 
-    let (properties, dead_body) = take_message(&conn, "failed.email").await.unwrap();
-    assert_eq!(header(&properties, "id").as_deref(), Some(id.as_str()));
-    let reason = header(&properties, "x-shopfds-reason").unwrap_or_default();
-    assert!(
-        reason.contains("header \"stamps\" is nested deeper than 64 levels"),
-        "{reason}"
-    );
-    assert!(dead_body.is_array(), "the body is kept: {dead_body}");
+#[tokio::test]
+async fn a_header_nested_as_deep_as_a_frame_allows_is_dead_lettered_and_the_worker_lives() {
+    let mut service = TestService::spawn(BIN, &[]).await.unwrap();
+    service.wait_ready(Duration::from_secs(30)).await.unwrap();
+
+    let conn = service.vhost.connect().await.unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    for (name, value) in [
+        ("stamps", nested(ARRAY_LEVELS, false)),
+        ("x-tables", nested(TABLE_LEVELS, true)),
+    ] {
+        let id = publish_nested(&channel, name, value).await;
+        let (properties, dead_body) = take_message(&conn, "failed.email").await.unwrap();
+        assert_eq!(header(&properties, "id").as_deref(), Some(id.as_str()));
+        let reason = header(&properties, "x-shopfds-reason").unwrap_or_default();
+        assert!(
+            reason.contains(&format!("header {name:?} is nested deeper than 64 levels")),
+            "{reason}"
+        );
+        assert!(dead_body.is_array(), "the body is kept: {dead_body}");
+    }
     assert!(
         service.child.try_wait().unwrap().is_none(),
         "the worker died: {}",
