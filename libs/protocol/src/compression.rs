@@ -124,7 +124,11 @@ pub fn decompressed<'a>(
 }
 
 /// Reads `decoder` to its end, refusing output past `limit` bytes.
-fn bounded(decoder: impl Read, limit: usize, method: &'static str) -> Result<Vec<u8>, ProtocolError> {
+fn bounded(
+    decoder: impl Read,
+    limit: usize,
+    method: &'static str,
+) -> Result<Vec<u8>, ProtocolError> {
     let mut out = Vec::new();
     let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
     decoder
@@ -242,6 +246,11 @@ mod tests {
             }
         );
         let exact = zlib(&vec![b' '; 1 << 20]);
-        assert_eq!(decompressed(&headers("zlib"), &exact, 1 << 20).unwrap().len(), 1 << 20);
+        assert_eq!(
+            decompressed(&headers("zlib"), &exact, 1 << 20)
+                .unwrap()
+                .len(),
+            1 << 20
+        );
     }
 }

@@ -122,7 +122,11 @@ impl Budget {
     }
 }
 
-async fn basic_consume(channel: &Channel, queue: &str, tag: &str) -> Result<Consumer, lapin::Error> {
+async fn basic_consume(
+    channel: &Channel,
+    queue: &str,
+    tag: &str,
+) -> Result<Consumer, lapin::Error> {
     channel
         .basic_consume(
             queue.into(),

@@ -146,7 +146,10 @@ fn an_eta_past_the_horizon_is_refused_to_the_dead_letter_queue() {
     let mut msg = message();
     msg.headers.eta = Some(now() + chrono::Duration::days(30) + chrono::Duration::seconds(1));
     let outcome = triage(&msg, true, |_| Ok(()), now(), HORIZON).unwrap();
-    assert!(matches!(outcome, Outcome::EtaBeyondHorizon { .. }), "{outcome:?}");
+    assert!(
+        matches!(outcome, Outcome::EtaBeyondHorizon { .. }),
+        "{outcome:?}"
+    );
     let d = decide(&facts(&msg, Some(&email_options())), outcome);
     let Action::DeadLetter { reason } = &d.action else {
         panic!("{:?}", d.action)
@@ -164,7 +167,10 @@ fn an_eta_past_the_horizon_is_refused_to_the_dead_letter_queue() {
 
     msg.headers.eta = Some(now() + chrono::Duration::days(30));
     let outcome = triage(&msg, true, |_| Ok(()), now(), HORIZON).unwrap();
-    assert!(matches!(outcome, Outcome::EtaInFuture { .. }), "at the horizon: deferred");
+    assert!(
+        matches!(outcome, Outcome::EtaInFuture { .. }),
+        "at the horizon: deferred"
+    );
 }
 
 #[test]
@@ -189,7 +195,14 @@ fn a_chord_the_backend_cannot_complete_is_refused_on_arrival() {
     let mut msg = message();
     msg.headers.group = Some("g-1".to_owned());
     msg.embed.chord = Some(Signature::new("tally", Map::new()));
-    let outcome = triage(&msg, true, |_| Err("no chord_size".to_owned()), now(), HORIZON).unwrap();
+    let outcome = triage(
+        &msg,
+        true,
+        |_| Err("no chord_size".to_owned()),
+        now(),
+        HORIZON,
+    )
+    .unwrap();
     assert_eq!(
         outcome,
         Outcome::ChordUnsupported {
@@ -208,7 +221,13 @@ fn a_chord_the_backend_cannot_complete_is_refused_on_arrival() {
     // The check is asked only of chord parts.
     let plain = message();
     assert_eq!(
-        triage(&plain, true, |_| Err("never asked".to_owned()), now(), HORIZON),
+        triage(
+            &plain,
+            true,
+            |_| Err("never asked".to_owned()),
+            now(),
+            HORIZON
+        ),
         None
     );
 }

@@ -14,22 +14,31 @@ use tokio::sync::Semaphore;
 use super::helpers::{QUEUE, WAIT, poll_until, spawn_worker, spawn_worker_with, worker_settings};
 use super::{Log, attempts, register_logged, v2_headers};
 
-const BODY: &[u8] = br#"[[], {}, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]"#;
+const BODY: &[u8] =
+    br#"[[], {}, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]"#;
 
 #[tokio::test]
 async fn bodies_compressed_by_the_stock_celery_client_are_decompressed_and_run() {
     let log = Log::default();
     let mut registry = Registry::new();
-    register_logged(&mut registry, "packed", TaskOptions::default(), &log, |_| {
-        Ok(json!("unpacked"))
-    });
+    register_logged(
+        &mut registry,
+        "packed",
+        TaskOptions::default(),
+        &log,
+        |_| Ok(json!("unpacked")),
+    );
     let tw = spawn_worker(registry).await;
     // kombu's names: zlib → application/x-gzip, bzip2 → application/x-bz2, lzma → application/x-lzma.
     for compression in ["zlib", "gzip", "bzip2", "lzma"] {
         let task = SendTask {
             queue: Some(QUEUE.to_owned()),
             compression: Some(compression.to_owned()),
-            ..SendTask::new("packed", json!({"order_id": "o-1", "pad": "x".repeat(4096)})).unwrap()
+            ..SendTask::new(
+                "packed",
+                json!({"order_id": "o-1", "pad": "x".repeat(4096)}),
+            )
+            .unwrap()
         };
         let id = send_task_with(&tw.vhost.amqp_url(), &task).await.unwrap();
         let record = tw.wait_for_state(&id, TaskState::Success).await;
@@ -45,11 +54,17 @@ async fn an_unsupported_compression_is_dead_lettered_with_its_name() {
     let mut headers = v2_headers("packed", "brotli");
     headers.insert("compression".to_owned(), json!("application/x-brotli"));
     let id = headers["id"].as_str().unwrap().to_owned();
-    tw.publish_raw("application/json", &headers, b"\x8b\x03\x80not really brotli")
-        .await;
+    tw.publish_raw(
+        "application/json",
+        &headers,
+        b"\x8b\x03\x80not really brotli",
+    )
+    .await;
     let dead = tw.dead_letters(1).await;
     assert!(
-        dead[0].reason().contains("compression \"application/x-brotli\" is not supported"),
+        dead[0]
+            .reason()
+            .contains("compression \"application/x-brotli\" is not supported"),
         "{}",
         dead[0].reason()
     );
@@ -60,9 +75,13 @@ async fn an_unsupported_compression_is_dead_lettered_with_its_name() {
 async fn an_eta_past_the_horizon_is_refused_with_a_reason_and_rejected() {
     let log = Log::default();
     let mut registry = Registry::new();
-    register_logged(&mut registry, "far_off", TaskOptions::default(), &log, |_| {
-        Ok(json!("ran"))
-    });
+    register_logged(
+        &mut registry,
+        "far_off",
+        TaskOptions::default(),
+        &log,
+        |_| Ok(json!("ran")),
+    );
     let mut settings = worker_settings();
     settings.eta_horizon = Duration::from_secs(3600);
     let tw = spawn_worker_with(registry, settings).await;
@@ -145,9 +164,13 @@ async fn big_messages_held_at_once_stay_within_the_prefetch_byte_budget() {
     // One at a time, each delivered (or the consumer gone) before the next: the prefetch (16)
     // would let all of them in; the budget (4 bodies) cancels the consumer once 4 are held, so
     // the broker keeps the rest.
-    poll_until(WAIT, || async { tw.vhost.consumers(QUEUE).unwrap() }, |n| *n == 1)
-        .await
-        .unwrap();
+    poll_until(
+        WAIT,
+        || async { tw.vhost.consumers(QUEUE).unwrap() },
+        |n| *n == 1,
+    )
+    .await
+    .unwrap();
     let mut ids = Vec::new();
     for i in 0..MESSAGES {
         let headers = v2_headers("held", &format!("big-{i}"));
@@ -170,9 +193,17 @@ async fn big_messages_held_at_once_stay_within_the_prefetch_byte_budget() {
         .await
         .unwrap();
     }
-    assert_eq!(tw.vhost.consumers(QUEUE).unwrap(), 0, "the consumer is paused");
+    assert_eq!(
+        tw.vhost.consumers(QUEUE).unwrap(),
+        0,
+        "the consumer is paused"
+    );
     assert_eq!(tw.vhost.unacked(QUEUE).unwrap(), 4, "4 bodies held of 16");
-    assert_eq!(tw.vhost.queue_depth(QUEUE).unwrap(), 12, "the rest wait in the broker");
+    assert_eq!(
+        tw.vhost.queue_depth(QUEUE).unwrap(),
+        12,
+        "the rest wait in the broker"
+    );
 
     // Released, they all run: the consumer resumes as messages settle.
     gate.add_permits(MESSAGES);
