@@ -195,7 +195,18 @@ impl Paced {
                     None => self.state = State::Paused,
                 },
                 State::Paused => {
-                    if self.paused.wait_for(|paused| !*paused).await.is_err() {
+                    // A paused queue has no consumer whose end would tell of a lost connection.
+                    let (resumed, lost) = tokio::select! {
+                        resumed = self.paused.wait_for(|paused| !*paused) => (resumed.is_ok(), false),
+                        () = closed(&self.channel) => (false, true),
+                    };
+                    if lost {
+                        let closed = lapin::ErrorKind::InvalidConnectionState(
+                            lapin::ConnectionState::Closed,
+                        );
+                        return Some((Err(closed.into()), self));
+                    }
+                    if !resumed {
                         return None;
                     }
                     match basic_consume(&self.channel, &self.queue, &self.tag).await {
@@ -211,6 +222,20 @@ impl Paced {
         }
     }
 }
+
+/// Returns once `channel` is no longer open (checked every second).
+async fn closed(channel: &Channel) {
+    let mut every = tokio::time::interval(CHANNEL_CHECK);
+    loop {
+        every.tick().await;
+        if !channel.status().connected() {
+            return;
+        }
+    }
+}
+
+/// How often a paused queue checks that its channel is still open.
+const CHANNEL_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn add(counter: &AtomicUsize, bytes: usize) -> usize {
     let before = counter
