@@ -4,7 +4,8 @@ The Rust workers' interop tests use this to prove a stock Python producer's mess
 correctly; the app and its routing are those of shopfds_celery (the seed's configuration).
 
     python send_task.py send_order_confirmation_email --kwargs '{"order_id": "o-1"}' \
-        [--args '[]'] [--queue email] [--countdown 5] [--task-id ID] [--headers '{"traceparent": "…"}'] [--protocol 1]
+        [--args '[]'] [--queue email] [--countdown 5] [--task-id ID] [--headers '{"traceparent": "…"}'] [--protocol 1] \
+        [--compression zlib]
 
 BROKER_URL selects the broker (default amqp://guest:guest@127.0.0.1:5672//).
 """
@@ -43,6 +44,9 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--protocol", type=int, choices=(1, 2), default=2, help="task message protocol (task_protocol)"
     )
+    parser.add_argument(
+        "--compression", help="kombu compression (zlib, bzip2, lzma, …): the `compression` option"
+    )
     opts = parser.parse_args(argv)
 
     app.conf.task_protocol = opts.protocol
@@ -55,6 +59,8 @@ def main(argv=None) -> int:
         options["task_id"] = opts.task_id
     if opts.headers:
         options["headers"] = opts.headers
+    if opts.compression:
+        options["compression"] = opts.compression
 
     try:
         result = app.send_task(opts.name, args=opts.args, kwargs=opts.kwargs, **options)

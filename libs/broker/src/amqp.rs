@@ -18,6 +18,9 @@ pub async fn connect(settings: &BrokerSettings) -> Result<Connection, BrokerErro
     let props = ConnectionProperties::default()
         .with_connection_name(settings.connection_name.clone().into());
     let attempt = Connection::connect(&settings.url, props).await;
+    if let Ok(conn) = &attempt {
+        crate::stack::check_frame_max(conn.configuration().frame_max());
+    }
     let outcome = if attempt.is_ok() { "opened" } else { "failed" };
     shopfds_telemetry::metrics::broker_connects_total()
         .with_label_values(&[outcome])
@@ -169,16 +172,50 @@ pub fn json_to_amqp(value: &Value) -> AMQPValue {
     }
 }
 
+/// How deep a header value may nest (an array in an array …) before we stop reading it. Celery's
+/// headers nest two or three levels (`timelimit`, `stamps`); a header deeper than this is a
+/// reason to dead-letter the message, never a recursion as deep as the sender likes (see
+/// [`crate::stack`] for the recursion lapin itself does, which this bound cannot reach).
+pub const MAX_HEADER_DEPTH: usize = 64;
+
+/// The text that stands in for a value nested deeper than [`MAX_HEADER_DEPTH`].
+pub const TOO_DEEP: &str = "(nested deeper than 64 levels: dropped)";
+
+/// The headers as JSON. A value nested deeper than [`MAX_HEADER_DEPTH`] is replaced by
+/// [`TOO_DEEP`], so copies of a message (dead letter, retry) stay shallow; use
+/// [`too_deep_header`] to refuse such a message.
 pub fn table_to_json(table: &FieldTable) -> Map<String, Value> {
-    table
-        .inner()
-        .iter()
-        .map(|(k, v)| (k.as_str().to_owned(), amqp_to_json(v)))
-        .collect()
+    table_at(table, 0, &mut false)
+}
+
+/// The name of the first header nested deeper than [`MAX_HEADER_DEPTH`], if any.
+pub fn too_deep_header(table: &FieldTable) -> Option<&str> {
+    table.inner().iter().find_map(|(k, v)| {
+        let mut cut = false;
+        value_at(v, 1, &mut cut);
+        cut.then_some(k.as_str())
+    })
 }
 
 pub fn amqp_to_json(value: &AMQPValue) -> Value {
+    value_at(value, 0, &mut false)
+}
+
+fn table_at(table: &FieldTable, depth: usize, cut: &mut bool) -> Map<String, Value> {
+    table
+        .inner()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), value_at(v, depth + 1, cut)))
+        .collect()
+}
+
+/// `value`, `depth` levels down; `cut` is set when something deeper was replaced.
+fn value_at(value: &AMQPValue, depth: usize, cut: &mut bool) -> Value {
     match value {
+        AMQPValue::FieldArray(_) | AMQPValue::FieldTable(_) if depth > MAX_HEADER_DEPTH => {
+            *cut = true;
+            Value::String(TOO_DEEP.to_owned())
+        }
         AMQPValue::Boolean(b) => Value::Bool(*b),
         AMQPValue::ShortShortInt(i) => Value::from(*i),
         AMQPValue::ShortShortUInt(i) => Value::from(*i),
@@ -201,8 +238,13 @@ pub fn amqp_to_json(value: &AMQPValue) -> Value {
         AMQPValue::ByteArray(b) => {
             Value::String(String::from_utf8_lossy(b.as_slice()).into_owned())
         }
-        AMQPValue::FieldArray(a) => Value::Array(a.as_slice().iter().map(amqp_to_json).collect()),
-        AMQPValue::FieldTable(t) => Value::Object(table_to_json(t)),
+        AMQPValue::FieldArray(a) => Value::Array(
+            a.as_slice()
+                .iter()
+                .map(|v| value_at(v, depth + 1, cut))
+                .collect(),
+        ),
+        AMQPValue::FieldTable(t) => Value::Object(table_at(t, depth, cut)),
         AMQPValue::Void => Value::Null,
     }
 }
@@ -293,5 +335,42 @@ mod tests {
         let map = headers.as_object().cloned().unwrap_or_default();
         let back = table_to_json(&json_to_table(&map));
         assert_eq!(Value::Object(back), headers);
+    }
+
+    /// An array nested `depth` levels under header `deep`, built without recursion.
+    fn nested(depth: usize) -> FieldTable {
+        let mut value = AMQPValue::FieldArray(FieldArray::default());
+        for _ in 1..depth {
+            let mut outer = FieldArray::default();
+            outer.push(value);
+            value = AMQPValue::FieldArray(outer);
+        }
+        let mut table = FieldTable::default();
+        table.insert("task".into(), AMQPValue::LongString("t".into()));
+        table.insert("deep".into(), value);
+        table
+    }
+
+    #[test]
+    fn a_header_nested_past_the_bound_is_named_and_cut_off() {
+        let ok = nested(MAX_HEADER_DEPTH);
+        assert_eq!(too_deep_header(&ok), None);
+        assert!(
+            !serde_json::to_string(&table_to_json(&ok))
+                .unwrap()
+                .contains(TOO_DEEP)
+        );
+        let deep = nested(MAX_HEADER_DEPTH + 1);
+        assert_eq!(too_deep_header(&deep), Some("deep"));
+        let copy = table_to_json(&deep);
+        assert_eq!(copy["task"], "t");
+        let mut v = &copy["deep"];
+        let mut levels = 0;
+        while let Some(inner) = v.as_array().and_then(|a| a.first()) {
+            v = inner;
+            levels += 1;
+        }
+        assert_eq!(levels, MAX_HEADER_DEPTH);
+        assert_eq!(v, TOO_DEEP);
     }
 }

@@ -10,6 +10,7 @@ pub mod reconnecting;
 pub mod runtime;
 pub mod service;
 pub mod settings;
+pub mod stack;
 pub mod state;
 pub mod topology;
 

@@ -110,7 +110,25 @@ pub struct WorkerSettings {
     /// Defaults when a message carries no `timelimit`: hard 300 s, soft 240 s (the seed).
     pub time_limit: Duration,
     pub soft_time_limit: Duration,
+    /// `WORKER_MAX_MESSAGE_BYTES`: a message whose body is larger is dead-lettered unread, and a
+    /// compressed body may not inflate past it. Default 16 MiB (RabbitMQ 4's own
+    /// `max_message_size`).
+    pub max_message_bytes: usize,
+    /// `WORKER_PREFETCH_BYTES`: once the bodies of delivered messages not yet settled add up to
+    /// this, the worker stops taking deliveries (its consumers are cancelled) until they are
+    /// down to half of it. Default 64 MiB. See `runtime::budget`.
+    pub prefetch_bytes: usize,
+    /// `WORKER_ETA_HORIZON_SECS`: an `eta` (or countdown) further ahead than this is refused:
+    /// dead-lettered with the reason, state REJECTED. Default 30 days.
+    pub eta_horizon: Duration,
 }
+
+/// Default of [`WorkerSettings::max_message_bytes`].
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// Default of [`WorkerSettings::prefetch_bytes`].
+pub const DEFAULT_PREFETCH_BYTES: usize = 64 * 1024 * 1024;
+/// Default of [`WorkerSettings::eta_horizon`]: 30 days.
+pub const DEFAULT_ETA_HORIZON: Duration = Duration::from_secs(30 * 24 * 3600);
 
 impl WorkerSettings {
     /// The AMQP prefetch count of one queue's consumer.
@@ -141,14 +159,18 @@ impl WorkerSettings {
             result_expires: Duration::from_secs(3600),
             time_limit: Duration::from_secs(300),
             soft_time_limit: Duration::from_secs(240),
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            prefetch_bytes: DEFAULT_PREFETCH_BYTES,
+            eta_horizon: DEFAULT_ETA_HORIZON,
         }
     }
 
     /// `WORKER_QUEUES` (comma separated), `WORKER_CONCURRENCY`, `WORKER_PREFETCH_MULTIPLIER`
     /// (and per queue `WORKER_CONCURRENCY_<QUEUE>`, `WORKER_PREFETCH_MULTIPLIER_<QUEUE>`),
     /// `WORKER_SHUTDOWN_GRACE_SECS` (or
-    /// `SHUTDOWN_GRACE_SECS`), `WORKER_EFFECT_GRACE_SECS`, `RESULT_EXPIRES_SECS`, `TASK_TIME_LIMIT_SECS`,
-    /// `TASK_SOFT_TIME_LIMIT_SECS` override the defaults given.
+    /// `SHUTDOWN_GRACE_SECS`), `WORKER_EFFECT_GRACE_SECS`, `RESULT_EXPIRES_SECS`,
+    /// `TASK_TIME_LIMIT_SECS`, `TASK_SOFT_TIME_LIMIT_SECS`, `WORKER_MAX_MESSAGE_BYTES`,
+    /// `WORKER_PREFETCH_BYTES`, `WORKER_ETA_HORIZON_SECS` override the defaults given.
     pub fn from_env(
         name: &str,
         default_queues: &[&str],
@@ -222,11 +244,32 @@ impl WorkerSettings {
         s.result_expires = Duration::from_secs(env_parse("RESULT_EXPIRES_SECS", 3600)?);
         s.time_limit = Duration::from_secs(env_parse("TASK_TIME_LIMIT_SECS", 300)?);
         s.soft_time_limit = Duration::from_secs(env_parse("TASK_SOFT_TIME_LIMIT_SECS", 240)?);
+        s.max_message_bytes = at_least_one("WORKER_MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES)?;
+        s.prefetch_bytes = at_least_one("WORKER_PREFETCH_BYTES", DEFAULT_PREFETCH_BYTES)?;
+        s.eta_horizon = Duration::from_secs(at_least_one(
+            "WORKER_ETA_HORIZON_SECS",
+            DEFAULT_ETA_HORIZON.as_secs(),
+        )?);
         Ok(s)
     }
 }
 
-/// Reads and parses one variable, naming it in the error.
+/// [`env_parse`] for a whole number that must be at least 1.
+fn at_least_one<T>(variable: &'static str, default: T) -> Result<T, BrokerError>
+where
+    T: std::str::FromStr + PartialOrd + From<u8>,
+    T::Err: std::fmt::Display,
+{
+    let value = env_parse(variable, default)?;
+    if value < T::from(1) {
+        return Err(BrokerError::Config {
+            variable,
+            message: "must be at least 1".to_owned(),
+        });
+    }
+    Ok(value)
+}
+
 /// The name of a queue's own override of `variable`: `WORKER_CONCURRENCY` and queue
 /// `fds.batch` give `WORKER_CONCURRENCY_FDS_BATCH`.
 pub fn per_queue_variable(variable: &str, queue: &str) -> String {
@@ -236,6 +279,7 @@ pub fn per_queue_variable(variable: &str, queue: &str) -> String {
     )
 }
 
+/// Reads and parses one variable, naming it in the error.
 pub fn env_parse<T: std::str::FromStr>(variable: &'static str, default: T) -> Result<T, BrokerError>
 where
     T::Err: std::fmt::Display,

@@ -3,6 +3,7 @@
 //! Protocol v1 messages are read too, converted to v2 by [`TaskMessage::decode`].
 
 pub mod canvas;
+pub mod compression;
 mod decode;
 #[cfg(feature = "grpc")]
 pub mod grpc;

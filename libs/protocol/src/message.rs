@@ -47,6 +47,19 @@ pub enum ProtocolError {
     InvalidV1Field { field: String, message: String },
     #[error("argument `{name}` is invalid: {message}")]
     InvalidArgument { name: String, message: String },
+    /// A `compression` header naming a method this worker cannot read.
+    #[error(
+        "compression {0:?} is not supported: zlib (application/x-gzip), bzip2 (application/x-bz2), \
+         xz (application/x-lzma) and zstd (application/zstd) are"
+    )]
+    UnsupportedCompression(String),
+    #[error("body could not be decompressed as {method}: {message}")]
+    Decompression {
+        method: &'static str,
+        message: String,
+    },
+    #[error("body decompressed ({method}) to more than {limit} bytes, the message size cap")]
+    DecompressedTooLarge { method: &'static str, limit: usize },
 }
 
 /// The `timelimit` header: Celery's code sends `[hard, soft]` (its docs say the opposite).

@@ -156,6 +156,8 @@ pub struct SendTask {
     /// Celery's `task_protocol`: `Some(1)` sends protocol v1 (the request in the body, no `task`
     /// header); `None` is the default, v2.
     pub protocol: Option<u8>,
+    /// kombu's `compression` option (`zlib`, `bzip2`, `lzma`, …): the body is sent compressed.
+    pub compression: Option<String>,
 }
 
 impl SendTask {
@@ -209,6 +211,9 @@ pub async fn send_task_with(broker_url: &str, task: &SendTask) -> anyhow::Result
     }
     if let Some(protocol) = task.protocol {
         cmd.arg("--protocol").arg(protocol.to_string());
+    }
+    if let Some(compression) = &task.compression {
+        cmd.arg("--compression").arg(compression);
     }
     if !task.headers.is_empty() {
         cmd.arg("--headers")

@@ -74,6 +74,38 @@ impl TestVhost {
                 .unwrap_or_else(|_| bail!("queue_depth thread panicked"))
         })
     }
+
+    /// Messages of `queue` delivered to consumers and not yet acknowledged, as the broker counts
+    /// them.
+    pub fn unacked(&self, queue: &str) -> anyhow::Result<u32> {
+        self.queue_info(queue, "messages_unacknowledged")
+    }
+
+    /// Consumers registered on `queue`.
+    pub fn consumers(&self, queue: &str) -> anyhow::Result<u32> {
+        self.queue_info(queue, "consumers")
+    }
+
+    /// One numeric `rabbitmqctl list_queues` item of `queue`.
+    fn queue_info(&self, queue: &str, item: &str) -> anyhow::Result<u32> {
+        let out = rabbitmqctl_output(&[
+            "-q",
+            "list_queues",
+            "-p",
+            &self.name,
+            "--no-table-headers",
+            "name",
+            item,
+        ])?;
+        out.lines()
+            .filter_map(|line| line.split_once('\t'))
+            .find(|(name, _)| *name == queue)
+            .with_context(|| format!("queue {queue} not listed: {out}"))?
+            .1
+            .trim()
+            .parse()
+            .with_context(|| format!("{item} of {queue}: {out}"))
+    }
 }
 
 async fn passive_depth(url: &str, queue: &str, vhost: &str) -> anyhow::Result<u32> {

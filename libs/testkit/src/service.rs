@@ -19,8 +19,11 @@ use crate::{free_port, init_tracing};
 
 const STARTUP: Duration = Duration::from_secs(30);
 
-/// Variables a developer's shell may carry that would change what is under test.
-const CLEARED: [&str; 6] = [
+/// Variables a developer's shell may carry that would change what is under test. Among them
+/// `RUST_MIN_STACK`, which `cargo test` sets for the test processes (`.cargo/config.toml`): a
+/// binary under test sizes its own thread stack, as in production.
+const CLEARED: [&str; 7] = [
+    "RUST_MIN_STACK",
     "QUEUE_TYPE",
     "WORKER_QUEUES",
     "WORKER_CONCURRENCY",

@@ -4,6 +4,7 @@ use order_api::{Application, Settings};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    shopfds_broker::stack::ensure_stack();
     let settings = Settings::from_env()?;
     let _telemetry = shopfds_telemetry::init(&settings.telemetry)?;
     let shutdown = shopfds_telemetry::ops::shutdown_on_signal();

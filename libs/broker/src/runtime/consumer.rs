@@ -28,8 +28,7 @@ use std::time::Duration;
 use futures::stream::{BoxStream, SelectAll};
 use futures::{FutureExt, StreamExt};
 use lapin::message::Delivery;
-use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
-use lapin::types::FieldTable;
+use lapin::options::{BasicCancelOptions, BasicQosOptions};
 use lapin::{Channel, Connection};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
@@ -38,6 +37,7 @@ use tokio_util::task::TaskTracker;
 
 use super::acks::{Acks, Settle};
 use super::backend::ResultBackend;
+use super::budget::Budget;
 use super::execute::Executor;
 use super::gate::Gate;
 use super::process::{RateLimiter, Runtime};
@@ -89,6 +89,8 @@ pub struct Worker {
     limiters: Arc<HashMap<String, RateLimiter>>,
     /// Per consumed queue (same order as `settings.queues`), its own cap on running tasks.
     queue_slots: Vec<Option<Arc<Semaphore>>>,
+    /// Bytes of delivered, unsettled messages (`WORKER_PREFETCH_BYTES`).
+    budget: Arc<Budget>,
     state: watch::Sender<BrokerState>,
     /// The worker's own dependencies besides the broker, probed while one is down.
     probes: Vec<(String, Check)>,
@@ -107,8 +109,10 @@ impl Worker {
             .iter()
             .map(|q| q.concurrency.map(|c| Arc::new(Semaphore::new(c))))
             .collect();
+        let budget = Budget::new(settings.prefetch_bytes);
         Worker {
             broker,
+            budget,
             settings,
             registry: Arc::new(registry),
             backend,
@@ -334,13 +338,9 @@ impl Worker {
                 )
                 .await?;
             let tag = format!("{}-{}", self.settings.hostname, consumer.queue);
-            let stream = channel
-                .basic_consume(
-                    consumer.queue.as_str().into(),
-                    tag.as_str().into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
+            let stream = self
+                .budget
+                .consume(channel.clone(), consumer.queue.clone(), tag.clone())
                 .await?;
             let (acks, acker) = Acks::spawn(channel.clone());
             ackers.push(acker);
@@ -418,6 +418,8 @@ impl Worker {
                     // Registered in delivery order, before the task can settle it.
                     let tag = delivery.delivery_tag;
                     acks.delivered(tag);
+                    // Counted until the task below has settled the delivery.
+                    let held = self.budget.hold(delivery.data.len());
                     let on_panic = acks.clone();
                     tracker.spawn(async move {
                         let processed = std::panic::AssertUnwindSafe(
@@ -425,6 +427,7 @@ impl Worker {
                         )
                         .catch_unwind()
                         .await;
+                        drop(held);
                         // A bug of the runtime's own (a handler's panic is already a FAILURE)
                         // must not leave the message unacked for good: the queue's dead-letter
                         // arguments take it to `failed.<queue>`.

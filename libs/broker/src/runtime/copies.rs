@@ -48,6 +48,8 @@ pub fn retry(
     let converted = match msg {
         Some(msg) if !headers.contains_key("task") => {
             headers.extend(msg.headers_map());
+            // The new body is plain JSON, whatever the old one was compressed with.
+            headers.remove(shopfds_protocol::compression::COMPRESSION_HEADER);
             Some(msg.body())
         }
         _ => None,

@@ -8,6 +8,7 @@
 //! | unknown task | REJECTED (`NotRegistered`) | – | dead-lettered |
 //! | chord the result backend cannot complete | FAILURE | – | dead-lettered |
 //! | expired (`expires` passed) | REVOKED | – | acked |
+//! | `eta` further ahead than the horizon (`WORKER_ETA_HORIZON_SECS`) | REJECTED | – | dead-lettered with the reason |
 //! | `eta` more than 1 s ahead | – | – | sent through the delay tree, acked |
 //! | success | SUCCESS with the result | chain's next link, callbacks, chord part counted | acked after the state is durable |
 //! | transient error, retries left | RETRY | – | a copy with `retries + 1` through the delay tree after the policy's wait, acked |
@@ -52,12 +53,21 @@ pub fn triage(
     registered: bool,
     chord_check: impl FnOnce(&TaskMessage) -> Result<(), String>,
     now: DateTime<Utc>,
+    eta_horizon: Duration,
 ) -> Option<Outcome> {
     if !registered {
         return Some(Outcome::UnknownTask);
     }
     if let Some(at) = message.headers.expires.filter(|e| *e < now) {
         return Some(Outcome::Expired { at });
+    }
+    if let Some(eta) = message.headers.eta
+        && chrono::Duration::from_std(eta_horizon).is_ok_and(|horizon| eta - now > horizon)
+    {
+        return Some(Outcome::EtaBeyondHorizon {
+            eta,
+            horizon: eta_horizon,
+        });
     }
     if let Some(eta) = message.headers.eta
         && (eta - now).num_milliseconds() > 1000
@@ -126,6 +136,30 @@ pub fn decide(facts: &Facts<'_>, outcome: Outcome) -> Disposition {
                     TaskState::Rejected,
                     None,
                     Some(error_json("NotRegistered", &reason)),
+                ));
+            }
+            d
+        }
+        (Outcome::EtaBeyondHorizon { eta, horizon }, Some(msg)) => {
+            let reason = format!(
+                "eta {} is more than {} s ahead, past this worker's horizon \
+                 (WORKER_ETA_HORIZON_SECS): refused",
+                eta.to_rfc3339(),
+                horizon.as_secs()
+            );
+            let mut d = Disposition::settle(
+                Action::DeadLetter {
+                    reason: reason.clone(),
+                },
+                Some(label::REJECTED),
+            );
+            if records(facts, msg) {
+                d.record = Some(update(
+                    facts,
+                    msg,
+                    TaskState::Rejected,
+                    None,
+                    Some(error_json("EtaBeyondHorizon", &reason)),
                 ));
             }
             d

@@ -13,6 +13,7 @@ use super::decide::{Action, ChordStep, Disposition, Facts, Outcome, decide, tria
 use super::options::{Hook, RetryPolicy, TaskError, TaskFailure, TaskOptions};
 
 const QUEUE: &str = "email";
+const HORIZON: Duration = Duration::from_secs(30 * 24 * 3600);
 
 fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 30, 9, 0, 0).unwrap()
@@ -106,7 +107,7 @@ fn an_undecodable_message_is_dead_lettered_and_rejected_under_its_id() {
 fn an_unknown_task_is_dead_lettered_with_its_name_and_rejected() {
     let msg = TaskMessage::new("no_such_task", Map::new());
     assert_eq!(
-        triage(&msg, false, |_| Ok(()), now()),
+        triage(&msg, false, |_| Ok(()), now(), HORIZON),
         Some(Outcome::UnknownTask)
     );
     let d = decide(&facts(&msg, None), Outcome::UnknownTask);
@@ -124,7 +125,7 @@ fn an_unknown_task_is_dead_lettered_with_its_name_and_rejected() {
 fn an_expired_message_is_revoked_without_running() {
     let mut msg = message();
     msg.headers.expires = Some(now() - chrono::Duration::seconds(1));
-    let outcome = triage(&msg, true, |_| Ok(()), now()).unwrap();
+    let outcome = triage(&msg, true, |_| Ok(()), now(), HORIZON).unwrap();
     assert!(matches!(outcome, Outcome::Expired { .. }));
     let options = email_options();
     let d = decide(&facts(&msg, Some(&options)), outcome);
@@ -141,17 +142,49 @@ fn an_expired_message_is_revoked_without_running() {
 }
 
 #[test]
+fn an_eta_past_the_horizon_is_refused_to_the_dead_letter_queue() {
+    let mut msg = message();
+    msg.headers.eta = Some(now() + chrono::Duration::days(30) + chrono::Duration::seconds(1));
+    let outcome = triage(&msg, true, |_| Ok(()), now(), HORIZON).unwrap();
+    assert!(
+        matches!(outcome, Outcome::EtaBeyondHorizon { .. }),
+        "{outcome:?}"
+    );
+    let d = decide(&facts(&msg, Some(&email_options())), outcome);
+    let Action::DeadLetter { reason } = &d.action else {
+        panic!("{:?}", d.action)
+    };
+    assert!(reason.contains("WORKER_ETA_HORIZON_SECS"), "{reason}");
+    assert_eq!(
+        recorded(&d),
+        Some((
+            TaskState::Rejected,
+            None,
+            Some("EtaBeyondHorizon".to_owned())
+        ))
+    );
+    assert_eq!(d.counted_as, Some(label::REJECTED));
+
+    msg.headers.eta = Some(now() + chrono::Duration::days(30));
+    let outcome = triage(&msg, true, |_| Ok(()), now(), HORIZON).unwrap();
+    assert!(
+        matches!(outcome, Outcome::EtaInFuture { .. }),
+        "at the horizon: deferred"
+    );
+}
+
+#[test]
 fn an_eta_more_than_a_second_ahead_is_deferred_through_the_delay_tree() {
     let mut msg = message();
     msg.headers.eta = Some(now() + chrono::Duration::milliseconds(2500));
-    let outcome = triage(&msg, true, |_| Ok(()), now()).unwrap();
+    let outcome = triage(&msg, true, |_| Ok(()), now(), HORIZON).unwrap();
     let d = decide(&facts(&msg, Some(&email_options())), outcome);
     assert_eq!(d.action, Action::DeferToEta { delay_secs: 3 });
     assert!(d.record.is_none());
 
     msg.headers.eta = Some(now() + chrono::Duration::milliseconds(900));
     assert_eq!(
-        triage(&msg, true, |_| Ok(()), now()),
+        triage(&msg, true, |_| Ok(()), now(), HORIZON),
         None,
         "within a second: runs now"
     );
@@ -162,7 +195,14 @@ fn a_chord_the_backend_cannot_complete_is_refused_on_arrival() {
     let mut msg = message();
     msg.headers.group = Some("g-1".to_owned());
     msg.embed.chord = Some(Signature::new("tally", Map::new()));
-    let outcome = triage(&msg, true, |_| Err("no chord_size".to_owned()), now()).unwrap();
+    let outcome = triage(
+        &msg,
+        true,
+        |_| Err("no chord_size".to_owned()),
+        now(),
+        HORIZON,
+    )
+    .unwrap();
     assert_eq!(
         outcome,
         Outcome::ChordUnsupported {
@@ -181,7 +221,13 @@ fn a_chord_the_backend_cannot_complete_is_refused_on_arrival() {
     // The check is asked only of chord parts.
     let plain = message();
     assert_eq!(
-        triage(&plain, true, |_| Err("never asked".to_owned()), now()),
+        triage(
+            &plain,
+            true,
+            |_| Err("never asked".to_owned()),
+            now(),
+            HORIZON
+        ),
         None
     );
 }

@@ -29,6 +29,11 @@ pub enum Outcome {
     Expired {
         at: DateTime<Utc>,
     },
+    /// `eta` is further ahead than the worker's horizon (`WORKER_ETA_HORIZON_SECS`).
+    EtaBeyondHorizon {
+        eta: DateTime<Utc>,
+        horizon: Duration,
+    },
     /// `eta` is more than a second ahead.
     EtaInFuture {
         eta: DateTime<Utc>,

@@ -3,12 +3,14 @@
 //! `acks_late`): a worker that dies mid-task leaves the message to be redelivered.
 //!
 //! What happens to a message (the full table is in [`decide`], one unit test per row):
-//! - cannot be read (foreign content type, bad JSON, missing headers) or names no registered
-//!   task: REJECTED recorded for its id, copied to `failed.<queue>` with the reason in a header,
-//!   then acked;
+//! - cannot be read (foreign content type, bad JSON, missing headers, a compression it cannot
+//!   read; a body over the size cap or a header nested too deep, refused unread: [`limits`]) or
+//!   names no registered task: REJECTED recorded for its id, copied to `failed.<queue>` with the
+//!   reason in a header, then acked;
 //! - a chord part whose chord the result backend cannot complete: FAILURE, dead-lettered;
 //! - expired (`expires` passed): state REVOKED, acked;
 //! - `eta` in the future: sent through the broker's delay tree, acked (nothing waits in memory);
+//!   further ahead than the horizon: REJECTED, dead-lettered with the reason;
 //! - handler succeeds: SUCCESS with the result, durable before the ack; chain and callbacks
 //!   published, a chord part counted (the last one publishes the chord's body), acked;
 //! - transient error: RETRY, a copy with `retries + 1` sent through the delay tree after the
@@ -26,11 +28,15 @@
 //! registry, the context a task gets), [`consumer`] (connections, consumers, shutdown),
 //! [`process`] (one delivery: read, triage, run under the time limits), [`decide`] (the pure
 //! decision, in the terms of [`disposition`]), [`execute`] (carrying it out), [`followups`]
-//! (the canvas after a task), [`gate`] (pausing while a dependency is down), [`copies`] (dead-letter and delayed copies), [`acks`] (the
-//! channel's acks, coalesced into `multiple` acks), [`backend`] (the result backend trait).
+//! (the canvas after a task), [`gate`] (pausing while a dependency is down), [`effects`] (side
+//! effects no interruption cuts), [`copies`] (dead-letter and delayed copies), [`acks`] (the
+//! channel's acks, coalesced into `multiple` acks), [`backend`] (the result backend trait),
+//! [`limits`] (what a delivery must satisfy to be read), [`budget`] (the bytes held in
+//! unsettled deliveries, and the pause that bounds them).
 
 pub mod acks;
 pub mod backend;
+pub mod budget;
 pub mod consumer;
 pub mod copies;
 pub mod decide;
@@ -39,6 +45,7 @@ pub mod effects;
 pub mod execute;
 pub mod followups;
 pub mod gate;
+pub mod limits;
 pub mod options;
 pub mod process;
 pub mod task;

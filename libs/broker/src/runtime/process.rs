@@ -91,7 +91,7 @@ impl Runtime {
         slot: Vec<OwnedSemaphorePermit>,
         abandon: CancellationToken,
     ) {
-        let msg = match decode(&delivery) {
+        let msg = match decode(&delivery, self.settings.max_message_bytes) {
             Ok(msg) => msg,
             Err(Unreadable {
                 reason,
@@ -137,6 +137,7 @@ impl Runtime {
             entry.is_some(),
             |m| backend.check_chord(m),
             Utc::now(),
+            self.settings.eta_horizon,
         ) {
             drop(slot);
             let facts = self.facts(&queue, Some(&message), entry.map(|(_, o)| o));
@@ -357,8 +358,17 @@ struct Unreadable {
 }
 
 /// The delivery as a task message, with its AMQP `reply_to`, `correlation_id` and `priority`;
-/// else why not, with the task id and name if their headers could be read.
-fn decode(delivery: &Delivery) -> Result<TaskMessage, Unreadable> {
+/// else why not, with the task id and name if their headers could be read. A message over the
+/// size cap or with a header nested too deep is refused before anything reads it, and a
+/// compressed body is decompressed first ([`super::limits`]).
+fn decode(delivery: &Delivery, max_bytes: usize) -> Result<TaskMessage, Unreadable> {
+    if let Some(reason) = super::limits::refusal(delivery, max_bytes) {
+        return Err(Unreadable {
+            reason,
+            task_id: super::limits::string_header(delivery, "id"),
+            task: super::limits::string_header(delivery, "task"),
+        });
+    }
     let props = &delivery.properties;
     let content_type = props.content_type().as_ref().map(|s| s.as_str());
     let encoding = props.content_encoding().as_ref().map(|s| s.as_str());
@@ -370,7 +380,17 @@ fn decode(delivery: &Delivery) -> Result<TaskMessage, Unreadable> {
             .map(str::to_owned)
     };
     let (task_id, task) = (header("id"), header("task"));
-    match TaskMessage::decode(content_type, encoding, headers, &delivery.data) {
+    let body = match super::limits::body(&headers, delivery, max_bytes) {
+        Ok(body) => body,
+        Err(reason) => {
+            return Err(Unreadable {
+                reason,
+                task_id,
+                task,
+            });
+        }
+    };
+    match TaskMessage::decode(content_type, encoding, headers, &body) {
         Ok(mut msg) => {
             // A v1 client may send an empty `reply_to`: no one is waiting.
             msg.properties.reply_to = props

@@ -6,6 +6,7 @@
 mod canvas;
 mod faults;
 mod helpers;
+mod messages;
 mod reconnecting_publisher;
 mod runtime;
 mod sessions;

@@ -2,6 +2,7 @@
 //! a real SMTP server (aiosmtpd) on the other, RabbitMQ and PostgreSQL in between.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod deep_header;
 mod helpers;
 mod outages;
 mod refused_topology;

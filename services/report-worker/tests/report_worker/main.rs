@@ -32,6 +32,9 @@ async fn an_invalid_variable_is_named_on_stderr_and_the_exit_is_non_zero() {
             ("BROKER_MAX_PRIORITY", "high"),
             ("WORKER_CONCURRENCY_REPORTS", "0"),
             ("WORKER_PREFETCH_MULTIPLIER_MAINTENANCE", "-1"),
+            ("WORKER_MAX_MESSAGE_BYTES", "0"),
+            ("WORKER_PREFETCH_BYTES", "lots"),
+            ("WORKER_ETA_HORIZON_SECS", "-1"),
         ],
     )
     .await
