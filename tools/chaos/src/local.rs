@@ -198,7 +198,8 @@ async fn restart(node: &mut RabbitNode) -> anyhow::Result<()> {
     node.start_again().await
 }
 
-fn orders_rows(
+/// The orders' rows both modes print: posted, accepted, stored whole, relayed.
+pub fn orders_rows(
     report: &mut Report,
     posted: &[Posted],
     accepted: &Accepted,

@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::Context;
 
 use crate::ledger::{self, Accepted, Orders, Queues};
-use crate::load::{self, Outcome};
+use crate::load;
 use crate::options::Options;
 use crate::plan::{self, Fault, Scheduled};
 use crate::report::Report;
@@ -59,42 +59,7 @@ pub async fn run(
         ),
         ..Report::default()
     };
-    report.figure("orders posted", posted.len());
-    report.figure("orders accepted (201)", accepted.orders.len());
-    report.check(
-        "orders refused (4xx)",
-        posted
-            .iter()
-            .filter(|p| matches!(p.outcome, Outcome::Refused { .. }))
-            .count(),
-    );
-    report.check(
-        "orders never answered 2xx",
-        posted
-            .iter()
-            .filter(|p| matches!(p.outcome, Outcome::Unanswered { .. }))
-            .count(),
-    );
-    report.check(
-        "accepted orders missing in PostgreSQL",
-        accepted
-            .orders
-            .keys()
-            .filter(|id| !orders.rows.contains_key(*id))
-            .count(),
-    );
-    report.check(
-        "orders half-written (no item row)",
-        orders
-            .rows
-            .values()
-            .filter(|(_, items)| *items != 1)
-            .count(),
-    );
-    report.check(
-        "outbox rows never relayed",
-        usize::try_from(orders.unsent_outbox).unwrap_or(usize::MAX),
-    );
+    crate::local::orders_rows(&mut report, &posted, &accepted, &orders);
     let expected = accepted
         .orders
         .keys()

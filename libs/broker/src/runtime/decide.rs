@@ -123,22 +123,7 @@ pub fn decide(facts: &Facts<'_>, outcome: Outcome) -> Disposition {
                 "unknown task {:?}: no handler registered on this worker",
                 msg.task()
             );
-            let mut d = Disposition::settle(
-                Action::DeadLetter {
-                    reason: reason.clone(),
-                },
-                Some(label::REJECTED),
-            );
-            if !msg.headers.ignore_result {
-                d.record = Some(update(
-                    facts,
-                    msg,
-                    TaskState::Rejected,
-                    None,
-                    Some(error_json("NotRegistered", &reason)),
-                ));
-            }
-            d
+            refused(facts, msg, reason, TaskState::Rejected, "NotRegistered")
         }
         (Outcome::EtaBeyondHorizon { eta, horizon }, Some(msg)) => {
             let reason = format!(
@@ -147,40 +132,10 @@ pub fn decide(facts: &Facts<'_>, outcome: Outcome) -> Disposition {
                 eta.to_rfc3339(),
                 horizon.as_secs()
             );
-            let mut d = Disposition::settle(
-                Action::DeadLetter {
-                    reason: reason.clone(),
-                },
-                Some(label::REJECTED),
-            );
-            if records(facts, msg) {
-                d.record = Some(update(
-                    facts,
-                    msg,
-                    TaskState::Rejected,
-                    None,
-                    Some(error_json("EtaBeyondHorizon", &reason)),
-                ));
-            }
-            d
+            refused(facts, msg, reason, TaskState::Rejected, "EtaBeyondHorizon")
         }
         (Outcome::ChordUnsupported { reason }, Some(msg)) => {
-            let mut d = Disposition::settle(
-                Action::DeadLetter {
-                    reason: reason.clone(),
-                },
-                Some(label::REJECTED),
-            );
-            if records(facts, msg) {
-                d.record = Some(update(
-                    facts,
-                    msg,
-                    TaskState::Failure,
-                    None,
-                    Some(error_json("ChordError", &reason)),
-                ));
-            }
-            d
+            refused(facts, msg, reason, TaskState::Failure, "ChordError")
         }
         (Outcome::Expired { at }, Some(msg)) => {
             let reason = format!("expired at {at}");
@@ -338,6 +293,33 @@ fn failed(facts: &Facts<'_>, msg: &TaskMessage, err: TaskError) -> Disposition {
             which: "on_failure",
             event: failure(facts, msg, err, None, reason),
         });
+    d
+}
+
+/// Refused before it ran: dead-lettered with `reason`, counted as rejected, and `state` recorded
+/// with `exc_type` unless results are ignored.
+fn refused(
+    facts: &Facts<'_>,
+    msg: &TaskMessage,
+    reason: String,
+    state: TaskState,
+    exc_type: &str,
+) -> Disposition {
+    let mut d = Disposition::settle(
+        Action::DeadLetter {
+            reason: reason.clone(),
+        },
+        Some(label::REJECTED),
+    );
+    if records(facts, msg) {
+        d.record = Some(update(
+            facts,
+            msg,
+            state,
+            None,
+            Some(error_json(exc_type, &reason)),
+        ));
+    }
     d
 }
 
