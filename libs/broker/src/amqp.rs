@@ -188,13 +188,23 @@ pub fn table_to_json(table: &FieldTable) -> Map<String, Value> {
     table_at(table, 0, &mut false)
 }
 
-/// The name of the first header nested deeper than [`MAX_HEADER_DEPTH`], if any.
+/// The name of the first header nested deeper than [`MAX_HEADER_DEPTH`], if any. Walks the
+/// containers only (no conversion, no allocation), at most [`MAX_HEADER_DEPTH`] levels down.
 pub fn too_deep_header(table: &FieldTable) -> Option<&str> {
-    table.inner().iter().find_map(|(k, v)| {
-        let mut cut = false;
-        value_at(v, 1, &mut cut);
-        cut.then_some(k.as_str())
-    })
+    table
+        .inner()
+        .iter()
+        .find_map(|(k, v)| deeper_than_bound(v, 1).then_some(k.as_str()))
+}
+
+/// Whether `value`, `depth` levels down, holds a container past [`MAX_HEADER_DEPTH`].
+fn deeper_than_bound(value: &AMQPValue, depth: usize) -> bool {
+    match value {
+        AMQPValue::FieldArray(_) | AMQPValue::FieldTable(_) if depth > MAX_HEADER_DEPTH => true,
+        AMQPValue::FieldArray(a) => a.as_slice().iter().any(|v| deeper_than_bound(v, depth + 1)),
+        AMQPValue::FieldTable(t) => t.inner().values().any(|v| deeper_than_bound(v, depth + 1)),
+        _ => false,
+    }
 }
 
 pub fn amqp_to_json(value: &AMQPValue) -> Value {
