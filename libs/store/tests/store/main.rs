@@ -84,6 +84,48 @@ async fn an_unreachable_database_is_reported_as_unavailable() {
     assert!(err.is_unavailable(), "{err:?}");
 }
 
+#[tokio::test]
+async fn a_database_url_with_sslmode_require_connects_over_tls() {
+    // The production template's `?sslmode=require`: before sqlx was built with TLS, every
+    // connect failed ("… built without TLS").
+    let name = unique_db_name();
+    let settings = DatabaseSettings::with_url(format!("{}/{name}?sslmode=require", server_url()));
+    let store = Store::connect(&settings).await.unwrap();
+    let encrypted: Option<bool> =
+        sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(encrypted, Some(true), "the session is encrypted");
+    TestStore {
+        store,
+        db_name: name,
+    }
+    .cleanup()
+    .await;
+}
+
+#[tokio::test]
+async fn sslmode_verify_full_refuses_a_server_certificate_no_trusted_ca_signed() {
+    // The local server's certificate is self-signed: verification must fail, and say so.
+    let settings = DatabaseSettings {
+        url: format!("{}/postgres?sslmode=verify-full", server_url()),
+        max_connections: 1,
+        acquire_timeout: Duration::from_secs(5),
+    };
+    let err = Store::connect_lazy(&settings)
+        .unwrap()
+        .ping()
+        .await
+        .unwrap_err();
+    let text = format!("{err:?}").to_lowercase();
+    assert!(
+        text.contains("certificate") || text.contains("tls"),
+        "a TLS verification error: {text}"
+    );
+    assert!(!text.contains("without tls"), "{text}");
+}
+
 // --- orders ----------------------------------------------------------------------------------
 
 #[tokio::test]
