@@ -158,52 +158,54 @@ impl Executor {
     /// Writes a final state until it lands (see the module docs); `false` when the message must
     /// be requeued instead.
     async fn record_final(&self, change: StateChange) -> bool {
-        let state = change.update.state;
-        let mut refused_while_reachable = 0;
-        loop {
-            let Err(e) = self.backend.record(change.clone()).await else {
-                return true;
-            };
-            if !self.backend_reachable().await {
-                tracing::warn!(error = %e, %state, "final state not recorded: the result backend is unreachable; written once it answers");
-                self.gate.close(self.backend.name(), &e.to_string());
-                if !self.gate.opened(&self.abandon).await {
-                    tracing::warn!(%state, "shutdown: final state still not recorded; message requeued");
-                    return false;
-                }
-                continue;
-            }
-            refused_while_reachable += 1;
-            if refused_while_reachable >= ATTEMPTS_WHILE_REACHABLE || self.abandon.is_cancelled() {
-                tracing::error!(error = %e, %state, "the result backend refuses the final state; message requeued");
-                tokio::time::sleep(BACKEND_PAUSE).await;
-                return false;
-            }
-            tokio::time::sleep(BACKEND_PAUSE).await;
-        }
+        let what = format!("the final state ({})", change.update.state);
+        self.until_written(&what, || async {
+            self.backend
+                .record(change.clone())
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await
     }
 
     /// Counts a chord step until the backend takes it, like [`Self::record_final`].
     async fn chord_until_counted(&self, step: ChordStep, msg: &TaskMessage) -> bool {
+        self.until_written("the chord part", || self.chord(step.clone(), msg))
+            .await
+    }
+
+    /// Tries `write` until it succeeds while the backend is unreachable (the gate closed and
+    /// waited on); `false` when the backend answers its probe yet refused the write
+    /// [`ATTEMPTS_WHILE_REACHABLE`] times, or at the end of the shutdown grace period.
+    async fn until_written<F, Fut>(&self, what: &str, mut write: F) -> bool
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<(), String>>,
+    {
         let mut refused_while_reachable = 0;
         loop {
-            let Err(e) = self.chord(step.clone(), msg).await else {
+            let Err(e) = write().await else {
                 return true;
             };
             if !self.backend_reachable().await {
+                tracing::warn!(error = %e, "{what} not written: the result backend is unreachable; written once it answers");
                 self.gate.close(self.backend.name(), &e);
                 if !self.gate.opened(&self.abandon).await {
+                    tracing::warn!("shutdown: {what} still not written; message requeued");
                     return false;
                 }
                 continue;
             }
             refused_while_reachable += 1;
-            if refused_while_reachable >= ATTEMPTS_WHILE_REACHABLE || self.abandon.is_cancelled() {
-                tracing::error!(error = %e, "the result backend refuses the chord part; message requeued");
-                tokio::time::sleep(BACKEND_PAUSE).await;
-                return false;
+            let give_up =
+                refused_while_reachable >= ATTEMPTS_WHILE_REACHABLE || self.abandon.is_cancelled();
+            if give_up {
+                tracing::error!(error = %e, "the result backend refuses {what}; message requeued");
             }
             tokio::time::sleep(BACKEND_PAUSE).await;
+            if give_up {
+                return false;
+            }
         }
     }
 

@@ -105,6 +105,25 @@ pub fn new_order(customer_email: &str) -> NewOrder {
     }
 }
 
+/// Writes [`new_order`] for `customer_email` and returns its id.
+async fn insert_order(store: &Store, customer_email: &str) -> Uuid {
+    let order = new_order(customer_email);
+    store
+        .create_order(
+            None,
+            &order,
+            &[],
+            &[],
+            &StoredResponse {
+                status: 201,
+                body: json!({}),
+            },
+        )
+        .await
+        .expect("create the order");
+    order.id
+}
+
 pub async fn spawn_email_worker_with(options: Options) -> TestApp {
     shopfds_testkit::init_tracing();
     let smtp = SmtpSink::start().await.expect("start the SMTP sink");
@@ -138,20 +157,7 @@ pub async fn spawn_email_worker_with(options: Options) -> TestApp {
     let store = Store::connect(&DatabaseSettings::with_url(db.url()))
         .await
         .expect("connect and migrate");
-    let order = new_order(&options.customer_email);
-    store
-        .create_order(
-            None,
-            &order,
-            &[],
-            &[],
-            &StoredResponse {
-                status: 201,
-                body: json!({}),
-            },
-        )
-        .await
-        .expect("create the order");
+    let order_id = insert_order(&store, &options.customer_email).await;
 
     let conn = shopfds_broker::amqp::connect(&settings.broker)
         .await
@@ -167,7 +173,7 @@ pub async fn spawn_email_worker_with(options: Options) -> TestApp {
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(app.run_until_stopped(shutdown.clone()));
     TestApp {
-        order_id: order.id,
+        order_id,
         database_proxy,
         customer_email: options.customer_email,
         store,
@@ -184,21 +190,7 @@ pub async fn spawn_email_worker_with(options: Options) -> TestApp {
 impl TestApp {
     /// Writes one more order (same customer) and returns its id.
     pub async fn add_order(&self) -> Uuid {
-        let order = new_order(&self.customer_email);
-        self.store
-            .create_order(
-                None,
-                &order,
-                &[],
-                &[],
-                &StoredResponse {
-                    status: 201,
-                    body: json!({}),
-                },
-            )
-            .await
-            .expect("create an order");
-        order.id
+        insert_order(&self.store, &self.customer_email).await
     }
 
     /// The proxy in front of the worker's database.
