@@ -12,11 +12,12 @@ venv="$("$repo/scripts/python-env.sh")"
 rm -rf "$demo" && mkdir -p "$demo/mail"
 
 http_port="${DEMO_HTTP_PORT:-8080}"
+api_ops_port="${DEMO_API_OPS_PORT:-9100}"
 ops_port="${DEMO_WORKER_OPS_PORT:-9101}"
 fds_ops_port="${DEMO_FDS_OPS_PORT:-9102}"
 grpc_port="${DEMO_GRPC_PORT:-50051}"
 smtp_port="${DEMO_SMTP_PORT:-1025}"
-for port in "$http_port" "$ops_port" "$fds_ops_port" "$grpc_port" "$smtp_port"; do
+for port in "$http_port" "$api_ops_port" "$ops_port" "$fds_ops_port" "$grpc_port" "$smtp_port"; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
         echo "demo: port $port is already in use; set DEMO_HTTP_PORT / DEMO_WORKER_OPS_PORT / DEMO_FDS_OPS_PORT / DEMO_GRPC_PORT / DEMO_SMTP_PORT" >&2
         exit 1
@@ -62,15 +63,15 @@ OPS_ADDR="127.0.0.1:$ops_port" "$bin/email-worker" >"$demo/email-worker.log" 2>&
 worker_pid=$!
 pids+=("$worker_pid")
 
-step "order-api on http://127.0.0.1:$http_port"
-HTTP_ADDR="127.0.0.1:$http_port" FDS_GRPC_URL="http://127.0.0.1:$grpc_port" "$bin/order-api" >"$demo/order-api.log" 2>&1 &
+step "order-api on http://127.0.0.1:$http_port (ops on 127.0.0.1:$api_ops_port)"
+HTTP_ADDR="127.0.0.1:$http_port" OPS_ADDR="127.0.0.1:$api_ops_port" FDS_GRPC_URL="http://127.0.0.1:$grpc_port" "$bin/order-api" >"$demo/order-api.log" 2>&1 &
 api_pid=$!
 pids+=("$api_pid")
 
-wait_http "http://127.0.0.1:$http_port/readyz" order-api
+wait_http "http://127.0.0.1:$api_ops_port/readyz" order-api
 wait_http "http://127.0.0.1:$ops_port/readyz" email-worker
 wait_http "http://127.0.0.1:$fds_ops_port/readyz" fds-worker
-echo "ready: $(curl -fsS "http://127.0.0.1:$http_port/readyz")"
+echo "ready: $(curl -fsS "http://127.0.0.1:$api_ops_port/readyz")"
 
 step "POST /v1/orders"
 response="$(curl -fsS -X POST "http://127.0.0.1:$http_port/v1/orders" \

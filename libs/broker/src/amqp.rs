@@ -17,7 +17,7 @@ use crate::{BrokerError, BrokerSettings, BrokerState};
 pub async fn connect(settings: &BrokerSettings) -> Result<Connection, BrokerError> {
     let props = ConnectionProperties::default()
         .with_connection_name(settings.connection_name.clone().into());
-    let attempt = Connection::connect(&settings.url, props).await;
+    let attempt = Connection::connect(settings.url.expose(), props).await;
     if let Ok(conn) = &attempt {
         crate::stack::check_frame_max(conn.configuration().frame_max());
     }

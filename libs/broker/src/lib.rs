@@ -26,11 +26,8 @@ pub use state::BrokerState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
-    #[error("{variable}: {message}")]
-    Config {
-        variable: &'static str,
-        message: String,
-    },
+    #[error(transparent)]
+    Config(#[from] shopfds_config::ConfigError),
     #[error("AMQP: {0}")]
     Amqp(#[from] lapin::Error),
     /// Declaring `name` failed with PRECONDITION_FAILED: it already exists with other

@@ -1,67 +1,26 @@
-//! The life of a service process that every binary shares: operations endpoints served from the
-//! start (so liveness holds while the broker is down), the broker work, and an orderly stop.
-//!
-//! Readiness (`/readyz`) reports `database` (the given check) and `broker`: the state of the
-//! service's own connection ([`crate::state`]), never a connection opened for the probe.
-
-use std::sync::Arc;
+//! A service that only keeps the topology declared (a scheduler before it publishes): one
+//! connection, re-established with backoff, whose state `/readyz` reports as `broker`.
 
 use futures::StreamExt;
 use lapin::Connection;
-use shopfds_telemetry::ops::{self, Check};
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::amqp::{Backoff, close_quietly, connect_with_backoff, millis};
-use crate::{
-    BrokerError, BrokerSettings, BrokerState, Registry, ResultBackend, Worker, WorkerSettings,
-    topology,
-};
+use crate::{BrokerError, BrokerSettings, BrokerState, topology};
 
-/// Serves `/healthz`, `/readyz` (`database`, and `broker`: ready while the worker consumes) and
-/// `/metrics` on `ops_listener` and runs the worker until `shutdown` fires; then drains the
-/// worker and stops the ops server. The caller closes its database pool afterwards. The
-/// `database` check is also the worker's probe while its database is down (see
-/// [`crate::runtime::gate`]).
-pub async fn run_worker(
-    ops_listener: TcpListener,
+/// Connects, declares the topology and keeps that connection until `shutdown` fires, reporting
+/// its [`BrokerState`] on `state` (ready while the topology is declared on a live connection).
+/// A failed declare (e.g. [`BrokerError::Inequivalent`]) is logged at error level and retried
+/// with backoff, and a lost connection is re-established and the topology declared again.
+/// Returns on shutdown, with the state `Stopped`.
+pub async fn keep_topology(
     broker: BrokerSettings,
-    settings: WorkerSettings,
-    registry: Registry,
-    backend: Arc<dyn ResultBackend>,
-    database: Check,
+    state: watch::Sender<BrokerState>,
     shutdown: CancellationToken,
-) -> Result<(), BrokerError> {
-    let worker =
-        Worker::new(broker, settings, registry, backend).with_probe("database", database.clone());
-    let readiness = crate::ops::readiness(database, worker.broker_state());
-    let ops_server = tokio::spawn(ops::serve(ops_listener, readiness, shutdown.clone()));
-    let outcome = worker.run(shutdown.clone()).await;
-    shutdown.cancel();
-    let _ = ops_server.await;
-    outcome
-}
-
-/// Serves the operations endpoints, connects, declares the topology and keeps that connection
-/// until `shutdown` fires. `broker` is ready while the topology is declared on a live
-/// connection; a failed declare (e.g. [`BrokerError::Inequivalent`]) is logged at error level
-/// and retried with backoff, and a lost connection is re-established and the topology declared
-/// again. Returns `Ok` on shutdown.
-pub async fn run_declare_only(
-    ops_listener: TcpListener,
-    broker: BrokerSettings,
-    database: Check,
-    shutdown: CancellationToken,
-) -> Result<(), BrokerError> {
-    let (state, watched) = crate::state::channel();
-    let readiness = crate::ops::readiness(database, watched);
-    let ops_server = tokio::spawn(ops::serve(ops_listener, readiness, shutdown.clone()));
+) {
     keep_declared(&broker, &state, &shutdown).await;
     state.send_replace(BrokerState::Stopped);
-    shutdown.cancel();
-    let _ = ops_server.await;
-    Ok(())
 }
 
 async fn keep_declared(

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::BrokerError;
+use shopfds_config::{ConfigError, Env, SecretUrl};
 
 /// Classic or quorum work queues (quorum in a RabbitMQ cluster).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,8 +22,8 @@ impl QueueType {
 
 #[derive(Debug, Clone)]
 pub struct BrokerSettings {
-    /// `BROKER_URL`, e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`.
-    pub url: String,
+    /// `BROKER_URL`, e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`; printed without its password.
+    pub url: SecretUrl,
     /// `QUEUE_TYPE`: `classic` (default) or `quorum`.
     pub queue_type: QueueType,
     /// Shown in the RabbitMQ management UI.
@@ -41,8 +41,9 @@ pub struct BrokerSettings {
 
 impl BrokerSettings {
     pub fn with_url(url: impl Into<String>, connection_name: impl Into<String>) -> Self {
+        let url: String = url.into();
         BrokerSettings {
-            url: url.into(),
+            url: SecretUrl::new(url),
             queue_type: QueueType::Classic,
             connection_name: connection_name.into(),
             reconnect_min: Duration::from_millis(200),
@@ -51,33 +52,29 @@ impl BrokerSettings {
         }
     }
 
-    pub fn from_env(connection_name: &str) -> Result<Self, BrokerError> {
-        let url = std::env::var("BROKER_URL")
-            .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
-        if !url.starts_with("amqp://") && !url.starts_with("amqps://") {
-            return Err(BrokerError::Config {
-                variable: "BROKER_URL",
-                message: "must start with amqp:// or amqps://".to_owned(),
-            });
-        }
-        let queue_type = match std::env::var("QUEUE_TYPE").as_deref() {
-            Err(_) | Ok("") | Ok("classic") => QueueType::Classic,
-            Ok("quorum") => QueueType::Quorum,
-            Ok(other) => {
-                return Err(BrokerError::Config {
-                    variable: "QUEUE_TYPE",
-                    message: format!("{other:?} is neither classic nor quorum"),
-                });
-            }
-        };
-        let max_priority: u8 = env_parse("BROKER_MAX_PRIORITY", 0)?;
+    /// `BROKER_URL` (default `amqp://guest:guest@127.0.0.1:5672/%2f`), `QUEUE_TYPE`,
+    /// `BROKER_MAX_PRIORITY`.
+    pub fn read(env: &Env, connection_name: &str) -> Result<Self, ConfigError> {
+        let url = env.url("BROKER_URL", DEFAULT_BROKER_URL, &["amqp", "amqps"])?;
+        let queue_type = env.choice(
+            "QUEUE_TYPE",
+            QueueType::Classic,
+            &[
+                ("classic", QueueType::Classic),
+                ("quorum", QueueType::Quorum),
+            ],
+        )?;
+        let max_priority: u8 = env.parse("BROKER_MAX_PRIORITY", 0)?;
         Ok(BrokerSettings {
             queue_type,
             max_priority: (max_priority > 0).then_some(max_priority),
-            ..BrokerSettings::with_url(url, connection_name)
+            ..BrokerSettings::with_url(url.expose(), connection_name)
         })
     }
 }
+
+/// Where the broker is unless `BROKER_URL` says otherwise.
+pub const DEFAULT_BROKER_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
 /// One consumed queue and its prefetch multiplier: as in Celery, the broker may push
 /// `multiplier × concurrency` unacknowledged messages of this queue to the worker. The seed's
@@ -131,6 +128,14 @@ pub const DEFAULT_PREFETCH_BYTES: usize = 64 * 1024 * 1024;
 pub const DEFAULT_ETA_HORIZON: Duration = Duration::from_secs(30 * 24 * 3600);
 
 impl WorkerSettings {
+    /// How long a stop of this worker may take in all: the grace of running tasks, the extra
+    /// grace of tasks inside a side effect, and a margin for the last acks and records.
+    pub fn stop_within(&self) -> Duration {
+        self.shutdown_grace
+            .saturating_add(self.effect_grace)
+            .saturating_add(Duration::from_secs(10))
+    }
+
     /// The AMQP prefetch count of one queue's consumer.
     pub fn prefetch_count(&self, consumer: &QueueConsumer) -> u16 {
         let slots = consumer
@@ -167,107 +172,72 @@ impl WorkerSettings {
 
     /// `WORKER_QUEUES` (comma separated), `WORKER_CONCURRENCY`, `WORKER_PREFETCH_MULTIPLIER`
     /// (and per queue `WORKER_CONCURRENCY_<QUEUE>`, `WORKER_PREFETCH_MULTIPLIER_<QUEUE>`),
-    /// `WORKER_SHUTDOWN_GRACE_SECS` (or
-    /// `SHUTDOWN_GRACE_SECS`), `WORKER_EFFECT_GRACE_SECS`, `RESULT_EXPIRES_SECS`,
-    /// `TASK_TIME_LIMIT_SECS`, `TASK_SOFT_TIME_LIMIT_SECS`, `WORKER_MAX_MESSAGE_BYTES`,
-    /// `WORKER_PREFETCH_BYTES`, `WORKER_ETA_HORIZON_SECS` override the defaults given.
-    pub fn from_env(
+    /// `WORKER_SHUTDOWN_GRACE_SECS` (or `SHUTDOWN_GRACE_SECS`), `WORKER_EFFECT_GRACE_SECS`,
+    /// `RESULT_EXPIRES_SECS`, `TASK_TIME_LIMIT_SECS`, `TASK_SOFT_TIME_LIMIT_SECS`,
+    /// `WORKER_MAX_MESSAGE_BYTES`, `WORKER_PREFETCH_BYTES`, `WORKER_ETA_HORIZON_SECS` override the
+    /// defaults given; `default_multiplier` is the prefetch multiplier of a queue when neither
+    /// `WORKER_PREFETCH_MULTIPLIER` nor the queue's own variable is set.
+    pub fn read(
+        env: &Env,
         name: &str,
         default_queues: &[&str],
         default_concurrency: usize,
-    ) -> Result<Self, BrokerError> {
-        let queues_var = std::env::var("WORKER_QUEUES")
-            .ok()
-            .filter(|v| !v.trim().is_empty());
-        let queues: Vec<&str> = match &queues_var {
-            Some(v) => v
-                .split(',')
-                .map(str::trim)
-                .filter(|q| !q.is_empty())
-                .collect(),
-            None => default_queues.to_vec(),
+        default_multiplier: u16,
+    ) -> Result<Self, ConfigError> {
+        let listed = env.list("WORKER_QUEUES");
+        let queues: Vec<&str> = if listed.is_empty() {
+            default_queues.to_vec()
+        } else {
+            listed.iter().map(String::as_str).collect()
         };
         let mut s = WorkerSettings::new(name, &queues);
-        s.concurrency = env_parse("WORKER_CONCURRENCY", default_concurrency)?;
-        if s.concurrency == 0 {
-            return Err(BrokerError::Config {
-                variable: "WORKER_CONCURRENCY",
-                message: "must be at least 1".to_owned(),
-            });
-        }
-        let multiplier: u16 = env_parse("WORKER_PREFETCH_MULTIPLIER", 1)?;
-        if multiplier == 0 {
-            return Err(BrokerError::Config {
-                variable: "WORKER_PREFETCH_MULTIPLIER",
-                message: "must be at least 1".to_owned(),
-            });
-        }
+        // Celery's node name, `name@host`: the pod's name in Kubernetes.
+        s.hostname = format!("{name}@{}", env.string("HOSTNAME", "localhost"));
+        s.concurrency = env.positive("WORKER_CONCURRENCY", default_concurrency)?;
+        let multiplier: u16 = env.positive("WORKER_PREFETCH_MULTIPLIER", default_multiplier)?;
         for q in &mut s.queues {
             q.prefetch_multiplier = multiplier;
-            let variable = per_queue_variable("WORKER_CONCURRENCY", &q.queue);
-            if let Some(v) = std::env::var(&variable)
-                .ok()
-                .filter(|v| !v.trim().is_empty())
-            {
-                q.concurrency = match v.trim().parse::<usize>() {
-                    Ok(c) if c > 0 => Some(c),
-                    _ => {
-                        return Err(BrokerError::Config {
-                            variable: "WORKER_CONCURRENCY_<QUEUE>",
-                            message: format!("{variable}={v:?}: must be a whole number from 1"),
-                        });
-                    }
-                };
-            }
+            q.concurrency = per_queue(env, "WORKER_CONCURRENCY", &q.queue)?;
             // The seed's table differs per queue (email 1, batch FDS 2–4): one worker that
             // consumes several queues can give each its own, e.g. WORKER_PREFETCH_MULTIPLIER_FDS=4.
-            let variable = per_queue_variable("WORKER_PREFETCH_MULTIPLIER", &q.queue);
-            if let Some(v) = std::env::var(&variable)
-                .ok()
-                .filter(|v| !v.trim().is_empty())
-            {
-                q.prefetch_multiplier = match v.trim().parse::<u16>() {
-                    Ok(m) if m > 0 => m,
-                    _ => {
-                        return Err(BrokerError::Config {
-                            variable: "WORKER_PREFETCH_MULTIPLIER_<QUEUE>",
-                            message: format!("{variable}={v:?}: must be a whole number from 1"),
-                        });
-                    }
-                };
+            if let Some(m) = per_queue(env, "WORKER_PREFETCH_MULTIPLIER", &q.queue)? {
+                q.prefetch_multiplier = m;
             }
         }
         // WORKER_SHUTDOWN_GRACE_SECS wins; SHUTDOWN_GRACE_SECS is what the deployments set.
-        let grace = env_parse("SHUTDOWN_GRACE_SECS", 120)?;
-        s.shutdown_grace = Duration::from_secs(env_parse("WORKER_SHUTDOWN_GRACE_SECS", grace)?);
-        s.effect_grace = Duration::from_secs(env_parse("WORKER_EFFECT_GRACE_SECS", 30)?);
-        s.result_expires = Duration::from_secs(env_parse("RESULT_EXPIRES_SECS", 3600)?);
-        s.time_limit = Duration::from_secs(env_parse("TASK_TIME_LIMIT_SECS", 300)?);
-        s.soft_time_limit = Duration::from_secs(env_parse("TASK_SOFT_TIME_LIMIT_SECS", 240)?);
-        s.max_message_bytes = at_least_one("WORKER_MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES)?;
-        s.prefetch_bytes = at_least_one("WORKER_PREFETCH_BYTES", DEFAULT_PREFETCH_BYTES)?;
-        s.eta_horizon = Duration::from_secs(at_least_one(
-            "WORKER_ETA_HORIZON_SECS",
-            DEFAULT_ETA_HORIZON.as_secs(),
-        )?);
+        let grace = env.secs("SHUTDOWN_GRACE_SECS", s.shutdown_grace)?;
+        s.shutdown_grace = env.secs("WORKER_SHUTDOWN_GRACE_SECS", grace)?;
+        s.effect_grace = env.secs("WORKER_EFFECT_GRACE_SECS", s.effect_grace)?;
+        s.result_expires = env.secs("RESULT_EXPIRES_SECS", s.result_expires)?;
+        s.time_limit = env.secs("TASK_TIME_LIMIT_SECS", s.time_limit)?;
+        s.soft_time_limit = env.secs("TASK_SOFT_TIME_LIMIT_SECS", s.soft_time_limit)?;
+        s.max_message_bytes =
+            env.positive("WORKER_MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES)?;
+        s.prefetch_bytes = env.positive("WORKER_PREFETCH_BYTES", DEFAULT_PREFETCH_BYTES)?;
+        s.eta_horizon = Duration::from_secs(
+            env.positive("WORKER_ETA_HORIZON_SECS", DEFAULT_ETA_HORIZON.as_secs())?,
+        );
         Ok(s)
     }
 }
 
-/// [`env_parse`] for a whole number that must be at least 1.
-fn at_least_one<T>(variable: &'static str, default: T) -> Result<T, BrokerError>
+/// A queue's own override of `variable` (e.g. `WORKER_CONCURRENCY_FDS_BATCH`), at least 1.
+fn per_queue<T>(env: &Env, variable: &str, queue: &str) -> Result<Option<T>, ConfigError>
 where
     T: std::str::FromStr + PartialOrd + From<u8>,
-    T::Err: std::fmt::Display,
 {
-    let value = env_parse(variable, default)?;
-    if value < T::from(1) {
-        return Err(BrokerError::Config {
-            variable,
-            message: "must be at least 1".to_owned(),
-        });
+    let name = per_queue_variable(variable, queue);
+    let pattern = format!("{variable}_<QUEUE>");
+    let Some(value) = env.get_as(&name, &pattern) else {
+        return Ok(None);
+    };
+    match value.parse::<T>() {
+        Ok(n) if n >= T::from(1) => Ok(Some(n)),
+        _ => Err(ConfigError::new(
+            name,
+            format!("{value:?} must be a whole number from 1"),
+        )),
     }
-    Ok(value)
 }
 
 /// The name of a queue's own override of `variable`: `WORKER_CONCURRENCY` and queue
@@ -277,20 +247,4 @@ pub fn per_queue_variable(variable: &str, queue: &str) -> String {
         "{variable}_{}",
         queue.to_ascii_uppercase().replace(['.', '-'], "_")
     )
-}
-
-/// Reads and parses one variable, naming it in the error.
-pub fn env_parse<T: std::str::FromStr>(variable: &'static str, default: T) -> Result<T, BrokerError>
-where
-    T::Err: std::fmt::Display,
-{
-    match std::env::var(variable) {
-        Ok(v) if !v.trim().is_empty() => {
-            v.trim().parse().map_err(|e: T::Err| BrokerError::Config {
-                variable,
-                message: format!("{v:?}: {e}"),
-            })
-        }
-        _ => Ok(default),
-    }
 }

@@ -33,7 +33,7 @@ pub mod settings;
 pub use postgres::{BatchSettings, PostgresBackend};
 pub use redis::{RedisBackend, RedisBackendError};
 pub use rpc::RpcBackend;
-pub use settings::{BackendKind, RedisUrl, ResultConfigError, ResultSettings};
+pub use settings::{BackendKind, RedisUrl, ResultSettings};
 
 /// The `database` check of `/readyz`: `SELECT 1` on the service's pool.
 pub fn database_check(store: &shopfds_store::Store) -> shopfds_telemetry::ops::Check {

@@ -96,7 +96,7 @@ impl RedisBackend {
         let conn = ConnectionManager::new_with_config(client, config)
             .await
             .map_err(|e| RedisBackendError::Connect {
-                url: redact(url),
+                url: shopfds_config::redact_url(url),
                 message: e.to_string(),
             })?;
         Ok(RedisBackend {
@@ -157,16 +157,6 @@ pub fn task_key(task_id: &str) -> String {
 /// `celery-taskset-meta-<group id><suffix>`.
 pub fn group_key(group_id: &str, suffix: &str) -> String {
     format!("{GROUP_KEY_PREFIX}{group_id}{suffix}")
-}
-
-/// The URL without its password, for errors and logs.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
 }
 
 impl ResultBackend for RedisBackend {
@@ -254,14 +244,5 @@ mod tests {
     fn keys_are_celerys() {
         assert_eq!(task_key("a"), "celery-task-meta-a");
         assert_eq!(group_key("g", ".j"), "celery-taskset-meta-g.j");
-    }
-
-    #[test]
-    fn passwords_are_not_shown() {
-        assert_eq!(
-            redact("redis://:secret@127.0.0.1:6379/0"),
-            "redis://***@127.0.0.1:6379/0"
-        );
-        assert_eq!(redact("redis://127.0.0.1/1"), "redis://127.0.0.1/1");
     }
 }

@@ -12,7 +12,9 @@ use shopfds_broker::{BrokerSettings, ResultBackend};
 use shopfds_store::Store;
 
 use crate::postgres::{BatchSettings, PostgresBackend};
-use crate::redis::{RedisBackend, redact};
+use shopfds_config::{ConfigError, Env, redact_url};
+
+use crate::redis::RedisBackend;
 use crate::rpc::RpcBackend;
 
 /// Which backend keeps results.
@@ -44,7 +46,7 @@ impl RedisUrl {
 
 impl fmt::Debug for RedisUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "RedisUrl({:?})", redact(&self.0))
+        write!(f, "RedisUrl({:?})", redact_url(&self.0))
     }
 }
 
@@ -61,14 +63,6 @@ pub struct ResultSettings {
 /// The default of `RESULT_EXPIRES_SECS` (as the worker reads it).
 pub const DEFAULT_EXPIRES: Duration = Duration::from_secs(3600);
 
-/// A variable with a value we cannot use.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{variable}: {message}")]
-pub struct ResultConfigError {
-    pub variable: &'static str,
-    pub message: String,
-}
-
 impl Default for ResultSettings {
     fn default() -> Self {
         ResultSettings {
@@ -80,80 +74,74 @@ impl Default for ResultSettings {
 }
 
 impl ResultSettings {
-    pub fn from_env() -> Result<Self, ResultConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
-    }
-
     /// `RESULT_BACKEND`: `postgres` (default; also `postgresql`, `database`, `db`: the database
     /// of `DATABASE_URL`), `redis://[:password@]host:port/db` or `rediss://…` (Redis in
     /// Celery's format), `rpc://` (Celery's rpc backend). `RESULT_EXPIRES_SECS` (3600) is how
     /// long Redis keeps what has no expiry of its own. `RESULT_BATCH_MAX_ROWS` (500) and
     /// `RESULT_BATCH_LINGER_MS` (0) tune the PostgreSQL writer.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ResultConfigError> {
-        let kind = match lookup("RESULT_BACKEND").as_deref().map(str::trim) {
-            None | Some("" | "postgres" | "postgresql" | "database" | "db") => {
-                BackendKind::Postgres
-            }
+    pub fn read(env: &Env) -> Result<Self, ConfigError> {
+        let kind = match env.get("RESULT_BACKEND").as_deref() {
+            None | Some("postgres" | "postgresql" | "database" | "db") => BackendKind::Postgres,
             Some("rpc://" | "rpc") => BackendKind::Rpc,
             Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
                 BackendKind::Redis {
-                    url: RedisUrl::parse(url).map_err(|e| ResultConfigError {
-                        variable: "RESULT_BACKEND",
-                        message: format!("{:?} is not a usable Redis URL: {e}", redact(url)),
+                    url: RedisUrl::parse(url).map_err(|e| {
+                        ConfigError::new(
+                            "RESULT_BACKEND",
+                            format!("{:?} is not a usable Redis URL: {e}", redact_url(url)),
+                        )
                     })?,
                 }
             }
             Some(other) => {
-                return Err(ResultConfigError {
-                    variable: "RESULT_BACKEND",
-                    message: format!(
+                return Err(ConfigError::new(
+                    "RESULT_BACKEND",
+                    format!(
                         "{:?} is not a result backend (use postgres, redis://host:port/db, \
                          rediss://… or rpc://)",
-                        redact(other)
+                        redact_url(other)
                     ),
-                });
+                ));
             }
         };
-        let expires = match lookup("RESULT_EXPIRES_SECS") {
-            None => DEFAULT_EXPIRES,
-            Some(raw) => match raw.trim().parse::<u64>() {
-                Ok(n) if (1..=315_360_000).contains(&n) => Duration::from_secs(n),
-                _ => {
-                    return Err(ResultConfigError {
-                        variable: "RESULT_EXPIRES_SECS",
-                        message: format!("expected whole seconds from 1 to 315360000, got {raw:?}"),
-                    });
-                }
-            },
+        let within = |name: &str, value: u64, range: std::ops::RangeInclusive<u64>| {
+            if range.contains(&value) {
+                Ok(value)
+            } else {
+                Err(ConfigError::new(
+                    name,
+                    format!(
+                        "expected a whole number from {} to {}, got {value}",
+                        range.start(),
+                        range.end()
+                    ),
+                ))
+            }
         };
-        let max_rows = match lookup("RESULT_BATCH_MAX_ROWS") {
-            None => BatchSettings::default().max_rows,
-            Some(raw) => match raw.trim().parse::<usize>() {
-                Ok(n) if (1..=10_000).contains(&n) => n,
-                _ => {
-                    return Err(ResultConfigError {
-                        variable: "RESULT_BATCH_MAX_ROWS",
-                        message: format!("expected a whole number from 1 to 10000, got {raw:?}"),
-                    });
-                }
-            },
-        };
-        let linger = match lookup("RESULT_BATCH_LINGER_MS") {
-            None => BatchSettings::default().linger,
-            Some(raw) => match raw.trim().parse::<u64>() {
-                Ok(n) if n <= 1000 => Duration::from_millis(n),
-                _ => {
-                    return Err(ResultConfigError {
-                        variable: "RESULT_BATCH_LINGER_MS",
-                        message: format!("expected milliseconds from 0 to 1000, got {raw:?}"),
-                    });
-                }
-            },
-        };
+        let expires = within(
+            "RESULT_EXPIRES_SECS",
+            env.parse("RESULT_EXPIRES_SECS", DEFAULT_EXPIRES.as_secs())?,
+            1..=315_360_000,
+        )?;
+        let defaults = BatchSettings::default();
+        let max_rows = within(
+            "RESULT_BATCH_MAX_ROWS",
+            env.parse("RESULT_BATCH_MAX_ROWS", defaults.max_rows as u64)?,
+            1..=10_000,
+        )?;
+        let linger = within(
+            "RESULT_BATCH_LINGER_MS",
+            env.parse("RESULT_BATCH_LINGER_MS", defaults.linger.as_millis() as u64)?,
+            0..=1000,
+        )?;
         Ok(ResultSettings {
             kind,
-            batch: BatchSettings { max_rows, linger },
-            expires,
+            batch: BatchSettings {
+                // At most 10,000: fits every usize.
+                max_rows: usize::try_from(max_rows).unwrap_or(defaults.max_rows),
+                linger: Duration::from_millis(linger),
+            },
+            expires: Duration::from_secs(expires),
         })
     }
 
@@ -164,11 +152,8 @@ impl ResultSettings {
         &self,
         store: &Store,
         broker: &BrokerSettings,
-    ) -> Result<Arc<dyn ResultBackend>, ResultConfigError> {
-        let unreachable = |message: String| ResultConfigError {
-            variable: "RESULT_BACKEND",
-            message,
-        };
+    ) -> Result<Arc<dyn ResultBackend>, ConfigError> {
+        let unreachable = |message: String| ConfigError::new("RESULT_BACKEND", message);
         match &self.kind {
             BackendKind::Postgres => Ok(self.postgres(store)),
             BackendKind::Redis { url } => {
@@ -195,7 +180,7 @@ impl ResultSettings {
         &self,
         store: &Store,
         broker: &BrokerSettings,
-    ) -> Result<Arc<dyn ResultBackend>, ResultConfigError> {
+    ) -> Result<Arc<dyn ResultBackend>, ConfigError> {
         match &self.kind {
             BackendKind::Rpc => Ok(Arc::new(RpcBackend::new(broker))),
             _ => self.build(store, broker).await,
@@ -213,14 +198,8 @@ impl ResultSettings {
 mod tests {
     use super::*;
 
-    fn read(vars: &[(&str, &str)]) -> Result<ResultSettings, ResultConfigError> {
-        let vars: Vec<(String, String)> = vars
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        ResultSettings::from_lookup(|name| {
-            vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
-        })
+    fn read(vars: &[(&str, &str)]) -> Result<ResultSettings, ConfigError> {
+        ResultSettings::read(&Env::from_pairs(vars.iter().copied()))
     }
 
     #[test]

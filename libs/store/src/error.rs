@@ -6,11 +6,8 @@ use sqlx::migrate::MigrateError;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// A setting could not be used; `variable` names the environment variable to fix.
-    #[error("invalid {variable}: {message}")]
-    Config {
-        variable: &'static str,
-        message: String,
-    },
+    #[error("invalid {0}")]
+    Config(#[from] shopfds_config::ConfigError),
     /// The database could not be reached (connection refused, pool timeout, server shutting down).
     #[error("database unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use sqlx::postgres::PgConnectOptions;
 
+use shopfds_config::{ConfigError, Env, redact_url};
+
 use crate::StoreError;
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/shopfds";
@@ -22,48 +24,17 @@ pub struct DatabaseSettings {
 impl DatabaseSettings {
     /// `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/shopfds`),
     /// `DATABASE_MAX_CONNECTIONS` (10), `DATABASE_ACQUIRE_TIMEOUT_SECS` (5). The error names the
-    /// variable whose value does not parse.
-    pub fn from_env() -> Result<Self, StoreError> {
-        Self::from_lookup(|name| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned()))
-    }
-
-    /// Like [`from_env`](Self::from_env) with any source of variables (tests, config files).
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, StoreError> {
-        let url = match lookup("DATABASE_URL") {
-            Some(url) if !url.trim().is_empty() => {
-                let url = url.trim().to_owned();
-                parse_url(&url)?;
-                url
-            }
-            _ => DEFAULT_DATABASE_URL.to_owned(),
-        };
-        let max_connections = match lookup("DATABASE_MAX_CONNECTIONS") {
-            Some(raw) => match raw.trim().parse::<u32>() {
-                Ok(n) if n > 0 => n,
-                _ => {
-                    return Err(StoreError::Config {
-                        variable: "DATABASE_MAX_CONNECTIONS",
-                        message: format!("expected a positive integer, got {raw:?}"),
-                    });
-                }
-            },
-            None => DEFAULT_MAX_CONNECTIONS,
-        };
-        let acquire_timeout = match lookup("DATABASE_ACQUIRE_TIMEOUT_SECS") {
-            Some(raw) => match raw.trim().parse::<u64>() {
-                Ok(n) if n > 0 => Duration::from_secs(n),
-                _ => {
-                    return Err(StoreError::Config {
-                        variable: "DATABASE_ACQUIRE_TIMEOUT_SECS",
-                        message: format!("expected a positive number of seconds, got {raw:?}"),
-                    });
-                }
-            },
-            None => DEFAULT_ACQUIRE_TIMEOUT,
-        };
+    /// variable whose value does not parse, and never shows the URL's password.
+    pub fn read(env: &Env) -> Result<Self, ConfigError> {
+        let url = env.string("DATABASE_URL", DEFAULT_DATABASE_URL);
+        parse_url(&url)?;
+        let acquire_timeout = Duration::from_secs(env.positive(
+            "DATABASE_ACQUIRE_TIMEOUT_SECS",
+            DEFAULT_ACQUIRE_TIMEOUT.as_secs(),
+        )?);
         Ok(Self {
             url,
-            max_connections,
+            max_connections: env.positive("DATABASE_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS)?,
             acquire_timeout,
         })
     }
@@ -79,12 +50,12 @@ impl DatabaseSettings {
 
     /// The parsed URL; the error names `DATABASE_URL`.
     pub(crate) fn connect_options(&self) -> Result<PgConnectOptions, StoreError> {
-        parse_url(&self.url)
+        Ok(parse_url(&self.url)?)
     }
 
     /// The URL with its password replaced, for logs.
     pub fn redacted_url(&self) -> String {
-        redact(&self.url)
+        redact_url(&self.url)
     }
 }
 
@@ -105,58 +76,31 @@ impl fmt::Debug for DatabaseSettings {
     }
 }
 
-fn parse_url(url: &str) -> Result<PgConnectOptions, StoreError> {
-    let config_error = |message: String| StoreError::Config {
-        variable: "DATABASE_URL",
-        message,
-    };
+fn parse_url(url: &str) -> Result<PgConnectOptions, ConfigError> {
+    let config_error = |message: String| ConfigError::new("DATABASE_URL", message);
     // sqlx accepts any scheme; a mysql:// URL here is a deployment mistake worth naming early.
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         return Err(config_error(format!(
             "expected a postgres:// URL, got {:?}",
-            redact(url)
+            redact_url(url)
         )));
     }
+    // sqlx's parse errors quote no part of the URL.
     url.parse::<PgConnectOptions>()
         .map_err(|e| config_error(e.to_string()))
-}
-
-fn redact(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
-        return url.to_owned();
-    };
-    let rest = &url[scheme_end..];
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return url.to_owned();
-    };
-    match rest[..at].find(':') {
-        Some(colon) => format!(
-            "{}{}:***{}",
-            &url[..scheme_end],
-            &rest[..colon],
-            &rest[at..]
-        ),
-        None => url.to_owned(),
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
-    fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        move |k| map.get(k).cloned()
+    fn lookup(vars: &[(&str, &str)]) -> Env {
+        Env::from_pairs(vars.iter().copied())
     }
 
     #[test]
     fn defaults_work_on_a_laptop() {
-        let s = DatabaseSettings::from_lookup(lookup(&[])).unwrap();
+        let s = DatabaseSettings::read(&lookup(&[])).unwrap();
         assert_eq!(s, DatabaseSettings::default());
         assert_eq!(s.url, DEFAULT_DATABASE_URL);
         assert_eq!(s.max_connections, 10);
@@ -165,7 +109,7 @@ mod tests {
 
     #[test]
     fn variables_override_defaults() {
-        let s = DatabaseSettings::from_lookup(lookup(&[
+        let s = DatabaseSettings::read(&lookup(&[
             ("DATABASE_URL", "postgres://app:pw@db:5432/shop"),
             ("DATABASE_MAX_CONNECTIONS", "32"),
             ("DATABASE_ACQUIRE_TIMEOUT_SECS", "2"),
@@ -185,8 +129,8 @@ mod tests {
             ("DATABASE_URL", "mysql://nope"),
             ("DATABASE_URL", "postgres://[::1"),
         ] {
-            match DatabaseSettings::from_lookup(lookup(&[(var, value)])) {
-                Err(StoreError::Config { variable, .. }) => assert_eq!(variable, var),
+            match DatabaseSettings::read(&lookup(&[(var, value)])) {
+                Err(ConfigError { variable, .. }) => assert_eq!(variable, var),
                 other => panic!("{var}={value}: expected a config error, got {other:?}"),
             }
         }
@@ -198,9 +142,5 @@ mod tests {
         let shown = format!("{s:?}");
         assert!(!shown.contains("s3cret"), "{shown}");
         assert!(shown.contains("postgres://app:***@db:5432/shop"), "{shown}");
-        assert_eq!(
-            redact("postgres://postgres@127.0.0.1/x"),
-            "postgres://postgres@127.0.0.1/x"
-        );
     }
 }

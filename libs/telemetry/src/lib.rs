@@ -4,7 +4,7 @@
 //! `/metrics` endpoints every binary serves ([`ops`]), and the HTTP server loop that serves them
 //! and order-api's API with limits on slow and idle clients ([`server`]).
 //!
-//! A binary calls [`TelemetrySettings::from_env`] then [`init`] first thing in `main`, and keeps
+//! A binary calls [`TelemetrySettings::read`] then [`init`] first thing in `main`, and keeps
 //! the returned [`TelemetryGuard`] alive until it exits so buffered spans are flushed.
 
 pub mod metrics;
@@ -20,6 +20,7 @@ use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use shopfds_config::{ConfigError, Env};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -51,41 +52,16 @@ impl TelemetrySettings {
     /// Reads `LOG_FORMAT` (`json` | `pretty`, default `pretty`), `RUST_LOG` (default `info`),
     /// `OTEL_EXPORTER_OTLP_ENDPOINT` (unset or empty = no export) and `OTEL_SERVICE_NAME`
     /// (default `service_name`).
-    pub fn from_env(service_name: &str) -> Result<Self, TelemetryError> {
-        Self::from_lookup(service_name, |variable| std::env::var(variable).ok())
-    }
-
-    /// [`from_env`](Self::from_env) over any variable source, so settings layered from a file or
-    /// a test's map are validated by the same rules.
-    pub fn from_lookup(
-        service_name: &str,
-        lookup: impl Fn(&str) -> Option<String>,
-    ) -> Result<Self, TelemetryError> {
-        // An exported-but-empty variable (`FOO=` in a compose file) means "not set".
-        let get = |variable: &str| {
-            lookup(variable)
-                .map(|value| value.trim().to_owned())
-                .filter(|value| !value.is_empty())
-        };
-        let log_format = match get("LOG_FORMAT") {
-            None => LogFormat::default(),
-            Some(value) => match value.to_ascii_lowercase().as_str() {
-                "json" => LogFormat::Json,
-                "pretty" => LogFormat::Pretty,
-                _ => {
-                    return Err(TelemetryError::InvalidSetting {
-                        variable: "LOG_FORMAT",
-                        value,
-                        expected: "`json` or `pretty`",
-                    });
-                }
-            },
-        };
+    pub fn read(env: &Env, service_name: &str) -> Result<Self, ConfigError> {
         Ok(Self {
-            service_name: get("OTEL_SERVICE_NAME").unwrap_or_else(|| service_name.to_owned()),
-            log_format,
-            log_filter: get("RUST_LOG").unwrap_or_else(|| "info".to_owned()),
-            otlp_endpoint: get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            service_name: env.string("OTEL_SERVICE_NAME", service_name),
+            log_format: env.choice(
+                "LOG_FORMAT",
+                LogFormat::default(),
+                &[("json", LogFormat::Json), ("pretty", LogFormat::Pretty)],
+            )?,
+            log_filter: env.string("RUST_LOG", "info"),
+            otlp_endpoint: env.get("OTEL_EXPORTER_OTLP_ENDPOINT"),
         })
     }
 }
@@ -93,12 +69,6 @@ impl TelemetrySettings {
 /// Everything that can go wrong while setting telemetry up.
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
-    #[error("{variable}={value:?} is invalid: expected {expected}")]
-    InvalidSetting {
-        variable: &'static str,
-        value: String,
-        expected: &'static str,
-    },
     #[error("invalid log filter {filter:?} (RUST_LOG): {source}")]
     InvalidLogFilter {
         filter: String,

@@ -29,12 +29,11 @@ use axum::http::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use shopfds_config::{ConfigError, Env};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
-
-use crate::TelemetryError;
 
 /// Limits of an HTTP listener. The defaults suit both a public API behind a load balancer and
 /// an ops port scraped by Prometheus and probed by the kubelet.
@@ -61,37 +60,14 @@ impl Default for HttpServerSettings {
 impl HttpServerSettings {
     /// Reads `HTTP_HEADER_READ_TIMEOUT_SECS` and `HTTP_MAX_CONNECTIONS` (each ≥ 1; unset or
     /// empty keeps the default).
-    pub fn from_env() -> Result<Self, TelemetryError> {
-        Self::from_lookup(|variable| std::env::var(variable).ok())
-    }
-
-    /// [`from_env`](Self::from_env) over any variable source.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, TelemetryError> {
+    pub fn read(env: &Env) -> Result<Self, ConfigError> {
         let defaults = Self::default();
-        let positive = |variable: &'static str, default: u64| -> Result<u64, TelemetryError> {
-            match lookup(variable).map(|v| v.trim().to_owned()) {
-                None => Ok(default),
-                Some(v) if v.is_empty() => Ok(default),
-                Some(v) => match v.parse::<u64>() {
-                    Ok(n) if n >= 1 => Ok(n),
-                    _ => Err(TelemetryError::InvalidSetting {
-                        variable,
-                        value: v,
-                        expected: "a whole number ≥ 1",
-                    }),
-                },
-            }
-        };
-        let max_connections = positive(
-            "HTTP_MAX_CONNECTIONS",
-            u64::try_from(defaults.max_connections).unwrap_or(u64::MAX),
-        )?;
         Ok(HttpServerSettings {
-            header_read_timeout: Duration::from_secs(positive(
+            header_read_timeout: Duration::from_secs(env.positive(
                 "HTTP_HEADER_READ_TIMEOUT_SECS",
                 defaults.header_read_timeout.as_secs(),
             )?),
-            max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+            max_connections: env.positive("HTTP_MAX_CONNECTIONS", defaults.max_connections)?,
         })
     }
 }
@@ -170,21 +146,17 @@ fn is_per_connection(error: &std::io::Error) -> bool {
 mod tests {
     use super::*;
 
-    fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let vars: Vec<(String, String)> = vars
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        move |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    fn lookup(vars: &[(&str, &str)]) -> Env {
+        Env::from_pairs(vars.iter().copied())
     }
 
     #[test]
     fn defaults_and_overrides() {
         assert_eq!(
-            HttpServerSettings::from_lookup(lookup(&[])).unwrap(),
+            HttpServerSettings::read(&lookup(&[])).unwrap(),
             HttpServerSettings::default()
         );
-        let set = HttpServerSettings::from_lookup(lookup(&[
+        let set = HttpServerSettings::read(&lookup(&[
             ("HTTP_HEADER_READ_TIMEOUT_SECS", "3"),
             ("HTTP_MAX_CONNECTIONS", " 20 "),
         ]))
@@ -200,7 +172,7 @@ mod tests {
             ("HTTP_HEADER_READ_TIMEOUT_SECS", "1.5"),
             ("HTTP_MAX_CONNECTIONS", "-1"),
         ] {
-            let error = HttpServerSettings::from_lookup(lookup(&[(variable, value)])).unwrap_err();
+            let error = HttpServerSettings::read(&lookup(&[(variable, value)])).unwrap_err();
             assert!(error.to_string().contains(variable), "{error}");
         }
     }

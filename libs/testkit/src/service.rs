@@ -208,6 +208,10 @@ pub async fn assert_invalid_variables_named(
         if status.success() {
             bail!("{variable}={value} accepted");
         }
+        // The service shell's exit status for a configuration error: nothing was started.
+        if status.code() != Some(2) {
+            bail!("{variable}={value}: exit status {status}, expected 2: {stderr}");
+        }
         if !stderr.contains(variable) {
             bail!("{variable}={value}: stderr does not name it: {stderr}");
         }

@@ -3,7 +3,7 @@
 //! Nothing is published or consumed yet: the service declares the topology it will rely on,
 //! then serves `/healthz`, `/readyz` and `/metrics` until shutdown.
 
-use shopfds_broker::service;
+use shopfds_service::Supervisor;
 use shopfds_store::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -21,7 +21,7 @@ impl Application {
     /// free one, for tests).
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let store = Store::connect(&settings.database).await?;
-        let ops_listener = TcpListener::bind(settings.ops_addr).await?;
+        let ops_listener = shopfds_service::bind_ops(&settings.shell).await?;
         Ok(Application {
             settings,
             store,
@@ -39,16 +39,19 @@ impl Application {
     /// Serves the operations endpoints at once (so liveness holds while the broker is down),
     /// connects to the broker with backoff, declares the topology, then waits for `shutdown`.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let outcome = service::run_declare_only(
+        let mut parts = Supervisor::new(shutdown);
+        shopfds_service::spawn_topology(
+            &mut parts,
             self.ops_listener,
+            &self.settings.shell,
             self.settings.broker,
             shopfds_results::database_check(&self.store),
-            shutdown,
-        )
-        .await;
+        );
+        let outcome = parts.join(STOP_WITHIN).await;
         self.store.close().await;
-        outcome?;
-        tracing::info!("beat-scheduler stopped");
-        Ok(())
+        outcome
     }
 }
+
+/// Closing one broker connection and the ops server takes well under this.
+const STOP_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);

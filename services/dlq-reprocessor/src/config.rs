@@ -1,33 +1,31 @@
 //! Settings of the dlq-reprocessor, from the environment, validated at start.
 
-use std::net::SocketAddr;
-
-use anyhow::Context;
 use shopfds_broker::BrokerSettings;
+use shopfds_service::{ConfigError, Env, ServiceSettings, ShellSettings};
 use shopfds_store::DatabaseSettings;
-use shopfds_telemetry::TelemetrySettings;
 
 pub const SERVICE: &str = "dlq-reprocessor";
 
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// Telemetry, `OPS_ADDR` (default `127.0.0.1:9105`), HTTP limits.
+    pub shell: ShellSettings,
     pub broker: BrokerSettings,
     pub database: DatabaseSettings,
-    pub telemetry: TelemetrySettings,
-    /// `OPS_ADDR`: `/healthz`, `/readyz`, `/metrics`. Default `127.0.0.1:9105`.
-    pub ops_addr: SocketAddr,
 }
 
-impl Settings {
-    pub fn from_env() -> anyhow::Result<Self> {
-        let ops_addr = std::env::var("OPS_ADDR").unwrap_or_else(|_| "127.0.0.1:9105".to_owned());
+impl ServiceSettings for Settings {
+    const SERVICE: &'static str = SERVICE;
+
+    fn read(env: &Env) -> Result<Self, ConfigError> {
         Ok(Settings {
-            broker: BrokerSettings::from_env(SERVICE)?,
-            database: DatabaseSettings::from_env()?,
-            telemetry: TelemetrySettings::from_env(SERVICE)?,
-            ops_addr: ops_addr
-                .parse()
-                .with_context(|| format!("OPS_ADDR: {ops_addr:?} is not host:port"))?,
+            shell: ShellSettings::read(env, SERVICE, "127.0.0.1:9105")?,
+            broker: BrokerSettings::read(env, SERVICE)?,
+            database: DatabaseSettings::read(env)?,
         })
+    }
+
+    fn shell(&self) -> &ShellSettings {
+        &self.shell
     }
 }

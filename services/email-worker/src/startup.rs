@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use shopfds_broker::{Registry, service};
+use shopfds_broker::{Registry, Worker};
+use shopfds_service::Supervisor;
 use shopfds_store::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -23,8 +24,11 @@ impl Application {
     /// operations port (port 0 picks a free one, for tests).
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let store = Store::connect(&settings.database).await?;
-        let mailer = Arc::new(Mailer::new(&settings.smtp_url, settings.mail_from.clone())?);
-        let ops_listener = TcpListener::bind(settings.ops_addr).await?;
+        let mailer = Arc::new(Mailer::new(
+            settings.smtp_url.expose(),
+            settings.mail_from.clone(),
+        )?);
+        let ops_listener = shopfds_service::bind_ops(&settings.shell).await?;
         Ok(Application {
             settings,
             store,
@@ -51,19 +55,17 @@ impl Application {
         let registry = self.registry();
         let s = self.settings;
         let backend = s.results.build(&self.store, &s.broker).await?;
-        let outcome = service::run_worker(
+        let grace = s.worker.stop_within();
+        let mut parts = Supervisor::new(shutdown);
+        shopfds_service::spawn_worker(
+            &mut parts,
             self.ops_listener,
-            s.broker,
-            s.worker,
-            registry,
-            backend,
+            &s.shell,
+            Worker::new(s.broker, s.worker, registry, backend),
             shopfds_results::database_check(&self.store),
-            shutdown,
-        )
-        .await;
+        );
+        let outcome = parts.join(grace).await;
         self.store.close().await;
-        outcome?;
-        tracing::info!("email-worker stopped");
-        Ok(())
+        outcome
     }
 }

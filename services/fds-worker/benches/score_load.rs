@@ -154,8 +154,8 @@ fn run() -> anyhow::Result<bool> {
     let mut settings = Settings::from_env()?;
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
     settings.database.url = db.url();
-    settings.broker.url = vhost.amqp_url();
-    settings.ops_addr = loopback;
+    settings.broker.url = shopfds_service::SecretUrl::new(vhost.amqp_url());
+    settings.shell.ops_addr = loopback;
     settings.fds.grpc_addr = loopback;
     let app = server_rt.block_on(Application::build(settings.clone()))?;
     let grpc_addr = app.grpc_addr().context("gRPC listener has no address")?;

@@ -4,12 +4,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
-use shopfds_broker::settings::per_queue_variable;
 use shopfds_broker::{BrokerSettings, WorkerSettings};
 use shopfds_results::ResultSettings;
+use shopfds_service::{ConfigError, Env, ServiceSettings, ShellSettings};
 use shopfds_store::DatabaseSettings;
-use shopfds_telemetry::TelemetrySettings;
+
+use crate::tasks::TasksSettings;
 
 pub const SERVICE: &str = "fds-worker";
 
@@ -24,15 +24,16 @@ pub const DEFAULT_GRPC_CONCURRENCY: usize = 256;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// Telemetry, `OPS_ADDR` (default `127.0.0.1:9102`), HTTP limits.
+    pub shell: ShellSettings,
     pub broker: BrokerSettings,
     pub database: DatabaseSettings,
     pub worker: WorkerSettings,
     /// `RESULT_BACKEND` and its batch settings.
     pub results: ResultSettings,
-    pub telemetry: TelemetrySettings,
-    /// `OPS_ADDR`: `/healthz`, `/readyz`, `/metrics`. Default `127.0.0.1:9102`.
-    pub ops_addr: SocketAddr,
     pub fds: FdsSettings,
+    /// `FDS_BATCH_CHUNK_SIZE`, `THREAT_INTEL_*`: the queue tasks.
+    pub tasks: TasksSettings,
 }
 
 /// The gRPC score server and its rules.
@@ -67,22 +68,6 @@ pub enum VelocitySource {
     Database,
 }
 
-impl std::str::FromStr for VelocitySource {
-    type Err = anyhow::Error;
-
-    fn from_str(s: &str) -> anyhow::Result<Self> {
-        match s {
-            "memory" => Ok(VelocitySource::Memory),
-            "database" => Ok(VelocitySource::Database),
-            other => {
-                anyhow::bail!(
-                    "FDS_VELOCITY_SOURCE: {other:?} is neither \"memory\" nor \"database\""
-                )
-            }
-        }
-    }
-}
-
 impl Default for FdsSettings {
     fn default() -> Self {
         FdsSettings {
@@ -98,91 +83,60 @@ impl Default for FdsSettings {
 }
 
 impl FdsSettings {
-    pub fn from_env() -> anyhow::Result<Self> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+    /// `GRPC_ADDR`, `GRPC_CONCURRENCY`, `FDS_RULES_PATH`, `FDS_RULES_RELOAD_SECS`,
+    /// `FDS_VELOCITY_TIMEOUT_MS`, `FDS_VELOCITY_SOURCE`, `FDS_RESULTS_BUFFER`.
+    pub fn read(env: &Env) -> Result<Self, ConfigError> {
+        let defaults = FdsSettings::default();
+        Ok(FdsSettings {
+            grpc_addr: env.addr("GRPC_ADDR", "127.0.0.1:50051")?,
+            grpc_concurrency: env.positive("GRPC_CONCURRENCY", defaults.grpc_concurrency)?,
+            rules_path: env.get("FDS_RULES_PATH").map(PathBuf::from),
+            rules_reload: Duration::from_secs(
+                env.positive("FDS_RULES_RELOAD_SECS", defaults.rules_reload.as_secs())?,
+            ),
+            velocity_timeout: Duration::from_millis(env.positive(
+                "FDS_VELOCITY_TIMEOUT_MS",
+                u64::try_from(defaults.velocity_timeout.as_millis()).unwrap_or(u64::MAX),
+            )?),
+            velocity_source: env.choice(
+                "FDS_VELOCITY_SOURCE",
+                defaults.velocity_source,
+                &[
+                    ("memory", VelocitySource::Memory),
+                    ("database", VelocitySource::Database),
+                ],
+            )?,
+            results_buffer: env.positive("FDS_RESULTS_BUFFER", defaults.results_buffer)?,
+        })
+    }
+}
+
+impl ServiceSettings for Settings {
+    const SERVICE: &'static str = SERVICE;
+
+    fn read(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Settings {
+            shell: ShellSettings::read(env, SERVICE, "127.0.0.1:9102")?,
+            broker: BrokerSettings::read(env, SERVICE)?,
+            database: DatabaseSettings::read(env)?,
+            // The seed's prefetch table: 2–4 for batch FDS (short tasks, throughput), so the
+            // multiplier defaults to 2 here unless `WORKER_PREFETCH_MULTIPLIER` or the queue's
+            // own `WORKER_PREFETCH_MULTIPLIER_<QUEUE>` is set.
+            worker: WorkerSettings::read(env, SERVICE, DEFAULT_QUEUES, DEFAULT_CONCURRENCY, 2)?,
+            results: ResultSettings::read(env)?,
+            fds: FdsSettings::read(env)?,
+            tasks: TasksSettings::read(env)?,
+        })
     }
 
-    /// From any variable source (tests pass a map).
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
-        let defaults = FdsSettings::default();
-        let var = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
-        let grpc_addr = match var("GRPC_ADDR") {
-            Some(v) => v
-                .trim()
-                .parse()
-                .with_context(|| format!("GRPC_ADDR: {v:?} is not host:port"))?,
-            None => defaults.grpc_addr,
-        };
-        let positive = |name: &str, default: u64| -> anyhow::Result<u64> {
-            match var(name) {
-                Some(v) => match v.trim().parse::<u64>() {
-                    Ok(n) if n > 0 => Ok(n),
-                    _ => anyhow::bail!("{name}: {v:?} is not a positive integer"),
-                },
-                None => Ok(default),
-            }
-        };
-        Ok(FdsSettings {
-            grpc_addr,
-            grpc_concurrency: usize::try_from(positive(
-                "GRPC_CONCURRENCY",
-                defaults.grpc_concurrency as u64,
-            )?)
-            .context("GRPC_CONCURRENCY: too large")?,
-            rules_path: var("FDS_RULES_PATH").map(PathBuf::from),
-            rules_reload: Duration::from_secs(positive(
-                "FDS_RULES_RELOAD_SECS",
-                defaults.rules_reload.as_secs(),
-            )?),
-            velocity_timeout: Duration::from_millis(positive(
-                "FDS_VELOCITY_TIMEOUT_MS",
-                defaults.velocity_timeout.as_millis() as u64,
-            )?),
-            velocity_source: match var("FDS_VELOCITY_SOURCE") {
-                Some(v) => v.trim().parse()?,
-                None => defaults.velocity_source,
-            },
-            results_buffer: usize::try_from(positive(
-                "FDS_RESULTS_BUFFER",
-                defaults.results_buffer as u64,
-            )?)
-            .context("FDS_RESULTS_BUFFER: too large")?,
-        })
+    fn shell(&self) -> &ShellSettings {
+        &self.shell
     }
 }
 
 impl Settings {
-    pub fn from_env() -> anyhow::Result<Self> {
-        let ops_addr = std::env::var("OPS_ADDR").unwrap_or_else(|_| "127.0.0.1:9102".to_owned());
-        Ok(Settings {
-            broker: BrokerSettings::from_env(SERVICE)?,
-            database: DatabaseSettings::from_env()?,
-            worker: worker_settings()?,
-            results: ResultSettings::from_env()?,
-            telemetry: TelemetrySettings::from_env(SERVICE)?,
-            ops_addr: ops_addr
-                .parse()
-                .with_context(|| format!("OPS_ADDR: {ops_addr:?} is not host:port"))?,
-            fds: FdsSettings::from_env()?,
-        })
+    /// The settings of the process environment (tests start from these and change a few).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::read(&Env::process())
     }
-}
-
-/// The seed's prefetch table: 2–4 for batch FDS (short tasks, throughput), so the multiplier
-/// defaults to 2 here unless `WORKER_PREFETCH_MULTIPLIER` or the queue's own
-/// `WORKER_PREFETCH_MULTIPLIER_<QUEUE>` is set.
-fn worker_settings() -> anyhow::Result<WorkerSettings> {
-    let mut worker = WorkerSettings::from_env(SERVICE, DEFAULT_QUEUES, DEFAULT_CONCURRENCY)?;
-    let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.trim().is_empty());
-    if !set("WORKER_PREFETCH_MULTIPLIER") {
-        for queue in &mut worker.queues {
-            if !set(&per_queue_variable(
-                "WORKER_PREFETCH_MULTIPLIER",
-                &queue.queue,
-            )) {
-                queue.prefetch_multiplier = 2;
-            }
-        }
-    }
-    Ok(worker)
 }

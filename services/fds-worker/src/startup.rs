@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use shopfds_broker::{Registry, Worker};
+use shopfds_service::Supervisor;
 use shopfds_store::Store;
-use shopfds_telemetry::ops;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -24,7 +24,7 @@ use crate::grpc::{self, FraudDetectionService};
 use crate::recorder::ResultRecorder;
 use crate::velocity::{self, VelocityIndex};
 
-/// How long queued decisions may take to reach the database at shutdown.
+/// How long queued decisions may take to reach the database once the stop begins.
 const RESULTS_FLUSH_GRACE: Duration = Duration::from_secs(10);
 
 pub struct Application {
@@ -33,7 +33,6 @@ pub struct Application {
     engine: Arc<Engine>,
     ops_listener: TcpListener,
     grpc_listener: TcpListener,
-    tasks: crate::tasks::TasksSettings,
 }
 
 impl Application {
@@ -44,11 +43,8 @@ impl Application {
         let engine =
             Engine::from_path(settings.fds.rules_path.as_deref()).context("FDS_RULES_PATH")?;
         tracing::info!(rules_version = %engine.rules().version, "fraud rules loaded");
-        let tasks = crate::tasks::TasksSettings::from_env()?;
         let store = Store::connect(&settings.database).await?;
-        let ops_listener = TcpListener::bind(settings.ops_addr)
-            .await
-            .with_context(|| format!("OPS_ADDR: cannot listen on {}", settings.ops_addr))?;
+        let ops_listener = shopfds_service::bind_ops(&settings.shell).await?;
         let grpc_listener = TcpListener::bind(settings.fds.grpc_addr)
             .await
             .with_context(|| format!("GRPC_ADDR: cannot listen on {}", settings.fds.grpc_addr))?;
@@ -58,7 +54,6 @@ impl Application {
             engine: Arc::new(engine),
             ops_listener,
             grpc_listener,
-            tasks,
         })
     }
 
@@ -88,49 +83,48 @@ impl Application {
         let deps = crate::tasks::Deps {
             store: self.store.clone(),
             engine: Arc::clone(&self.engine),
-            settings: Arc::new(self.tasks.clone()),
+            settings: Arc::new(self.settings.tasks.clone()),
         };
         crate::tasks::register(&mut registry, deps);
         registry
     }
 
     /// Serves gRPC and consumes until `shutdown` fires, then drains in-flight RPCs and running
-    /// tasks, and writes the decisions still queued.
+    /// tasks, and writes the decisions still queued. Each part runs on the supervisor: one that
+    /// fails stops the others.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let registry = self.registry();
-        let fds = self.settings.fds.clone();
-        let backend = self
-            .settings
-            .results
-            .build(&self.store, &self.settings.broker)
-            .await?;
-        let worker = Worker::new(
-            self.settings.broker,
-            self.settings.worker,
-            registry,
-            backend,
-        );
-        // `broker` is ready while this worker consumes; a probe opens no connection.
-        let readiness = shopfds_broker::ops::readiness(
+        let s = self.settings;
+        let fds = s.fds.clone();
+        let backend = s.results.build(&self.store, &s.broker).await?;
+        let grace = s.worker.stop_within();
+        let mut parts = Supervisor::new(shutdown);
+        let token = parts.token();
+
+        shopfds_service::spawn_worker(
+            &mut parts,
+            self.ops_listener,
+            &s.shell,
+            Worker::new(s.broker, s.worker, registry, backend),
             shopfds_results::database_check(&self.store),
-            worker.broker_state(),
         );
-        let ops_server = tokio::spawn(ops::serve(self.ops_listener, readiness, shutdown.clone()));
-        let background = crate::tasks::spawn_background(
+        let intel = crate::tasks::spawn_background(
             self.store.clone(),
             Arc::clone(&self.engine),
-            &self.tasks,
-            shutdown.clone(),
+            &s.tasks,
+            token.clone(),
         );
-
-        let watcher = fds.rules_path.clone().map(|path| {
-            watch_rules(
+        parts.spawn("threat-intel reloader", joined(intel));
+        if let Some(path) = fds.rules_path.clone() {
+            let watcher = watch_rules(
                 Arc::clone(&self.engine),
                 path,
                 fds.rules_reload,
-                shutdown.clone(),
-            )
-        });
+                token.clone(),
+            );
+            parts.spawn("rules watcher", joined(watcher));
+        }
+
         let (recorder, writer) = ResultRecorder::spawn(self.store.clone(), fds.results_buffer);
         let mut service = FraudDetectionService::new(
             Arc::clone(&self.engine),
@@ -138,54 +132,34 @@ impl Application {
             recorder,
             fds.velocity_timeout,
         );
-        let velocity_sync = match fds.velocity_source {
-            VelocitySource::Memory => {
-                let index = VelocityIndex::new();
-                service = service.with_velocity_index(Arc::clone(&index));
-                Some(velocity::sync(index, self.store.clone(), shutdown.clone()))
+        if fds.velocity_source == VelocitySource::Memory {
+            let index = VelocityIndex::new();
+            service = service.with_velocity_index(Arc::clone(&index));
+            let feed = velocity::sync(index, self.store.clone(), token.clone());
+            parts.spawn("velocity feed", joined(feed));
+        }
+        parts.spawn("grpc", {
+            let token = token.clone();
+            grpc::serve(self.grpc_listener, service, fds.grpc_concurrency, token)
+        });
+        // The server (and with it the last recorder) stops first: the writer then drains.
+        parts.spawn("decision writer", async move {
+            token.cancelled().await;
+            if tokio::time::timeout(RESULTS_FLUSH_GRACE, writer)
+                .await
+                .is_err()
+            {
+                tracing::warn!("fds results still queued after {RESULTS_FLUSH_GRACE:?}; abandoned");
             }
-            VelocitySource::Database => None,
-        };
-        let grpc_server = {
-            let shutdown = shutdown.clone();
-            tokio::spawn(async move {
-                let served = grpc::serve(
-                    self.grpc_listener,
-                    service,
-                    fds.grpc_concurrency,
-                    shutdown.clone(),
-                )
-                .await;
-                if let Err(e) = &served {
-                    tracing::error!(error = %e, "gRPC server failed; stopping");
-                    shutdown.cancel();
-                }
-                served
-            })
-        };
-
-        let outcome = worker.run(shutdown.clone()).await;
-        shutdown.cancel();
-        let grpc_outcome = grpc_server.await;
-        // The server (and with it the last recorder) is gone: the writer drains and stops.
-        if tokio::time::timeout(RESULTS_FLUSH_GRACE, writer)
-            .await
-            .is_err()
-        {
-            tracing::warn!("fds results still queued after {RESULTS_FLUSH_GRACE:?}; abandoned");
-        }
-        if let Some(watcher) = watcher {
-            let _ = watcher.await;
-        }
-        if let Some(velocity_sync) = velocity_sync {
-            let _ = velocity_sync.await;
-        }
-        let _ = background.await;
-        let _ = ops_server.await;
+            Ok::<_, anyhow::Error>(())
+        });
+        let outcome = parts.join(grace).await;
         self.store.close().await;
-        outcome?;
-        grpc_outcome.context("gRPC server task")??;
-        tracing::info!("fds-worker stopped");
-        Ok(())
+        outcome
     }
+}
+
+/// A background loop spawned by its module, as a part: a panic in it is a failure.
+async fn joined(handle: tokio::task::JoinHandle<()>) -> anyhow::Result<()> {
+    handle.await.context("the task panicked")
 }

@@ -3,13 +3,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::Context;
 use shopfds_broker::BrokerSettings;
-use shopfds_broker::settings::env_parse;
 use shopfds_results::ResultSettings;
+use shopfds_service::{ConfigError, Env, ServiceSettings, ShellSettings};
 use shopfds_store::DatabaseSettings;
-use shopfds_telemetry::TelemetrySettings;
-use shopfds_telemetry::server::HttpServerSettings;
 
 use crate::fds::FdsSettings;
 
@@ -17,11 +14,13 @@ pub const SERVICE: &str = "order-api";
 
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// `HTTP_ADDR`: the API and `/healthz`, `/readyz`, `/metrics`. Default `127.0.0.1:8080`.
+    /// Telemetry, `OPS_ADDR` (`/healthz`, `/readyz`, `/metrics`; default `127.0.0.1:9100`), and
+    /// `HTTP_HEADER_READ_TIMEOUT_SECS`, `HTTP_MAX_CONNECTIONS` for both HTTP ports.
+    pub shell: ShellSettings,
+    /// `HTTP_ADDR`: the API. Default `127.0.0.1:8080`.
     pub http_addr: SocketAddr,
     pub database: DatabaseSettings,
     pub broker: BrokerSettings,
-    pub telemetry: TelemetrySettings,
     pub relay: RelaySettings,
     pub fds: FdsSettings,
     /// `RESULT_BACKEND`: where `GET /v1/tasks/{id}` reads task states.
@@ -30,9 +29,6 @@ pub struct Settings {
     pub request_timeout: Duration,
     /// `SHUTDOWN_GRACE_SECS` (default 30): after SIGTERM, how long in-flight requests may take.
     pub shutdown_grace: Duration,
-    /// `HTTP_HEADER_READ_TIMEOUT_SECS`, `HTTP_MAX_CONNECTIONS`: limits on slow, idle and
-    /// numerous clients of `HTTP_ADDR`.
-    pub http: HttpServerSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -58,31 +54,45 @@ impl Default for RelaySettings {
     }
 }
 
-impl Settings {
-    pub fn from_env() -> anyhow::Result<Self> {
-        let relay = RelaySettings {
-            enabled: env_parse("RELAY_ENABLED", true)?,
-            batch_size: env_parse("RELAY_BATCH_SIZE", 100)?,
-            poll_interval: Duration::from_millis(env_parse("RELAY_POLL_INTERVAL_MS", 1000)?),
-            retention: Duration::from_secs(3600 * env_parse::<u64>("OUTBOX_RETENTION_HOURS", 24)?),
-        };
-        if relay.batch_size < 1 {
-            anyhow::bail!("RELAY_BATCH_SIZE: must be at least 1");
-        }
-        Ok(Settings {
-            http_addr: std::env::var("HTTP_ADDR")
-                .unwrap_or_else(|_| "127.0.0.1:8080".to_owned())
-                .parse()
-                .context("HTTP_ADDR: expected host:port")?,
-            database: DatabaseSettings::from_env()?,
-            broker: BrokerSettings::from_env(SERVICE)?,
-            telemetry: TelemetrySettings::from_env(SERVICE)?,
-            relay,
-            fds: FdsSettings::from_env()?,
-            results: ResultSettings::from_env()?,
-            request_timeout: Duration::from_secs(env_parse("REQUEST_TIMEOUT_SECS", 10)?),
-            shutdown_grace: Duration::from_secs(env_parse("SHUTDOWN_GRACE_SECS", 30)?),
-            http: HttpServerSettings::from_env()?,
+impl RelaySettings {
+    /// `RELAY_ENABLED`, `RELAY_BATCH_SIZE`, `RELAY_POLL_INTERVAL_MS`, `OUTBOX_RETENTION_HOURS`.
+    pub fn read(env: &Env) -> Result<Self, ConfigError> {
+        let defaults = RelaySettings::default();
+        let retention_hours: u64 = env.parse("OUTBOX_RETENTION_HOURS", 24)?;
+        Ok(RelaySettings {
+            enabled: env.flag("RELAY_ENABLED", defaults.enabled)?,
+            batch_size: env.positive("RELAY_BATCH_SIZE", defaults.batch_size)?,
+            poll_interval: env.millis("RELAY_POLL_INTERVAL_MS", defaults.poll_interval)?,
+            retention: Duration::from_secs(retention_hours.saturating_mul(3600)),
         })
+    }
+}
+
+impl ServiceSettings for Settings {
+    const SERVICE: &'static str = SERVICE;
+
+    fn read(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Settings {
+            shell: ShellSettings::read(env, SERVICE, "127.0.0.1:9100")?,
+            http_addr: env.addr("HTTP_ADDR", "127.0.0.1:8080")?,
+            database: DatabaseSettings::read(env)?,
+            broker: BrokerSettings::read(env, SERVICE)?,
+            relay: RelaySettings::read(env)?,
+            fds: FdsSettings::read(env)?,
+            results: ResultSettings::read(env)?,
+            request_timeout: env.secs("REQUEST_TIMEOUT_SECS", Duration::from_secs(10))?,
+            shutdown_grace: env.secs("SHUTDOWN_GRACE_SECS", Duration::from_secs(30))?,
+        })
+    }
+
+    fn shell(&self) -> &ShellSettings {
+        &self.shell
+    }
+}
+
+impl Settings {
+    /// The settings of the process environment (tests start from these and change a few).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::read(&Env::process())
     }
 }

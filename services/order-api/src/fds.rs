@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde_json::{Value, json};
-use shopfds_broker::settings::env_parse;
 use shopfds_protocol::grpc::{Decision, FraudDetectionClient, Item, ScoreRequest};
+use shopfds_service::{ConfigError, Env};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::domain::ValidOrder;
@@ -25,22 +25,20 @@ pub struct FdsSettings {
 }
 
 impl FdsSettings {
-    pub fn from_env() -> anyhow::Result<Self> {
-        let fallback =
-            std::env::var("FDS_FALLBACK_DECISION").unwrap_or_else(|_| "REVIEW".to_owned());
-        let fallback = match fallback.trim().to_ascii_uppercase().as_str() {
-            "APPROVE" => Decision::Approve,
-            "REVIEW" | "" => Decision::Review,
-            "BLOCK" => Decision::Block,
-            other => {
-                anyhow::bail!("FDS_FALLBACK_DECISION: {other:?} is not APPROVE, REVIEW or BLOCK")
-            }
-        };
+    /// `FDS_GRPC_URL`, `FDS_TIMEOUT_MS`, `FDS_FALLBACK_DECISION`.
+    pub fn read(env: &Env) -> Result<Self, ConfigError> {
         Ok(FdsSettings {
-            url: std::env::var("FDS_GRPC_URL")
-                .unwrap_or_else(|_| "http://127.0.0.1:50051".to_owned()),
-            timeout: Duration::from_millis(env_parse("FDS_TIMEOUT_MS", 100)?),
-            fallback,
+            url: env.string("FDS_GRPC_URL", "http://127.0.0.1:50051"),
+            timeout: env.millis("FDS_TIMEOUT_MS", Duration::from_millis(100))?,
+            fallback: env.choice(
+                "FDS_FALLBACK_DECISION",
+                Decision::Review,
+                &[
+                    ("APPROVE", Decision::Approve),
+                    ("REVIEW", Decision::Review),
+                    ("BLOCK", Decision::Block),
+                ],
+            )?,
         })
     }
 }

@@ -1,14 +1,17 @@
 //! order-api: HTTP API + outbox relay.
 
+use std::process::ExitCode;
+
 use order_api::{Application, Settings};
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    shopfds_broker::stack::ensure_stack();
-    let settings = Settings::from_env()?;
-    let _telemetry = shopfds_telemetry::init(&settings.telemetry)?;
-    let shutdown = shopfds_telemetry::ops::shutdown_on_signal();
-    let app = Application::build(settings).await?;
-    tracing::info!(port = app.port(), "order-api listening");
-    app.run_until_stopped(shutdown).await
+fn main() -> ExitCode {
+    shopfds_service::main::<Settings, _>(|settings, shutdown| async move {
+        let app = Application::build(settings).await?;
+        tracing::info!(
+            port = app.port(),
+            ops_port = app.ops_port(),
+            "order-api listening"
+        );
+        app.run_until_stopped(shutdown).await
+    })
 }

@@ -2,10 +2,12 @@
 
 use std::sync::Arc;
 
+use anyhow::Context;
 use axum::Router;
 use axum::http::{Request, StatusCode};
 use axum::routing::{get, post};
 use shopfds_broker::ResultBackend;
+use shopfds_service::Supervisor;
 use shopfds_store::Store;
 use shopfds_telemetry::ops;
 use tokio::net::TcpListener;
@@ -28,18 +30,22 @@ pub struct AppState {
 
 pub struct Application {
     listener: TcpListener,
+    ops_listener: TcpListener,
     router: Router,
     settings: Settings,
     store: Store,
 }
 
 impl Application {
-    /// Connects the database (creating and migrating it if needed) and binds `HTTP_ADDR`
-    /// (port 0 picks a free port, for tests). The broker is not needed to start: orders are
+    /// Connects the database (creating and migrating it if needed) and binds `HTTP_ADDR` and
+    /// `OPS_ADDR` (port 0 picks a free port, for tests). The broker is not needed to start: orders are
     /// accepted while it is down and their tasks wait in the outbox.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let store = Store::connect(&settings.database).await?;
-        let listener = TcpListener::bind(settings.http_addr).await?;
+        let listener = TcpListener::bind(settings.http_addr)
+            .await
+            .with_context(|| format!("HTTP_ADDR: cannot listen on {}", settings.http_addr))?;
+        let ops_listener = shopfds_service::bind_ops(&settings.shell).await?;
         let fds = FdsClient::new(settings.fds.clone())?;
         let results = settings.results.reader(&store, &settings.broker).await?;
         let router = router(
@@ -52,70 +58,71 @@ impl Application {
         );
         Ok(Application {
             listener,
+            ops_listener,
             router,
             settings,
             store,
         })
     }
 
+    /// The API's port.
     pub fn port(&self) -> u16 {
         self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
     }
 
-    /// Serves until `shutdown` fires, then finishes in-flight requests and stops the relay.
+    /// The port of `/healthz`, `/readyz` and `/metrics`.
+    pub fn ops_port(&self) -> u16 {
+        self.ops_listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or(0)
+    }
+
+    /// Serves until `shutdown` fires, then finishes in-flight requests (within
+    /// `SHUTDOWN_GRACE_SECS`) and stops the relay. Each part runs on the supervisor: one that
+    /// fails stops the others.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let relay = self.settings.relay.enabled.then(|| {
-            tokio::spawn(relay::run(
-                self.store.clone(),
-                self.settings.broker.clone(),
-                self.settings.relay.clone(),
-                shutdown.clone(),
-            ))
-        });
+        let s = self.settings;
+        let mut parts = Supervisor::new(shutdown);
+        let token = parts.token();
+        // The database only: orders are taken while the broker is away (their tasks wait in the
+        // outbox), so a broker outage must not take order-api out of its Service.
+        let readiness =
+            ops::Readiness::new().with("database", shopfds_results::database_check(&self.store));
+        shopfds_service::serve_ops(&mut parts, self.ops_listener, readiness, &s.shell);
+        if s.relay.enabled {
+            parts.spawn(
+                "outbox relay",
+                relay::run(
+                    self.store.clone(),
+                    s.broker.clone(),
+                    s.relay.clone(),
+                    token.clone(),
+                ),
+            );
+        }
         // Every replica, relaying or not, reports the same table (the alert takes the max).
-        let gauge = tokio::spawn(relay::report_pending(
-            self.store.clone(),
-            self.settings.relay.poll_interval,
-            shutdown.clone(),
-        ));
-        let server = shopfds_telemetry::server::serve(
-            self.listener,
-            self.router,
-            &self.settings.http,
-            shutdown.clone(),
+        parts.spawn(
+            "outbox gauge",
+            relay::report_pending(self.store.clone(), s.relay.poll_interval, token.clone()),
         );
-        let grace = self.settings.shutdown_grace;
-        let deadline = async {
-            shutdown.cancelled().await;
-            tokio::time::sleep(grace).await;
-        };
-        tokio::select! {
-            served = server => served?,
-            _ = deadline => tracing::warn!(grace_secs = grace.as_secs(), "requests still running after the grace period; stopping anyway"),
-        }
-        shutdown.cancel();
-        if let Some(relay) = relay {
-            let _ = relay.await;
-        }
-        let _ = gauge.await;
+        let http = s.shell.http.clone();
+        parts.spawn("api", async move {
+            shopfds_telemetry::server::serve(self.listener, self.router, &http, token).await
+        });
+        let outcome = parts.join(s.shutdown_grace).await;
         self.store.close().await;
-        tracing::info!("order-api stopped");
-        Ok(())
+        outcome
     }
 }
 
 fn router(state: AppState, settings: &Settings) -> Router {
-    // The database only: orders are taken while the broker is away (their tasks wait in the
-    // outbox), so a broker outage must not take order-api out of its Service.
-    let readiness =
-        ops::Readiness::new().with("database", shopfds_results::database_check(&state.store));
     let api = Router::new()
         .route("/v1/orders", post(routes::orders::create))
         .route("/v1/orders/{id}", get(routes::orders::get))
         .route("/v1/tasks/{id}", get(routes::tasks::get))
         .with_state(state);
-    api.merge(ops::router(readiness))
-        .layer(axum::middleware::from_fn(shopfds_telemetry::metrics::track_http))
+    api.layer(axum::middleware::from_fn(shopfds_telemetry::metrics::track_http))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, settings.request_timeout))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
             let span = tracing::info_span!("http", otel.name = %format!("{} {}", req.method(), req.uri().path()), method = %req.method(), path = %req.uri().path());

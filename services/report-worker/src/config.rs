@@ -1,12 +1,9 @@
 //! Settings of the report-worker, from the environment, validated at start.
 
-use std::net::SocketAddr;
-
-use anyhow::Context;
 use shopfds_broker::{BrokerSettings, WorkerSettings};
 use shopfds_results::ResultSettings;
+use shopfds_service::{ConfigError, Env, ServiceSettings, ShellSettings};
 use shopfds_store::DatabaseSettings;
-use shopfds_telemetry::TelemetrySettings;
 
 pub const SERVICE: &str = "report-worker";
 
@@ -18,28 +15,36 @@ pub const DEFAULT_CONCURRENCY: usize = 4;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// Telemetry, `OPS_ADDR` (default `127.0.0.1:9103`), HTTP limits.
+    pub shell: ShellSettings,
     pub broker: BrokerSettings,
     pub database: DatabaseSettings,
     pub worker: WorkerSettings,
     /// `RESULT_BACKEND` and its batch settings.
     pub results: ResultSettings,
-    pub telemetry: TelemetrySettings,
-    /// `OPS_ADDR`: `/healthz`, `/readyz`, `/metrics`. Default `127.0.0.1:9103`.
-    pub ops_addr: SocketAddr,
+}
+
+impl ServiceSettings for Settings {
+    const SERVICE: &'static str = SERVICE;
+
+    fn read(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Settings {
+            shell: ShellSettings::read(env, SERVICE, "127.0.0.1:9103")?,
+            broker: BrokerSettings::read(env, SERVICE)?,
+            database: DatabaseSettings::read(env)?,
+            worker: WorkerSettings::read(env, SERVICE, DEFAULT_QUEUES, DEFAULT_CONCURRENCY, 1)?,
+            results: ResultSettings::read(env)?,
+        })
+    }
+
+    fn shell(&self) -> &ShellSettings {
+        &self.shell
+    }
 }
 
 impl Settings {
-    pub fn from_env() -> anyhow::Result<Self> {
-        let ops_addr = std::env::var("OPS_ADDR").unwrap_or_else(|_| "127.0.0.1:9103".to_owned());
-        Ok(Settings {
-            broker: BrokerSettings::from_env(SERVICE)?,
-            database: DatabaseSettings::from_env()?,
-            worker: WorkerSettings::from_env(SERVICE, DEFAULT_QUEUES, DEFAULT_CONCURRENCY)?,
-            results: ResultSettings::from_env()?,
-            telemetry: TelemetrySettings::from_env(SERVICE)?,
-            ops_addr: ops_addr
-                .parse()
-                .with_context(|| format!("OPS_ADDR: {ops_addr:?} is not host:port"))?,
-        })
+    /// The settings of the process environment (tests start from these and change a few).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::read(&Env::process())
     }
 }

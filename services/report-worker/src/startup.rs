@@ -4,7 +4,8 @@
 //! dead-lettered to `failed.<queue>` with "unknown task … no handler registered" rather than
 //! acknowledged or left to pile up.
 
-use shopfds_broker::{Registry, service};
+use shopfds_broker::{Registry, Worker};
+use shopfds_service::Supervisor;
 use shopfds_store::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -22,7 +23,7 @@ impl Application {
     /// free one, for tests).
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let store = Store::connect(&settings.database).await?;
-        let ops_listener = TcpListener::bind(settings.ops_addr).await?;
+        let ops_listener = shopfds_service::bind_ops(&settings.shell).await?;
         Ok(Application {
             settings,
             store,
@@ -46,19 +47,17 @@ impl Application {
         let registry = self.registry();
         let s = self.settings;
         let backend = s.results.build(&self.store, &s.broker).await?;
-        let outcome = service::run_worker(
+        let grace = s.worker.stop_within();
+        let mut parts = Supervisor::new(shutdown);
+        shopfds_service::spawn_worker(
+            &mut parts,
             self.ops_listener,
-            s.broker,
-            s.worker,
-            registry,
-            backend,
+            &s.shell,
+            Worker::new(s.broker, s.worker, registry, backend),
             shopfds_results::database_check(&self.store),
-            shutdown,
-        )
-        .await;
+        );
+        let outcome = parts.join(grace).await;
         self.store.close().await;
-        outcome?;
-        tracing::info!("report-worker stopped");
-        Ok(())
+        outcome
     }
 }

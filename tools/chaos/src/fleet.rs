@@ -141,6 +141,10 @@ impl Fleet {
         let http = shopfds_testkit::stable_port();
         let mut env = common("order-api");
         env.push(("HTTP_ADDR".into(), format!("127.0.0.1:{http}")));
+        env.push((
+            "OPS_ADDR".into(),
+            format!("127.0.0.1:{}", shopfds_testkit::stable_port()),
+        ));
         env.push(("FDS_GRPC_URL".into(), format!("http://127.0.0.1:{grpc}")));
         env.push(("RELAY_POLL_INTERVAL_MS".into(), "200".into()));
         processes.push(Process::new(

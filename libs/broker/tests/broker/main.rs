@@ -695,10 +695,11 @@ async fn a_worker_reconnects_by_itself_after_its_connection_is_cut() {
         .await
         .unwrap();
     let mut via_proxy = tw.broker.clone();
-    via_proxy.url = tw
-        .vhost
-        .amqp_url()
-        .replace(":5672/", &format!(":{}/", proxy.port()));
+    via_proxy.url = shopfds_config::SecretUrl::new(
+        tw.vhost
+            .amqp_url()
+            .replace(":5672/", &format!(":{}/", proxy.port())),
+    );
     let _worker = start_worker(&via_proxy, &tw.store, echo, helpers::worker_settings());
 
     let first = tw.send(TaskMessage::new("echo", Map::new())).await;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use serde_json::Value;
-use shopfds_broker::{BrokerError, BrokerSettings, BrokerState, Registry, Worker, service};
+use shopfds_broker::{BrokerError, BrokerSettings, BrokerState, Registry, Worker};
 use shopfds_store::{DatabaseSettings, Store};
 use shopfds_testkit::net::TcpProxy;
 use shopfds_testkit::pg::TestDatabase;
@@ -252,15 +252,26 @@ async fn readyz_reports_the_workers_own_connection_and_probes_open_no_connection
         .unwrap();
     let base = format!("http://{}", ops.local_addr().unwrap());
     let shutdown = CancellationToken::new();
-    let handle = tokio::spawn(service::run_worker(
-        ops,
+    // Wired as the service shell wires every worker (libs/service `spawn_worker`).
+    let worker = Worker::new(
         broker,
         worker_settings(),
         Registry::new(),
         shopfds_results::postgres(&store),
+    );
+    let readiness = shopfds_broker::ops::readiness(
         shopfds_results::database_check(&store),
+        worker.broker_state(),
+    );
+    let ops_server = tokio::spawn(shopfds_telemetry::ops::serve(
+        ops,
+        readiness,
         shutdown.clone(),
     ));
+    let handle = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move { worker.run(shutdown).await }
+    });
 
     // The broker is unreachable: not ready, with the reason; the database is fine.
     let body = wait_for_readyz(&base, 503, |b| {
@@ -298,7 +309,8 @@ async fn readyz_reports_the_workers_own_connection_and_probes_open_no_connection
     shutdown.cancel();
     let outcome = tokio::time::timeout(PROMPT, handle)
         .await
-        .expect("run_worker did not stop")
+        .expect("the worker did not stop")
         .unwrap();
     assert!(outcome.is_ok(), "{outcome:?}");
+    ops_server.await.unwrap().unwrap();
 }

@@ -7,8 +7,11 @@ use shopfds_testkit::pg::TestDatabase;
 use crate::helpers::*;
 
 fn settings(value: &str) -> ResultSettings {
-    ResultSettings::from_lookup(|name| (name == "RESULT_BACKEND").then(|| value.to_owned()))
-        .unwrap()
+    ResultSettings::read(&shopfds_config::Env::from_pairs([(
+        "RESULT_BACKEND",
+        value,
+    )]))
+    .unwrap()
 }
 
 #[tokio::test]

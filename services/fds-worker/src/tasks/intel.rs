@@ -196,7 +196,12 @@ pub async fn run(
     engine: &Engine,
     settings: &TasksSettings,
 ) -> Result<Value, TaskError> {
-    let Some(url) = url.or_else(|| settings.threat_intel_url.clone()) else {
+    let Some(url) = url.or_else(|| {
+        settings
+            .threat_intel_url
+            .as_ref()
+            .map(|u| u.expose().to_owned())
+    }) else {
         return Err(TaskError::permanent(
             "no feed URL: pass `url` or set THREAT_INTEL_URL",
         ));

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
+use shopfds_service::{ConfigError, Env, SecretUrl};
 
 /// Orders per `batch_fds_evaluation(transaction_ids=[…])` chunk unless `FDS_BATCH_CHUNK_SIZE`
 /// says otherwise.
@@ -14,8 +14,8 @@ pub struct TasksSettings {
     /// `FDS_BATCH_CHUNK_SIZE`: orders per fanned-out chunk of the nightly batch. Default 100.
     pub batch_chunk_size: usize,
     /// `THREAT_INTEL_URL`: the feed `update_threat_intelligence` fetches when called without
-    /// `url`. Unset: the task needs its `url` argument.
-    pub threat_intel_url: Option<String>,
+    /// `url`. Unset: the task needs its `url` argument. Logged without credentials.
+    pub threat_intel_url: Option<SecretUrl>,
     /// `THREAT_INTEL_TIMEOUT_SECS`: the whole feed request (connect, headers, body). Default 30.
     pub threat_intel_timeout: Duration,
     /// `THREAT_INTEL_RELOAD_SECS`: how often every replica checks the database for a newer feed
@@ -39,53 +39,35 @@ impl Default for TasksSettings {
 }
 
 impl TasksSettings {
-    pub fn from_env() -> anyhow::Result<Self> {
-        Self::from_lookup(|name| std::env::var(name).ok())
-    }
-
-    /// From any variable source (tests pass a map).
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+    /// `FDS_BATCH_CHUNK_SIZE`, `THREAT_INTEL_URL`, `THREAT_INTEL_TIMEOUT_SECS`,
+    /// `THREAT_INTEL_RELOAD_SECS`, `HOSTNAME`.
+    pub fn read(env: &Env) -> Result<Self, ConfigError> {
         let defaults = TasksSettings::default();
-        let var = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
-        let positive = |name: &str, default: u64| -> anyhow::Result<u64> {
-            match var(name) {
-                Some(v) => match v.trim().parse::<u64>() {
-                    Ok(n) if n > 0 => Ok(n),
-                    _ => anyhow::bail!("{name}: {v:?} is not a positive integer"),
-                },
-                None => Ok(default),
-            }
-        };
-        let threat_intel_url = match var("THREAT_INTEL_URL") {
-            Some(url) => {
-                let url = url.trim().to_owned();
-                reqwest::Url::parse(&url)
-                    .ok()
-                    .filter(|u| matches!(u.scheme(), "http" | "https"))
-                    .with_context(|| format!("THREAT_INTEL_URL: {url:?} is not an http(s) URL"))?;
-                Some(url)
-            }
-            None => None,
-        };
-        let host = lookup("HOSTNAME")
-            .filter(|h| !h.trim().is_empty())
-            .unwrap_or_else(|| "localhost".to_owned());
+        let threat_intel_url = env.get("THREAT_INTEL_URL");
+        if let Some(url) = &threat_intel_url
+            && !reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+        {
+            return Err(ConfigError::new(
+                "THREAT_INTEL_URL",
+                format!("{} is not an http(s) URL", SecretUrl::new(url.as_str())),
+            ));
+        }
         Ok(TasksSettings {
-            batch_chunk_size: usize::try_from(positive(
-                "FDS_BATCH_CHUNK_SIZE",
-                defaults.batch_chunk_size as u64,
-            )?)
-            .context("FDS_BATCH_CHUNK_SIZE: too large")?,
-            threat_intel_url,
-            threat_intel_timeout: Duration::from_secs(positive(
+            batch_chunk_size: env.positive("FDS_BATCH_CHUNK_SIZE", defaults.batch_chunk_size)?,
+            threat_intel_url: threat_intel_url.map(SecretUrl::new),
+            threat_intel_timeout: Duration::from_secs(env.positive(
                 "THREAT_INTEL_TIMEOUT_SECS",
                 defaults.threat_intel_timeout.as_secs(),
             )?),
-            threat_intel_reload: Duration::from_secs(positive(
+            threat_intel_reload: Duration::from_secs(env.positive(
                 "THREAT_INTEL_RELOAD_SECS",
                 defaults.threat_intel_reload.as_secs(),
             )?),
-            worker_name: format!("{}@{}", crate::config::SERVICE, host.trim()),
+            worker_name: format!(
+                "{}@{}",
+                crate::config::SERVICE,
+                env.string("HOSTNAME", "localhost")
+            ),
         })
     }
 }
@@ -95,17 +77,13 @@ impl TasksSettings {
 mod tests {
     use super::*;
 
-    fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let vars: Vec<(String, String)> = vars
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        move |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    fn lookup(vars: &[(&str, &str)]) -> Env {
+        Env::from_pairs(vars.iter().copied())
     }
 
     #[test]
     fn defaults_work_on_a_laptop() {
-        let s = TasksSettings::from_lookup(lookup(&[])).unwrap();
+        let s = TasksSettings::read(&lookup(&[])).unwrap();
         assert_eq!(s.batch_chunk_size, 100);
         assert_eq!(s.threat_intel_url, None);
         assert_eq!(s.threat_intel_reload, Duration::from_secs(30));
@@ -122,7 +100,7 @@ mod tests {
             ("THREAT_INTEL_RELOAD_SECS", "-1"),
             ("THREAT_INTEL_TIMEOUT_SECS", "0"),
         ] {
-            match TasksSettings::from_lookup(lookup(&[(name, value)])) {
+            match TasksSettings::read(&lookup(&[(name, value)])) {
                 Ok(s) => panic!("{name}={value} accepted: {s:?}"),
                 Err(e) => assert!(format!("{e:#}").contains(name), "{name}: {e:#}"),
             }
@@ -131,14 +109,14 @@ mod tests {
 
     #[test]
     fn the_worker_name_follows_hostname() {
-        let s = TasksSettings::from_lookup(lookup(&[
+        let s = TasksSettings::read(&lookup(&[
             ("HOSTNAME", "fds-7f9c"),
             ("THREAT_INTEL_URL", "https://intel.example/feed.json"),
         ]))
         .unwrap();
         assert_eq!(s.worker_name, "fds-worker@fds-7f9c");
         assert_eq!(
-            s.threat_intel_url.as_deref(),
+            s.threat_intel_url.as_ref().map(SecretUrl::expose),
             Some("https://intel.example/feed.json")
         );
     }

@@ -31,6 +31,8 @@ pub struct Options {
 
 pub struct TestApp {
     pub address: String,
+    /// `http://127.0.0.1:<ops port>`: `/healthz`, `/readyz`, `/metrics`.
+    pub ops_address: String,
     pub socket: std::net::SocketAddr,
     pub client: reqwest::Client,
     pub store: Store,
@@ -71,6 +73,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
 
     let mut settings = order_api::Settings::from_env().expect("order-api settings");
     settings.http_addr = "127.0.0.1:0".parse().expect("addr");
+    settings.shell.ops_addr = "127.0.0.1:0".parse().expect("addr");
     let mut database = DatabaseSettings::with_url(match &database_proxy {
         Some(p) => db.url().replace(":5432/", &format!(":{}/", p.port())),
         None => db.url(),
@@ -86,7 +89,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     settings.broker = fast_reconnect(BrokerSettings::with_url(broker_url, "order-api-test"));
     settings.relay.poll_interval = Duration::from_millis(200);
     if let Some(timeout) = options.header_read_timeout {
-        settings.http.header_read_timeout = timeout;
+        settings.shell.http.header_read_timeout = timeout;
     }
     let shutdown = CancellationToken::new();
     let mut handles = Vec::new();
@@ -106,6 +109,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         .expect("order-api builds");
     let socket = std::net::SocketAddr::from(([127, 0, 0, 1], app.port()));
     let address = format!("http://{socket}");
+    let ops_address = format!("http://127.0.0.1:{}", app.ops_port());
     handles.push(tokio::spawn(app.run_until_stopped(shutdown.clone())));
 
     // The worker always reaches the broker directly: only the relay's path is cut.
@@ -115,8 +119,8 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         "email-worker-test",
     ));
     worker.database = DatabaseSettings::with_url(db.url());
-    worker.smtp_url = smtp.url();
-    worker.ops_addr = "127.0.0.1:0".parse().expect("addr");
+    worker.smtp_url = shopfds_service::SecretUrl::new(smtp.url());
+    worker.shell.ops_addr = "127.0.0.1:0".parse().expect("addr");
     worker.worker.shutdown_grace = Duration::from_secs(5);
     let worker = email_worker::Application::build(worker)
         .await
@@ -125,6 +129,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
 
     TestApp {
         address,
+        ops_address,
         socket,
         client: reqwest::Client::new(),
         store,
@@ -150,7 +155,7 @@ async fn spawn_fds_worker(
         "fds-worker-test",
     ));
     fds.database = DatabaseSettings::with_url(db.url());
-    fds.ops_addr = "127.0.0.1:0".parse().expect("addr");
+    fds.shell.ops_addr = "127.0.0.1:0".parse().expect("addr");
     fds.fds.grpc_addr = "127.0.0.1:0".parse().expect("addr");
     fds.worker.shutdown_grace = Duration::from_secs(5);
     let fds = fds_worker::Application::build(fds)
@@ -212,6 +217,15 @@ impl TestApp {
     /// `GET path`, expecting a JSON answer (whatever the status).
     pub async fn get_json(&self, path: &str) -> Value {
         self.get(path).await.json().await.expect("JSON answer")
+    }
+
+    /// `GET` on the ops port.
+    pub async fn ops_get(&self, path: &str) -> Response {
+        self.client
+            .get(format!("{}{path}", self.ops_address))
+            .send()
+            .await
+            .expect("GET")
     }
 
     pub async fn get(&self, path: &str) -> Response {

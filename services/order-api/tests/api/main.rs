@@ -205,7 +205,7 @@ async fn a_database_outage_is_503_and_leaves_nothing_half_written() {
     assert_eq!(resp.status(), 503);
     let err: Value = resp.json().await.unwrap();
     assert_eq!(err["error"]["code"], "unavailable");
-    let ready = app.get("/readyz").await;
+    let ready = app.ops_get("/readyz").await;
     assert_eq!(ready.status(), 503);
 
     proxy.resume().await.unwrap();
@@ -229,10 +229,10 @@ async fn a_database_outage_is_503_and_leaves_nothing_half_written() {
 }
 
 #[tokio::test]
-async fn health_readiness_and_metrics_are_served() {
+async fn health_readiness_and_metrics_are_served_on_the_ops_port_only() {
     let app = spawn_app().await;
-    assert_eq!(app.get("/healthz").await.status(), 200);
-    let ready = app.get("/readyz").await;
+    assert_eq!(app.ops_get("/healthz").await.status(), 200);
+    let ready = app.ops_get("/readyz").await;
     assert_eq!(ready.status(), 200);
     let ready: Value = ready.json().await.unwrap();
     assert_eq!(ready["checks"]["database"], "ok");
@@ -240,9 +240,13 @@ async fn health_readiness_and_metrics_are_served() {
     // not ask RabbitMQ.
     assert!(ready["checks"].get("broker").is_none(), "{ready}");
     app.post_raw("{}", None).await;
-    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let metrics = app.ops_get("/metrics").await.text().await.unwrap();
     assert!(metrics.contains("shopfds_http_requests_total"), "{metrics}");
     assert!(metrics.contains("route=\"/v1/orders\""), "{metrics}");
+    // Not on the public port: anonymous callers cannot probe dependencies or read metrics.
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        assert_eq!(app.get(path).await.status(), 404, "{path} on the API port");
+    }
     app.stop().await;
 }
 

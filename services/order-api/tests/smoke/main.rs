@@ -15,10 +15,12 @@ async fn the_binary_serves_takes_an_order_and_stops_cleanly_on_sigterm() {
     let db = TestDatabase::create().await.unwrap();
     let vhost = TestVhost::create().unwrap();
     let port = shopfds_testkit::free_port();
+    let ops = shopfds_testkit::free_port();
     let dir = tempfile::tempdir().unwrap();
     let mut child = ChildGuard::spawn_logged(
         Command::new(env!("CARGO_BIN_EXE_order-api"))
             .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("OPS_ADDR", format!("127.0.0.1:{ops}"))
             .env("DATABASE_URL", db.url())
             .env("BROKER_URL", vhost.amqp_url())
             .env("LOG_FORMAT", "json"),
@@ -33,7 +35,7 @@ async fn the_binary_serves_takes_an_order_and_stops_cleanly_on_sigterm() {
     let base = format!("http://127.0.0.1:{port}");
     assert_eq!(
         client
-            .get(format!("{base}/healthz"))
+            .get(format!("http://127.0.0.1:{ops}/healthz"))
             .send()
             .await
             .unwrap()
@@ -42,7 +44,7 @@ async fn the_binary_serves_takes_an_order_and_stops_cleanly_on_sigterm() {
     );
     assert_eq!(
         client
-            .get(format!("{base}/readyz"))
+            .get(format!("http://127.0.0.1:{ops}/readyz"))
             .send()
             .await
             .unwrap()
@@ -88,11 +90,13 @@ async fn the_binary_serves_takes_an_order_and_stops_cleanly_on_sigterm() {
 async fn readyz_is_200_while_the_broker_is_unreachable() {
     let db = TestDatabase::create().await.unwrap();
     let port = shopfds_testkit::free_port();
+    let ops = shopfds_testkit::free_port();
     let nothing_listens = shopfds_testkit::free_port();
     let dir = tempfile::tempdir().unwrap();
     let mut child = ChildGuard::spawn_logged(
         Command::new(env!("CARGO_BIN_EXE_order-api"))
             .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("OPS_ADDR", format!("127.0.0.1:{ops}"))
             .env("DATABASE_URL", db.url())
             .env(
                 "BROKER_URL",
@@ -111,7 +115,7 @@ async fn readyz_is_200_while_the_broker_is_unreachable() {
         .wait_for_log("broker unreachable", Duration::from_secs(30))
         .await
         .unwrap();
-    let response = reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+    let response = reqwest::get(format!("http://127.0.0.1:{ops}/readyz"))
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
@@ -131,11 +135,13 @@ async fn readyz_is_200_while_the_broker_is_unreachable() {
 async fn outbox_pending_rises_on_metrics_while_the_broker_is_unreachable() {
     let db = TestDatabase::create().await.unwrap();
     let port = shopfds_testkit::free_port();
+    let ops = shopfds_testkit::free_port();
     let nothing_listens = shopfds_testkit::free_port();
     let dir = tempfile::tempdir().unwrap();
     let mut child = ChildGuard::spawn_logged(
         Command::new(env!("CARGO_BIN_EXE_order-api"))
             .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("OPS_ADDR", format!("127.0.0.1:{ops}"))
             .env("DATABASE_URL", db.url())
             .env(
                 "BROKER_URL",
@@ -179,7 +185,7 @@ async fn outbox_pending_rises_on_metrics_while_the_broker_is_unreachable() {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
             let metrics = client
-                .get(format!("{base}/metrics"))
+                .get(format!("http://127.0.0.1:{ops}/metrics"))
                 .send()
                 .await
                 .unwrap()
