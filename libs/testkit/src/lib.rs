@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 
+pub mod binaries;
 pub mod celery;
 pub mod celery_results;
 pub mod net;

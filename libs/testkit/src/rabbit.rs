@@ -143,6 +143,56 @@ impl Drop for TestVhost {
     }
 }
 
+/// A RabbitMQ user of its own with a random password (e.g. to find that password in logs) and
+/// full permissions on one vhost; deleted on drop. The vhost outlives it (field order in the
+/// caller, or drop it first).
+#[derive(Debug)]
+pub struct TestUser {
+    pub name: String,
+    pub password: String,
+}
+
+impl TestUser {
+    pub fn create(vhost: &TestVhost) -> anyhow::Result<TestUser> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let user = TestUser {
+            name: format!("shopfds-user-{}", &id[..12]),
+            password: format!("rabbit-secret-{id}"),
+        };
+        rabbitmqctl(&["add_user", &user.name, &user.password])?;
+        rabbitmqctl(&[
+            "set_permissions",
+            "-p",
+            &vhost.name,
+            &user.name,
+            ".*",
+            ".*",
+            ".*",
+        ])?;
+        Ok(user)
+    }
+
+    /// `amqp://<user>:<password>@127.0.0.1:5672/<vhost>`.
+    pub fn amqp_url(&self, vhost: &TestVhost) -> String {
+        vhost.amqp_url().replacen(
+            "guest:guest",
+            &format!("{}:{}", self.name, self.password),
+            1,
+        )
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        if let Err(err) = rabbitmqctl(&["delete_user", &self.name]) {
+            eprintln!(
+                "shopfds-testkit: cannot delete RabbitMQ user {}: {err:#}",
+                self.name
+            );
+        }
+    }
+}
+
 fn rabbitmqctl(args: &[&str]) -> anyhow::Result<()> {
     let mut quiet = vec!["-q"];
     quiet.extend_from_slice(args);

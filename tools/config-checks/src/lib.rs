@@ -1,7 +1,7 @@
 //! Every environment variable each binary reads, taken from the binaries' own settings code
 //! (`ServiceSettings::read` run over an empty environment records every variable it asks for),
 //! so the README's configuration table can be checked against it (`tests/readme.rs`) and its
-//! rows printed (`cargo run -p shopfds-config-docs`).
+//! rows printed (`cargo run -p shopfds-config-checks`).
 
 use std::collections::BTreeMap;
 

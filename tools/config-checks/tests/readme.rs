@@ -39,10 +39,10 @@ fn readme_rows() -> BTreeMap<String, String> {
 #[test]
 fn the_readme_table_lists_every_variable_and_who_reads_it() {
     let rows = readme_rows();
-    let readers = shopfds_config_docs::readers();
+    let readers = shopfds_config_checks::readers();
     let mut problems = Vec::new();
     for (variable, binaries) in &readers {
-        let expected = shopfds_config_docs::read_by(binaries);
+        let expected = shopfds_config_checks::read_by(binaries);
         match rows.get(variable) {
             None => problems.push(format!("missing row: | `{variable}` | {expected} |")),
             Some(cell) if *cell != expected => problems.push(format!(
@@ -59,7 +59,7 @@ fn the_readme_table_lists_every_variable_and_who_reads_it() {
     assert!(
         problems.is_empty(),
         "README.md's configuration table disagrees with the settings code \
-         (`cargo run -p shopfds-config-docs` prints the expected first two columns):\n{}",
+         (`cargo run -p shopfds-config-checks` prints the expected first two columns):\n{}",
         problems.join("\n")
     );
 }

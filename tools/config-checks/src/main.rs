@@ -2,10 +2,10 @@
 //! `| VARIABLE | read by |`, one row per variable.
 
 fn main() {
-    for (variable, binaries) in shopfds_config_docs::readers() {
+    for (variable, binaries) in shopfds_config_checks::readers() {
         println!(
             "| `{variable}` | {} |",
-            shopfds_config_docs::read_by(&binaries)
+            shopfds_config_checks::read_by(&binaries)
         );
     }
 }
