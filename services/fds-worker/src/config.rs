@@ -90,7 +90,7 @@ impl FdsSettings {
         Ok(FdsSettings {
             grpc_addr: env.addr("GRPC_ADDR", "127.0.0.1:50051")?,
             grpc_concurrency: env.positive("GRPC_CONCURRENCY", defaults.grpc_concurrency)?,
-            rules_path: env.get("FDS_RULES_PATH").map(PathBuf::from),
+            rules_path: env.file("FDS_RULES_PATH")?,
             rules_reload: Duration::from_secs(
                 env.positive("FDS_RULES_RELOAD_SECS", defaults.rules_reload.as_secs())?,
             ),

@@ -87,7 +87,7 @@ pub struct Wiring {
     pub smtp_url: String,
 }
 
-/// Ports of a fleet: order-api's HTTP port, each worker's ops port.
+/// Ports of a fleet: order-api's HTTP port, each process's ops port (order-api's last).
 #[derive(Debug, Clone)]
 pub struct Ports {
     pub http: u16,
@@ -141,10 +141,9 @@ impl Fleet {
         let http = shopfds_testkit::stable_port();
         let mut env = common("order-api");
         env.push(("HTTP_ADDR".into(), format!("127.0.0.1:{http}")));
-        env.push((
-            "OPS_ADDR".into(),
-            format!("127.0.0.1:{}", shopfds_testkit::stable_port()),
-        ));
+        let api_ops = shopfds_testkit::stable_port();
+        ops.push(api_ops);
+        env.push(("OPS_ADDR".into(), format!("127.0.0.1:{api_ops}")));
         env.push(("FDS_GRPC_URL".into(), format!("http://127.0.0.1:{grpc}")));
         env.push(("RELAY_POLL_INTERVAL_MS".into(), "200".into()));
         processes.push(Process::new(
@@ -162,7 +161,7 @@ impl Fleet {
             process.spawn()?;
         }
         let client = reqwest::Client::new();
-        for port in ops.iter().chain([&http]) {
+        for port in &ops {
             fleet.wait_ready(&client, *port).await?;
         }
         Ok((fleet, Ports { http, ops }))
