@@ -12,6 +12,7 @@ pub mod service;
 pub mod settings;
 pub mod stack;
 pub mod state;
+pub mod tls;
 pub mod topology;
 
 pub use lapin;
@@ -23,6 +24,7 @@ pub use runtime::{
 };
 pub use settings::{BrokerSettings, QueueConsumer, QueueType, WorkerSettings};
 pub use state::BrokerState;
+pub use tls::BrokerTls;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -31,6 +33,9 @@ pub enum BrokerError {
         variable: &'static str,
         message: String,
     },
+    /// A setting read by the one settings reader could not be used.
+    #[error("{0}")]
+    Settings(#[from] shopfds_config::ConfigError),
     #[error("AMQP: {0}")]
     Amqp(#[from] lapin::Error),
     /// Declaring `name` failed with PRECONDITION_FAILED: it already exists with other

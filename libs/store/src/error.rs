@@ -11,6 +11,9 @@ pub enum StoreError {
         variable: &'static str,
         message: String,
     },
+    /// A setting read by the one settings reader could not be used.
+    #[error("invalid {0}")]
+    Settings(#[from] shopfds_config::ConfigError),
     /// The database could not be reached (connection refused, pool timeout, server shutting down).
     #[error("database unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),

@@ -7,6 +7,7 @@ use std::time::Duration;
 use sqlx::postgres::PgConnectOptions;
 
 use crate::StoreError;
+use crate::tls::DatabaseTls;
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/shopfds";
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
@@ -17,6 +18,8 @@ pub struct DatabaseSettings {
     pub url: String,
     pub max_connections: u32,
     pub acquire_timeout: Duration,
+    /// `DATABASE_CA_FILE`: the CA for `sslmode=verify-ca`/`verify-full` (see [`DatabaseTls`]).
+    pub tls: DatabaseTls,
 }
 
 impl DatabaseSettings {
@@ -24,7 +27,12 @@ impl DatabaseSettings {
     /// `DATABASE_MAX_CONNECTIONS` (10), `DATABASE_ACQUIRE_TIMEOUT_SECS` (5). The error names the
     /// variable whose value does not parse.
     pub fn from_env() -> Result<Self, StoreError> {
-        Self::from_lookup(|name| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned()))
+        let mut settings = Self::from_lookup(|name| {
+            std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
+        })?;
+        settings.tls = DatabaseTls::read(&shopfds_config::Env::process())?;
+        settings.connect_options()?;
+        Ok(settings)
     }
 
     /// Like [`from_env`](Self::from_env) with any source of variables (tests, config files).
@@ -65,6 +73,7 @@ impl DatabaseSettings {
             url,
             max_connections,
             acquire_timeout,
+            tls: DatabaseTls::default(),
         })
     }
 
@@ -74,12 +83,14 @@ impl DatabaseSettings {
             url: url.into(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
+            tls: DatabaseTls::default(),
         }
     }
 
-    /// The parsed URL; the error names `DATABASE_URL`.
+    /// The parsed URL with the TLS settings; the error names `DATABASE_URL` or
+    /// `DATABASE_CA_FILE`.
     pub(crate) fn connect_options(&self) -> Result<PgConnectOptions, StoreError> {
-        parse_url(&self.url)
+        Ok(self.tls.apply(parse_url(&self.url)?)?)
     }
 
     /// The URL with its password replaced, for logs.
@@ -101,6 +112,7 @@ impl fmt::Debug for DatabaseSettings {
             .field("url", &self.redacted_url())
             .field("max_connections", &self.max_connections)
             .field("acquire_timeout", &self.acquire_timeout)
+            .field("tls", &self.tls)
             .finish()
     }
 }

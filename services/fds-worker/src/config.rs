@@ -33,6 +33,9 @@ pub struct Settings {
     /// `OPS_ADDR`: `/healthz`, `/readyz`, `/metrics`. Default `127.0.0.1:9102`.
     pub ops_addr: SocketAddr,
     pub fds: FdsSettings,
+    /// `GRPC_TLS_CERT_FILE`, `GRPC_TLS_KEY_FILE`, `GRPC_TLS_CLIENT_CA_FILE`: TLS and mutual TLS
+    /// of the gRPC server (see [`crate::tls`]).
+    pub grpc_tls: crate::tls::GrpcServerTls,
 }
 
 /// The gRPC score server and its rules.
@@ -164,6 +167,7 @@ impl Settings {
                 .parse()
                 .with_context(|| format!("OPS_ADDR: {ops_addr:?} is not host:port"))?,
             fds: FdsSettings::from_env()?,
+            grpc_tls: crate::tls::GrpcServerTls::read(&shopfds_config::Env::process())?,
         })
     }
 }

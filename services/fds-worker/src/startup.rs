@@ -146,13 +146,15 @@ impl Application {
             }
             VelocitySource::Database => None,
         };
+        let grpc_tls = self.settings.grpc_tls.server_config();
         let grpc_server = {
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
-                let served = grpc::serve(
+                let served = grpc::serve_with_tls(
                     self.grpc_listener,
                     service,
                     fds.grpc_concurrency,
+                    grpc_tls,
                     shutdown.clone(),
                 )
                 .await;

@@ -13,6 +13,7 @@ use shopfds_protocol::grpc::{Decision, FraudDetectionClient, Item, ScoreRequest}
 use tonic::transport::{Channel, Endpoint};
 
 use crate::domain::ValidOrder;
+use crate::fds_tls::{FdsClientTls, is_https};
 
 #[derive(Debug, Clone)]
 pub struct FdsSettings {
@@ -22,6 +23,9 @@ pub struct FdsSettings {
     pub timeout: Duration,
     /// `FDS_FALLBACK_DECISION`: `APPROVE`, `REVIEW` (default) or `BLOCK`.
     pub fallback: Decision,
+    /// `FDS_GRPC_CA_FILE`, `FDS_GRPC_CERT_FILE`, `FDS_GRPC_KEY_FILE`, `FDS_GRPC_TLS_DOMAIN`: TLS
+    /// of an `https://` URL (see [`crate::fds_tls`]).
+    pub tls: FdsClientTls,
 }
 
 impl FdsSettings {
@@ -36,11 +40,14 @@ impl FdsSettings {
                 anyhow::bail!("FDS_FALLBACK_DECISION: {other:?} is not APPROVE, REVIEW or BLOCK")
             }
         };
+        let url =
+            std::env::var("FDS_GRPC_URL").unwrap_or_else(|_| "http://127.0.0.1:50051".to_owned());
+        let tls = FdsClientTls::read(&shopfds_config::Env::process(), &url)?;
         Ok(FdsSettings {
-            url: std::env::var("FDS_GRPC_URL")
-                .unwrap_or_else(|_| "http://127.0.0.1:50051".to_owned()),
+            url,
             timeout: Duration::from_millis(env_parse("FDS_TIMEOUT_MS", 100)?),
             fallback,
+            tls,
         })
     }
 }
@@ -73,12 +80,18 @@ pub struct FdsClient {
 }
 
 impl FdsClient {
-    /// A lazily connected channel, shared by every request (HTTP/2 multiplexes the calls).
+    /// A lazily connected channel, shared by every request (HTTP/2 multiplexes the calls);
+    /// TLS for an `https://` URL.
     pub fn new(settings: FdsSettings) -> anyhow::Result<FdsClient> {
-        let endpoint = Endpoint::from_shared(settings.url.clone())
+        let mut endpoint = Endpoint::from_shared(settings.url.clone())
             .with_context(|| format!("FDS_GRPC_URL: {:?} is not a URL", settings.url))?
             .connect_timeout(settings.timeout.max(Duration::from_millis(50)))
             .tcp_nodelay(true);
+        if is_https(&settings.url) {
+            endpoint = endpoint
+                .tls_config(settings.tls.client_config())
+                .context("FDS_GRPC_URL: cannot use the TLS settings")?;
+        }
         let client = FraudDetectionClient::new(endpoint.connect_lazy());
         Ok(FdsClient { client, settings })
     }
