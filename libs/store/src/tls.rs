@@ -30,6 +30,11 @@ impl DatabaseTls {
     /// `options` with the CA as root certificate. The error names `DATABASE_CA_FILE` when the
     /// URL's `sslmode` would not use it.
     pub fn apply(&self, options: PgConnectOptions) -> Result<PgConnectOptions, ConfigError> {
+        if !matches!(options.get_ssl_mode(), PgSslMode::Disable) {
+            // sqlx builds its `verify-ca` verifier with the process-wide provider, and rustls
+            // panics choosing one when two are compiled in.
+            shopfds_tls::crypto_provider();
+        }
         let Some(ca) = &self.ca else {
             return Ok(options);
         };
