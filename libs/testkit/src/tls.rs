@@ -68,8 +68,13 @@ impl TestPki {
 
     /// A server certificate for `127.0.0.1` and `localhost`, files `<name>.pem`/`<name>.key`.
     pub fn server(&self, name: &str) -> anyhow::Result<CertFiles> {
+        self.server_for(name, &["127.0.0.1", "localhost"])
+    }
+
+    /// A server certificate for the DNS names and IP addresses `names` only.
+    pub fn server_for(&self, name: &str, names: &[&str]) -> anyhow::Result<CertFiles> {
         let mut params =
-            CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])?;
+            CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())?;
         params.distinguished_name = dn(name);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         self.issue(name, params)
