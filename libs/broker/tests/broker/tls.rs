@@ -71,9 +71,13 @@ async fn amqps_with_a_client_certificate_round_trips_a_task_and_other_clients_ar
     let mut broker = settings(&url, &pki.ca_file(), Some(&client));
     broker.connection_name = "tls-worker".to_owned();
     let conn = shopfds_broker::amqp::connect(&broker).await.unwrap();
-    topology::declare_with(&conn.create_channel().await.unwrap(), QueueType::Classic, None)
-        .await
-        .unwrap();
+    topology::declare_with(
+        &conn.create_channel().await.unwrap(),
+        QueueType::Classic,
+        None,
+    )
+    .await
+    .unwrap();
     let db = TestDatabase::create().await.unwrap();
     let store = Store::connect(&DatabaseSettings::with_url(db.url()))
         .await
@@ -106,7 +110,11 @@ fn a_broker_key_file_that_does_not_parse_is_named() {
     let pki = TestPki::new("bad-key").unwrap();
     let client = pki.client("c").unwrap();
     let key = pki.dir().join("garbage.key");
-    std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\n???\n-----END PRIVATE KEY-----\n").unwrap();
+    std::fs::write(
+        &key,
+        "-----BEGIN PRIVATE KEY-----\n???\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
     let env = Env::from_pairs([
         ("BROKER_TLS_CERT_FILE", path_str(&client.cert)),
         ("BROKER_TLS_KEY_FILE", path_str(&key)),

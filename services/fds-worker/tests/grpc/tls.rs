@@ -42,7 +42,10 @@ fn client_tls(ca: &Path, identity: Option<&CertFiles>) -> ClientTlsConfig {
 }
 
 /// One Score on a new connection; any failure (handshake, transport, status) as text.
-async fn try_score(addr: SocketAddr, tls: Option<ClientTlsConfig>) -> Result<ScoreResponse, String> {
+async fn try_score(
+    addr: SocketAddr,
+    tls: Option<ClientTlsConfig>,
+) -> Result<ScoreResponse, String> {
     let endpoint = match tls {
         Some(tls) => Channel::from_shared(format!("https://{addr}"))
             .unwrap()
