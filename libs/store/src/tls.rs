@@ -3,8 +3,8 @@
 //!
 //! `DATABASE_URL`'s `sslmode` decides whether the connection is encrypted and what is checked:
 //! `require` encrypts without checking the certificate, `verify-ca` checks that it chains to a
-//! trusted CA, `verify-full` also that it names the host. `DATABASE_CA_FILE` is that trusted CA
-//! (sqlx trusts no other when none is given, so `verify-*` needs it). With a CA file, `require`
+//! trusted CA, `verify-full` also that it names the host. `DATABASE_CA_FILE` is that CA, trusted
+//! besides the Mozilla roots sqlx always trusts (`webpki-roots`). With a CA file, `require`
 //! checks the chain too, as libpq does; with `sslmode` `disable`, `allow` or `prefer` a CA file
 //! would silently check nothing, so that combination is refused at start.
 
@@ -15,8 +15,8 @@ use sqlx::postgres::{PgConnectOptions, PgSslMode};
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DatabaseTls {
     /// `DATABASE_CA_FILE`: PEM certificate(s) of the CA that signed the server's certificate
-    /// (for `sslmode=verify-ca`/`verify-full`, or `require`). Unset (default): the URL's
-    /// `sslmode` alone decides, with no CA trusted. Read at start.
+    /// (for `sslmode=verify-ca`/`verify-full`, or `require`); it replaces the URL's
+    /// `sslrootcert`. Unset (default): the URL alone decides. Read at start.
     pub ca: Option<CaCertificates>,
 }
 

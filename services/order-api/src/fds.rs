@@ -117,11 +117,20 @@ impl FdsClient {
                     }),
                 }
             }
-            Ok(Err(status)) => self.fallback(&format!(
-                "fds-worker answered {:?}: {}",
-                status.code(),
-                status.message()
-            )),
+            Ok(Err(status)) => {
+                if let Some(cause) = std::error::Error::source(&status) {
+                    // "transport error" alone does not say that a TLS handshake failed, or why.
+                    tracing::warn!(
+                        error = %error_chain(cause),
+                        "the Score call failed before fds-worker answered"
+                    );
+                }
+                self.fallback(&format!(
+                    "fds-worker answered {:?}: {}",
+                    status.code(),
+                    status.message()
+                ))
+            }
             Err(_) => self.fallback(&format!(
                 "no answer from fds-worker within {} ms",
                 self.settings.timeout.as_millis()
@@ -147,6 +156,18 @@ impl FdsClient {
             }),
         }
     }
+}
+
+/// `error: cause: cause's cause…`.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    text
 }
 
 fn decision_name(d: Decision) -> &'static str {
