@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Connection, ConnectionProperties, DefaultConnectionBuilder};
 use serde_json::{Map, Number, Value};
 use shopfds_protocol::MessageProperties;
 use tokio::sync::watch;
@@ -13,11 +13,22 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{BrokerError, BrokerSettings, BrokerState};
 
-/// One connection attempt, counted in `shopfds_broker_connects_total{outcome}`.
+/// One connection attempt, counted in `shopfds_broker_connects_total{outcome}`; over
+/// `amqps://` with the CA and client certificate of `settings.tls`.
 pub async fn connect(settings: &BrokerSettings) -> Result<Connection, BrokerError> {
     let props = ConnectionProperties::default()
         .with_connection_name(settings.connection_name.clone().into());
-    let attempt = Connection::connect(settings.url.expose(), props).await;
+    let attempt = match DefaultConnectionBuilder::new() {
+        Ok(builder) => {
+            builder
+                .with_uri_str(settings.url.expose().to_owned())
+                .with_properties(props)
+                .with_tls_config(settings.tls.lapin_config())
+                .connect()
+                .await
+        }
+        Err(e) => Err(e),
+    };
     if let Ok(conn) = &attempt {
         crate::stack::check_frame_max(conn.configuration().frame_max());
     }

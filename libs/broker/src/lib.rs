@@ -12,6 +12,7 @@ pub mod service;
 pub mod settings;
 pub mod stack;
 pub mod state;
+pub mod tls;
 pub mod topology;
 
 pub use lapin;
@@ -23,6 +24,7 @@ pub use runtime::{
 };
 pub use settings::{BrokerSettings, QueueConsumer, QueueType, WorkerSettings};
 pub use state::BrokerState;
+pub use tls::BrokerTls;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {

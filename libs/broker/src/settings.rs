@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use shopfds_config::{ConfigError, Env, SecretUrl};
 
+use crate::tls::BrokerTls;
+
 /// Classic or quorum work queues (quorum in a RabbitMQ cluster).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QueueType {
@@ -37,6 +39,9 @@ pub struct BrokerSettings {
     /// topology stays exactly the seed's. Quorum queues on RabbitMQ 3.10 have no priorities, so
     /// there it is ignored with a warning.
     pub max_priority: Option<u8>,
+    /// `BROKER_TLS_CA_FILE`, `BROKER_TLS_CERT_FILE`, `BROKER_TLS_KEY_FILE`: the CA and client
+    /// certificate of an `amqps://` URL (see [`BrokerTls`]).
+    pub tls: BrokerTls,
 }
 
 impl BrokerSettings {
@@ -49,6 +54,7 @@ impl BrokerSettings {
             reconnect_min: Duration::from_millis(200),
             reconnect_max: Duration::from_secs(10),
             max_priority: None,
+            tls: BrokerTls::default(),
         }
     }
 
@@ -65,9 +71,11 @@ impl BrokerSettings {
             ],
         )?;
         let max_priority: u8 = env.parse("BROKER_MAX_PRIORITY", 0)?;
+        let tls = BrokerTls::read(env, url.expose())?;
         Ok(BrokerSettings {
             queue_type,
             max_priority: (max_priority > 0).then_some(max_priority),
+            tls,
             ..BrokerSettings::with_url(url.expose(), connection_name)
         })
     }

@@ -20,6 +20,7 @@ pub mod orders;
 pub mod outbox;
 pub mod results;
 pub mod settings;
+pub mod tls;
 
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
@@ -39,6 +40,7 @@ pub use outbox::{OUTBOX_CHANNEL, OutboxMessage, OutboxRow, PendingTask};
 pub use results::{TaskRecord, TaskStateUpdate};
 pub use settings::DatabaseSettings;
 pub use sqlx;
+pub use tls::DatabaseTls;
 
 /// The migrations compiled into the binary, so a service never depends on files at run time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

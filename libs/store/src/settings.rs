@@ -9,6 +9,7 @@ use sqlx::postgres::PgConnectOptions;
 use shopfds_config::{ConfigError, Env, redact_url};
 
 use crate::StoreError;
+use crate::tls::DatabaseTls;
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/shopfds";
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
@@ -19,11 +20,14 @@ pub struct DatabaseSettings {
     pub url: String,
     pub max_connections: u32,
     pub acquire_timeout: Duration,
+    /// `DATABASE_CA_FILE`: the CA for `sslmode=verify-ca`/`verify-full` (see [`DatabaseTls`]).
+    pub tls: DatabaseTls,
 }
 
 impl DatabaseSettings {
     /// `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/shopfds`),
-    /// `DATABASE_MAX_CONNECTIONS` (10), `DATABASE_ACQUIRE_TIMEOUT_SECS` (5). The error names the
+    /// `DATABASE_MAX_CONNECTIONS` (10), `DATABASE_ACQUIRE_TIMEOUT_SECS` (5), `DATABASE_CA_FILE`
+    /// (see [`DatabaseTls`]). The error names the
     /// variable whose value does not parse, and never shows the URL's password.
     pub fn read(env: &Env) -> Result<Self, ConfigError> {
         let url = env.string("DATABASE_URL", DEFAULT_DATABASE_URL);
@@ -32,11 +36,15 @@ impl DatabaseSettings {
             "DATABASE_ACQUIRE_TIMEOUT_SECS",
             DEFAULT_ACQUIRE_TIMEOUT.as_secs(),
         )?);
-        Ok(Self {
+        let settings = Self {
             url,
             max_connections: env.positive("DATABASE_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS)?,
             acquire_timeout,
-        })
+            tls: DatabaseTls::read(env)?,
+        };
+        // A CA file with an sslmode that checks nothing is refused now, not at the first connect.
+        settings.tls.apply(parse_url(&settings.url)?)?;
+        Ok(settings)
     }
 
     /// Settings for `url`, defaults for the rest.
@@ -45,12 +53,14 @@ impl DatabaseSettings {
             url: url.into(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
+            tls: DatabaseTls::default(),
         }
     }
 
-    /// The parsed URL; the error names `DATABASE_URL`.
+    /// The parsed URL with the TLS settings; the error names `DATABASE_URL` or
+    /// `DATABASE_CA_FILE`.
     pub(crate) fn connect_options(&self) -> Result<PgConnectOptions, StoreError> {
-        Ok(parse_url(&self.url)?)
+        Ok(self.tls.apply(parse_url(&self.url)?)?)
     }
 
     /// The URL with its password replaced, for logs.
@@ -72,6 +82,7 @@ impl fmt::Debug for DatabaseSettings {
             .field("url", &self.redacted_url())
             .field("max_connections", &self.max_connections)
             .field("acquire_timeout", &self.acquire_timeout)
+            .field("tls", &self.tls)
             .finish()
     }
 }

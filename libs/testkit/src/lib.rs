@@ -30,6 +30,7 @@ pub mod rabbit_node;
 pub mod raw_http;
 pub mod service;
 pub mod smtp;
+pub mod tls;
 
 /// The repository root (two levels above this crate's manifest).
 pub fn workspace_root() -> PathBuf {

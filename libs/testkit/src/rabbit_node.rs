@@ -7,6 +7,9 @@
 //! on 2 cores, depending on load, and a restart keeping its data takes about as long. It needs
 //! root, like `rabbitmqctl`, and `rabbitmq-server` installed (`scripts/ensure-services.sh`).
 //! Dropping the node stops it and removes its data; no `beam` process is left behind.
+//!
+//! [`RabbitNode::start_with_tls`] adds an `amqps` listener that requires a client certificate
+//! signed by the given CA (`ssl_options.verify = verify_peer`, `fail_if_no_peer_cert = true`).
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -27,6 +30,15 @@ const RABBITMQ_HOME: &str = "/var/lib/rabbitmq";
 /// How long a boot (or a restart) may take before `start` gives up.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// The files of a node's TLS listener (PEM): its certificate and key, and the CA that its
+/// clients' certificates must chain to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 /// A running (or stopped, between [`RabbitNode::stop`] and [`RabbitNode::start_again`])
 /// RabbitMQ node on loopback ports of its own, guest/guest allowed over loopback.
 #[derive(Debug)]
@@ -34,6 +46,8 @@ pub struct RabbitNode {
     name: String,
     amqp_port: u16,
     dist_port: u16,
+    /// The TLS listener's port and files, when started with [`RabbitNode::start_with_tls`].
+    tls: Option<(u16, NodeTls)>,
     dir: tempfile::TempDir,
     server: Option<Child>,
 }
@@ -42,6 +56,16 @@ impl RabbitNode {
     /// Boots a new node and waits until it accepts AMQP connections. A port taken between
     /// choosing and binding it is retried with new ports.
     pub async fn start() -> anyhow::Result<RabbitNode> {
+        Self::start_node(None).await
+    }
+
+    /// [`RabbitNode::start`] with a TLS listener too ([`RabbitNode::amqps_url`]) that requires a
+    /// client certificate chaining to `tls.ca`. The plain listener stays (the boot probe uses it).
+    pub async fn start_with_tls(tls: &NodeTls) -> anyhow::Result<RabbitNode> {
+        Self::start_node(Some(tls)).await
+    }
+
+    async fn start_node(tls: Option<&NodeTls>) -> anyhow::Result<RabbitNode> {
         let mut last_error = None;
         for _ in 0..3 {
             let dir = crate::temp_dir("rabbit-node")?;
@@ -49,6 +73,7 @@ impl RabbitNode {
                 name: format!("shopfds-test-{}@localhost", uuid::Uuid::new_v4().simple()),
                 amqp_port: crate::free_port(),
                 dist_port: crate::free_port(),
+                tls: tls.map(|tls| (crate::free_port(), tls.clone())),
                 dir,
                 server: None,
             };
@@ -82,6 +107,14 @@ impl RabbitNode {
     /// `amqp://guest:guest@127.0.0.1:<port>/%2f`: the default vhost of this node.
     pub fn url(&self) -> String {
         format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.amqp_port)
+    }
+
+    /// `amqps://guest:guest@127.0.0.1:<port>/%2f`: the TLS listener of a node started with
+    /// [`RabbitNode::start_with_tls`] (its certificate must name `127.0.0.1`).
+    pub fn amqps_url(&self) -> Option<String> {
+        self.tls
+            .as_ref()
+            .map(|(port, _)| format!("amqps://guest:guest@127.0.0.1:{port}/%2f"))
     }
 
     /// Stops the node gracefully (as an operator's restart does: clients get a connection close)
@@ -182,10 +215,28 @@ impl RabbitNode {
         std::fs::create_dir_all(dir.join("mnesia"))?;
         std::fs::create_dir_all(dir.join("log"))?;
         std::fs::write(dir.join("enabled_plugins"), "[].\n")?;
-        std::fs::write(
-            dir.join("rabbitmq.conf"),
-            format!("listeners.tcp.default = 127.0.0.1:{}\n", self.amqp_port),
-        )?;
+        let mut config = format!("listeners.tcp.default = 127.0.0.1:{}\n", self.amqp_port);
+        if let Some((port, tls)) = &self.tls {
+            // Copies the server can read (the originals may sit in a directory only root reads).
+            let tls_dir = dir.join("tls");
+            std::fs::create_dir_all(&tls_dir)?;
+            let mut copy = |name: &str, from: &Path| -> anyhow::Result<()> {
+                let to = tls_dir.join(name);
+                std::fs::copy(from, &to)
+                    .with_context(|| format!("cannot copy {}", from.display()))?;
+                config.push_str(&format!("ssl_options.{name} = {}\n", path_str(&to)?));
+                Ok(())
+            };
+            copy("cacertfile", &tls.ca)?;
+            copy("certfile", &tls.cert)?;
+            copy("keyfile", &tls.key)?;
+            config.push_str(&format!(
+                "listeners.ssl.default = 127.0.0.1:{port}\n\
+                 ssl_options.verify = verify_peer\n\
+                 ssl_options.fail_if_no_peer_cert = true\n"
+            ));
+        }
+        std::fs::write(dir.join("rabbitmq.conf"), config)?;
         let status = Command::new("chown")
             .args(["-R", "rabbitmq:rabbitmq"])
             .arg(dir)

@@ -32,6 +32,9 @@ pub struct Settings {
     /// `RESULT_BACKEND` and its batch settings.
     pub results: ResultSettings,
     pub fds: FdsSettings,
+    /// `GRPC_TLS_CERT_FILE`, `GRPC_TLS_KEY_FILE`, `GRPC_TLS_CLIENT_CA_FILE`: TLS and mutual TLS
+    /// of the gRPC server (see [`crate::tls`]).
+    pub grpc_tls: crate::tls::GrpcServerTls,
     /// `FDS_BATCH_CHUNK_SIZE`, `THREAT_INTEL_*`: the queue tasks.
     pub tasks: TasksSettings,
 }
@@ -125,6 +128,7 @@ impl ServiceSettings for Settings {
             worker: WorkerSettings::read(env, SERVICE, DEFAULT_QUEUES, DEFAULT_CONCURRENCY, 2)?,
             results: ResultSettings::read(env)?,
             fds: FdsSettings::read(env)?,
+            grpc_tls: crate::tls::GrpcServerTls::read(env)?,
             tasks: TasksSettings::read(env)?,
         })
     }

@@ -283,6 +283,17 @@ pub async fn serve(
     concurrency: usize,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    serve_with_tls(listener, service, concurrency, None, shutdown).await
+}
+
+/// [`serve`] over TLS (and mutual TLS) when `tls` is given ([`crate::tls::GrpcServerTls`]).
+pub async fn serve_with_tls(
+    listener: TcpListener,
+    service: FraudDetectionService,
+    concurrency: usize,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<FraudDetectionServer<FraudDetectionService>>()
@@ -309,7 +320,11 @@ pub async fn serve(
                 .await;
         }
     };
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        server = server.tls_config(tls)?;
+    }
+    server
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
             concurrency.max(1),
         ))

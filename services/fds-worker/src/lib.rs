@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod recorder;
 pub mod startup;
 pub mod tasks;
+pub mod tls;
 pub mod velocity;
 
 pub use config::{FdsSettings, Settings};

@@ -138,9 +138,16 @@ impl Application {
             let feed = velocity::sync(index, self.store.clone(), token.clone());
             parts.spawn("velocity feed", joined(feed));
         }
+        let grpc_tls = s.grpc_tls.server_config();
         parts.spawn("grpc", {
             let token = token.clone();
-            grpc::serve(self.grpc_listener, service, fds.grpc_concurrency, token)
+            grpc::serve_with_tls(
+                self.grpc_listener,
+                service,
+                fds.grpc_concurrency,
+                grpc_tls,
+                token,
+            )
         });
         // The server (and with it the last recorder) stops first: the writer then drains.
         parts.spawn("decision writer", async move {

@@ -13,6 +13,7 @@ use shopfds_service::{ConfigError, Env};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::domain::ValidOrder;
+use crate::fds_tls::{FdsClientTls, is_https};
 
 #[derive(Debug, Clone)]
 pub struct FdsSettings {
@@ -22,13 +23,19 @@ pub struct FdsSettings {
     pub timeout: Duration,
     /// `FDS_FALLBACK_DECISION`: `APPROVE`, `REVIEW` (default) or `BLOCK`.
     pub fallback: Decision,
+    /// `FDS_GRPC_CA_FILE`, `FDS_GRPC_CERT_FILE`, `FDS_GRPC_KEY_FILE`, `FDS_GRPC_TLS_DOMAIN`: TLS
+    /// of an `https://` URL (see [`crate::fds_tls`]).
+    pub tls: FdsClientTls,
 }
 
 impl FdsSettings {
-    /// `FDS_GRPC_URL`, `FDS_TIMEOUT_MS`, `FDS_FALLBACK_DECISION`.
+    /// `FDS_GRPC_URL`, `FDS_TIMEOUT_MS`, `FDS_FALLBACK_DECISION` and the TLS variables.
     pub fn read(env: &Env) -> Result<Self, ConfigError> {
+        let url = env.string("FDS_GRPC_URL", "http://127.0.0.1:50051");
+        let tls = FdsClientTls::read(env, &url)?;
         Ok(FdsSettings {
-            url: env.string("FDS_GRPC_URL", "http://127.0.0.1:50051"),
+            url,
+            tls,
             timeout: env.millis("FDS_TIMEOUT_MS", Duration::from_millis(100))?,
             fallback: env.choice(
                 "FDS_FALLBACK_DECISION",
@@ -71,12 +78,18 @@ pub struct FdsClient {
 }
 
 impl FdsClient {
-    /// A lazily connected channel, shared by every request (HTTP/2 multiplexes the calls).
+    /// A lazily connected channel, shared by every request (HTTP/2 multiplexes the calls);
+    /// TLS for an `https://` URL.
     pub fn new(settings: FdsSettings) -> anyhow::Result<FdsClient> {
-        let endpoint = Endpoint::from_shared(settings.url.clone())
+        let mut endpoint = Endpoint::from_shared(settings.url.clone())
             .with_context(|| format!("FDS_GRPC_URL: {:?} is not a URL", settings.url))?
             .connect_timeout(settings.timeout.max(Duration::from_millis(50)))
             .tcp_nodelay(true);
+        if is_https(&settings.url) {
+            endpoint = endpoint
+                .tls_config(settings.tls.client_config())
+                .context("FDS_GRPC_URL: cannot use the TLS settings")?;
+        }
         let client = FraudDetectionClient::new(endpoint.connect_lazy());
         Ok(FdsClient { client, settings })
     }
@@ -102,11 +115,20 @@ impl FdsClient {
                     }),
                 }
             }
-            Ok(Err(status)) => self.fallback(&format!(
-                "fds-worker answered {:?}: {}",
-                status.code(),
-                status.message()
-            )),
+            Ok(Err(status)) => {
+                if let Some(cause) = std::error::Error::source(&status) {
+                    // "transport error" alone does not say that a TLS handshake failed, or why.
+                    tracing::warn!(
+                        error = %error_chain(cause),
+                        "the Score call failed before fds-worker answered"
+                    );
+                }
+                self.fallback(&format!(
+                    "fds-worker answered {:?}: {}",
+                    status.code(),
+                    status.message()
+                ))
+            }
             Err(_) => self.fallback(&format!(
                 "no answer from fds-worker within {} ms",
                 self.settings.timeout.as_millis()
@@ -132,6 +154,18 @@ impl FdsClient {
             }),
         }
     }
+}
+
+/// `error: cause: cause's cause…`.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    text
 }
 
 fn decision_name(d: Decision) -> &'static str {

@@ -5,6 +5,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod fds;
+pub mod fds_tls;
 pub mod relay;
 pub mod routes;
 pub mod startup;

@@ -10,6 +10,7 @@ mod messages;
 mod reconnecting_publisher;
 mod runtime;
 mod sessions;
+mod tls;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

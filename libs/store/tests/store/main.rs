@@ -2,6 +2,7 @@
 //! of its own, created by `Store::connect`.
 
 mod helpers;
+mod tls;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -74,6 +75,7 @@ async fn an_unreachable_database_is_reported_as_unavailable() {
         url: "postgres://postgres@127.0.0.1:1/shopfds".to_owned(),
         max_connections: 2,
         acquire_timeout: Duration::from_millis(500),
+        tls: Default::default(),
     };
     // The lazy pool starts without the database...
     let store = Store::connect_lazy(&settings).unwrap();
@@ -112,6 +114,7 @@ async fn sslmode_verify_full_refuses_a_server_certificate_no_trusted_ca_signed()
         url: format!("{}/postgres?sslmode=verify-full", server_url()),
         max_connections: 1,
         acquire_timeout: Duration::from_secs(5),
+        tls: Default::default(),
     };
     let err = Store::connect_lazy(&settings)
         .unwrap()

@@ -15,10 +15,12 @@ use shopfds_testkit::pg::TestDatabase;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, ClientTlsConfig, ServerTlsConfig};
 
 /// The server; dropped before its database (field order).
 pub struct TestGrpc {
+    /// Where the server listens.
+    pub addr: std::net::SocketAddr,
     pub channel: Channel,
     pub client: FraudDetectionClient<Channel>,
     pub engine: Arc<Engine>,
@@ -41,7 +43,22 @@ pub async fn spawn_grpc_with_index(config: RulesConfig) -> TestGrpc {
     spawn(config, true).await
 }
 
+/// TLS of a spawned server, and of the test's own client (`channel`, `client`).
+pub struct GrpcTls {
+    pub server: ServerTlsConfig,
+    pub client: ClientTlsConfig,
+}
+
+/// The server over TLS (`fds_worker::grpc::serve_with_tls`).
+pub async fn spawn_grpc_with_tls(config: RulesConfig, tls: GrpcTls) -> TestGrpc {
+    spawn_with(config, false, Some(tls)).await
+}
+
 async fn spawn(config: RulesConfig, with_index: bool) -> TestGrpc {
+    spawn_with(config, with_index, None).await
+}
+
+async fn spawn_with(config: RulesConfig, with_index: bool, tls: Option<GrpcTls>) -> TestGrpc {
     init_tracing();
     let db = TestDatabase::create().await.unwrap();
     let store = Store::connect(&DatabaseSettings::with_url(db.url()))
@@ -64,18 +81,29 @@ async fn spawn(config: RulesConfig, with_index: bool) -> TestGrpc {
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(fds_worker::grpc::serve(
+    let (server_tls, client_tls) = match tls {
+        Some(tls) => (Some(tls.server), Some(tls.client)),
+        None => (None, None),
+    };
+    let server = tokio::spawn(fds_worker::grpc::serve_with_tls(
         listener,
         service,
         64,
+        server_tls,
         shutdown.clone(),
     ));
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = match client_tls {
+        Some(client_tls) => Channel::from_shared(format!("https://{addr}"))
+            .unwrap()
+            .tls_config(client_tls)
+            .unwrap(),
+        None => Channel::from_shared(format!("http://{addr}")).unwrap(),
+    }
+    .connect()
+    .await
+    .unwrap();
     TestGrpc {
+        addr,
         client: FraudDetectionClient::new(channel.clone()),
         channel,
         engine,

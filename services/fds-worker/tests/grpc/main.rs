@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod helpers;
+mod tls;
 
 use fds_worker::engine::{IntelSnapshot, RulesConfig};
 use helpers::{plain_request, spawn_grpc, spawn_grpc_with_index};

@@ -4,10 +4,13 @@
 
 use std::time::{Duration, Instant};
 
+use fds_worker::tls::GrpcServerTls;
 use order_api::Application;
+use order_api::fds_tls::FdsClientTls;
 use reqwest::Response;
 use serde_json::{Value, json};
 use shopfds_broker::BrokerSettings;
+use shopfds_config::Env;
 use shopfds_store::{DatabaseSettings, Store};
 use shopfds_testkit::net::TcpProxy;
 use shopfds_testkit::pg::TestDatabase;
@@ -27,6 +30,16 @@ pub struct Options {
     pub fds_down: bool,
     /// order-api's `HTTP_HEADER_READ_TIMEOUT_SECS`, shorter than any default.
     pub header_read_timeout: Option<Duration>,
+    /// gRPC between order-api and fds-worker over TLS (`FDS_GRPC_URL` then `https://`).
+    pub fds_tls: Option<FdsTlsVars>,
+}
+
+/// The TLS variables of fds-worker (`GRPC_TLS_*`) and of order-api (`FDS_GRPC_*`), read as the
+/// binaries read them.
+#[derive(Default, Clone)]
+pub struct FdsTlsVars {
+    pub server: Vec<(&'static str, String)>,
+    pub client: Vec<(&'static str, String)>,
 }
 
 pub struct TestApp {
@@ -94,8 +107,25 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     let shutdown = CancellationToken::new();
     let mut handles = Vec::new();
     if !options.fds_down {
-        let (grpc_port, handle) = spawn_fds_worker(&vhost, &db, &shutdown).await;
-        settings.fds.url = format!("http://127.0.0.1:{grpc_port}");
+        let server_tls = options
+            .fds_tls
+            .as_ref()
+            .map(|tls| GrpcServerTls::read(&Env::from_pairs(tls.server.clone())))
+            .transpose()
+            .expect("fds-worker TLS settings")
+            .unwrap_or_default();
+        let (grpc_port, handle) = spawn_fds_worker(&vhost, &db, &shutdown, server_tls).await;
+        let scheme = if options.fds_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        settings.fds.url = format!("{scheme}://127.0.0.1:{grpc_port}");
+        if let Some(tls) = &options.fds_tls {
+            settings.fds.tls =
+                FdsClientTls::read(&Env::from_pairs(tls.client.clone()), &settings.fds.url)
+                    .expect("order-api TLS settings");
+        }
         // A debug build on a busy 2-core machine: the deadline is about scheduling, not speed.
         settings.fds.timeout = Duration::from_secs(2);
         handles.push(handle);
@@ -148,8 +178,10 @@ async fn spawn_fds_worker(
     vhost: &TestVhost,
     db: &TestDatabase,
     shutdown: &CancellationToken,
+    grpc_tls: GrpcServerTls,
 ) -> (u16, JoinHandle<anyhow::Result<()>>) {
     let mut fds = fds_worker::Settings::from_env().expect("fds-worker settings");
+    fds.grpc_tls = grpc_tls;
     fds.broker = fast_reconnect(BrokerSettings::with_url(
         vhost.amqp_url(),
         "fds-worker-test",
@@ -271,7 +303,13 @@ impl TestApp {
 
     /// Starts fds-worker now (its queue consumer picks up the evaluations queued meanwhile).
     pub async fn start_fds_worker(&mut self) {
-        let (_, handle) = spawn_fds_worker(&self._vhost, &self._db, &self.shutdown).await;
+        let (_, handle) = spawn_fds_worker(
+            &self._vhost,
+            &self._db,
+            &self.shutdown,
+            GrpcServerTls::default(),
+        )
+        .await;
         self.handles.push(handle);
     }
 

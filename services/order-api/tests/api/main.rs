@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod edge;
+mod fds_tls;
 mod helpers;
 
 use std::time::Duration;

@@ -225,3 +225,19 @@ async fn an_invalid_connection_limit_is_named_at_start() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn an_unusable_tls_setting_is_named_at_start() {
+    shopfds_testkit::service::assert_invalid_variables_named(
+        env!("CARGO_BIN_EXE_order-api"),
+        &[
+            ("DATABASE_CA_FILE", "/nonexistent/ca.pem"),
+            ("BROKER_TLS_KEY_FILE", "/nonexistent/key.pem"),
+            ("FDS_GRPC_CA_FILE", "/nonexistent/ca.pem"),
+            // The default FDS_GRPC_URL is http://: a TLS setting would go unused.
+            ("FDS_GRPC_TLS_DOMAIN", "fds-worker"),
+        ],
+    )
+    .await
+    .unwrap();
+}
