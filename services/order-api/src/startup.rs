@@ -101,7 +101,10 @@ impl Application {
                 ),
             );
         }
-        parts.spawn("housekeeping", housekeeping::run(self.store.clone(), s.housekeeping.clone(), token.clone()));
+        parts.spawn(
+            "housekeeping",
+            housekeeping::run(self.store.clone(), s.housekeeping.clone(), token.clone()),
+        );
         // Every replica, relaying or not, reports the same table (the alert takes the max).
         parts.spawn(
             "outbox gauge",
