@@ -125,7 +125,7 @@ impl Application {
             parts.spawn("rules watcher", joined(watcher));
         }
 
-        let (recorder, writer) = ResultRecorder::spawn(self.store.clone(), fds.results_buffer);
+        let (recorder, writer) = ResultRecorder::spawn(self.store.fds(), fds.results_buffer);
         let mut service = FraudDetectionService::new(
             Arc::clone(&self.engine),
             self.store.clone(),
@@ -135,7 +135,7 @@ impl Application {
         if fds.velocity_source == VelocitySource::Memory {
             let index = VelocityIndex::new();
             service = service.with_velocity_index(Arc::clone(&index));
-            let feed = velocity::sync(index, self.store.clone(), token.clone());
+            let feed = velocity::sync(index, self.store.velocity(), token.clone());
             parts.spawn("velocity feed", joined(feed));
         }
         let grpc_tls = s.grpc_tls.server_config();

@@ -9,6 +9,7 @@ use shopfds_service::{ConfigError, Env, ServiceSettings, ShellSettings};
 use shopfds_store::DatabaseSettings;
 
 use crate::fds::FdsSettings;
+use crate::housekeeping::HousekeepingSettings;
 
 pub const SERVICE: &str = "order-api";
 
@@ -22,6 +23,7 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub broker: BrokerSettings,
     pub relay: RelaySettings,
+    pub housekeeping: HousekeepingSettings,
     pub fds: FdsSettings,
     /// `RESULT_BACKEND`: where `GET /v1/tasks/{id}` reads task states.
     pub results: ResultSettings,
@@ -39,8 +41,6 @@ pub struct RelaySettings {
     pub batch_size: i64,
     /// `RELAY_POLL_INTERVAL_MS` (default 1000): a safety net; relays are woken by NOTIFY.
     pub poll_interval: Duration,
-    /// `OUTBOX_RETENTION_HOURS` (default 24): sent rows are purged after this long.
-    pub retention: Duration,
 }
 
 impl Default for RelaySettings {
@@ -49,21 +49,18 @@ impl Default for RelaySettings {
             enabled: true,
             batch_size: 100,
             poll_interval: Duration::from_secs(1),
-            retention: Duration::from_secs(24 * 3600),
         }
     }
 }
 
 impl RelaySettings {
-    /// `RELAY_ENABLED`, `RELAY_BATCH_SIZE`, `RELAY_POLL_INTERVAL_MS`, `OUTBOX_RETENTION_HOURS`.
+    /// `RELAY_ENABLED`, `RELAY_BATCH_SIZE`, `RELAY_POLL_INTERVAL_MS`.
     pub fn read(env: &Env) -> Result<Self, ConfigError> {
         let defaults = RelaySettings::default();
-        let retention_hours: u64 = env.parse("OUTBOX_RETENTION_HOURS", 24)?;
         Ok(RelaySettings {
             enabled: env.flag("RELAY_ENABLED", defaults.enabled)?,
             batch_size: env.positive("RELAY_BATCH_SIZE", defaults.batch_size)?,
             poll_interval: env.millis("RELAY_POLL_INTERVAL_MS", defaults.poll_interval)?,
-            retention: Duration::from_secs(retention_hours.saturating_mul(3600)),
         })
     }
 }
@@ -78,6 +75,7 @@ impl ServiceSettings for Settings {
             database: DatabaseSettings::read(env)?,
             broker: BrokerSettings::read(env, SERVICE)?,
             relay: RelaySettings::read(env)?,
+            housekeeping: HousekeepingSettings::read(env)?,
             fds: FdsSettings::read(env)?,
             results: ResultSettings::read(env)?,
             request_timeout: env.secs("REQUEST_TIMEOUT_SECS", Duration::from_secs(10))?,

@@ -1,4 +1,4 @@
-//! Builds the HTTP application and runs it with the outbox relay until shutdown.
+//! Builds the HTTP application and runs it with the outbox relay and housekeeping until shutdown.
 
 use std::sync::Arc;
 
@@ -17,7 +17,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::Settings;
 use crate::fds::FdsClient;
-use crate::{relay, routes};
+use crate::{housekeeping, relay, routes};
 
 /// What handlers share.
 #[derive(Clone)]
@@ -79,7 +79,7 @@ impl Application {
     }
 
     /// Serves until `shutdown` fires, then finishes in-flight requests (within
-    /// `SHUTDOWN_GRACE_SECS`) and stops the relay. Each part runs on the supervisor: one that
+    /// `SHUTDOWN_GRACE_SECS`) and stops the relay and housekeeping. Each part runs on the supervisor: one that
     /// fails stops the others.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let s = self.settings;
@@ -101,6 +101,10 @@ impl Application {
                 ),
             );
         }
+        parts.spawn(
+            "housekeeping",
+            housekeeping::run(self.store.clone(), s.housekeeping.clone(), token.clone()),
+        );
         // Every replica, relaying or not, reports the same table (the alert takes the max).
         parts.spawn(
             "outbox gauge",
