@@ -11,6 +11,7 @@
 //! - [`fds_batch`]: the batch re-evaluation's reads and writes (inside a once-only transaction)
 //!   and the stored versions of the threat-intelligence feed.
 
+pub mod api_keys;
 pub mod chords;
 pub mod error;
 mod fds;
@@ -24,6 +25,7 @@ pub mod settings;
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
+pub use api_keys::{ApiKeyRecord, ApiKeys, NewApiKey};
 pub use chords::{ChordError, ChordPart, ChordProgress, ChordRecord};
 pub use error::StoreError;
 pub use fds::{
