@@ -126,7 +126,7 @@ impl Authenticator {
         let presented = PresentedKey::parse(key.trim()).ok_or(AuthError::Invalid)?;
         let known = match self.inner.configured.get(presented.id) {
             Some(known) => Some(known.clone()),
-            None => self.from_table(presented.id).await?,
+            None => self.in_table(presented.id).await?,
         };
         let known = known.ok_or(AuthError::Invalid)?;
         if !known.hash.matches(&presented.hash()) {
@@ -139,7 +139,7 @@ impl Authenticator {
         })
     }
 
-    async fn from_table(&self, id: &str) -> Result<Option<Known>, AuthError> {
+    async fn in_table(&self, id: &str) -> Result<Option<Known>, AuthError> {
         let Some(table) = &self.inner.table else {
             return Ok(None);
         };
