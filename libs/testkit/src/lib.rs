@@ -20,6 +20,7 @@ use anyhow::bail;
 
 pub mod celery;
 pub mod celery_results;
+pub mod keys;
 pub mod net;
 pub mod pg;
 pub mod process;

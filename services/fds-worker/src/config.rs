@@ -33,6 +33,9 @@ pub struct Settings {
     /// `OPS_ADDR`: `/healthz`, `/readyz`, `/metrics`. Default `127.0.0.1:9102`.
     pub ops_addr: SocketAddr,
     pub fds: FdsSettings,
+    /// `API_KEYS`, `API_KEYS_CACHE_SECS`: the keys the gRPC server admits (with the `api_keys`
+    /// table); see [`crate::auth`].
+    pub auth: shopfds_auth::AuthSettings,
 }
 
 /// The gRPC score server and its rules.
@@ -164,6 +167,7 @@ impl Settings {
                 .parse()
                 .with_context(|| format!("OPS_ADDR: {ops_addr:?} is not host:port"))?,
             fds: FdsSettings::from_env()?,
+            auth: shopfds_auth::AuthSettings::read(&shopfds_config::Env::process())?,
         })
     }
 }

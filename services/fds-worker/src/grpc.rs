@@ -275,12 +275,14 @@ pub fn score_response(a: Assessment) -> pb::ScoreResponse {
 }
 
 /// Serves `service`, grpc.health.v1 and reflection (v1 and v1alpha) on `listener` until
-/// `shutdown`, with at most `concurrency` RPCs in progress across all connections. Health turns
-/// NOT_SERVING as soon as shutdown starts; in-flight RPCs finish.
+/// `shutdown`, with at most `concurrency` RPCs in progress across all connections, each call
+/// admitted by `auth` first ([`crate::auth`]). Health turns NOT_SERVING as soon as shutdown
+/// starts; in-flight RPCs finish.
 pub async fn serve(
     listener: TcpListener,
     service: FraudDetectionService,
     concurrency: usize,
+    auth: shopfds_auth::Authenticator,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -313,6 +315,7 @@ pub async fn serve(
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
             concurrency.max(1),
         ))
+        .layer(crate::auth::AuthLayer::new(auth))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

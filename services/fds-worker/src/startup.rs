@@ -146,6 +146,8 @@ impl Application {
             }
             VelocitySource::Database => None,
         };
+        let auth =
+            shopfds_auth::Authenticator::new(&self.settings.auth, Some(self.store.api_keys()));
         let grpc_server = {
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
@@ -153,6 +155,7 @@ impl Application {
                     self.grpc_listener,
                     service,
                     fds.grpc_concurrency,
+                    auth,
                     shutdown.clone(),
                 )
                 .await;

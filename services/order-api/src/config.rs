@@ -12,6 +12,7 @@ use shopfds_telemetry::TelemetrySettings;
 use shopfds_telemetry::server::HttpServerSettings;
 
 use crate::fds::FdsSettings;
+use crate::security::SecuritySettings;
 
 pub const SERVICE: &str = "order-api";
 
@@ -33,6 +34,8 @@ pub struct Settings {
     /// `HTTP_HEADER_READ_TIMEOUT_SECS`, `HTTP_MAX_CONNECTIONS`: limits on slow, idle and
     /// numerous clients of `HTTP_ADDR`.
     pub http: HttpServerSettings,
+    /// API keys, trusted proxies, amount limits, `FDS_API_KEY` ([`SecuritySettings`]).
+    pub security: SecuritySettings,
 }
 
 #[derive(Debug, Clone)]
@@ -83,6 +86,7 @@ impl Settings {
             request_timeout: Duration::from_secs(env_parse("REQUEST_TIMEOUT_SECS", 10)?),
             shutdown_grace: Duration::from_secs(env_parse("SHUTDOWN_GRACE_SECS", 30)?),
             http: HttpServerSettings::from_env()?,
+            security: SecuritySettings::read(&shopfds_config::Env::process())?,
         })
     }
 }

@@ -1,12 +1,15 @@
 //! order-api: the HTTP API of ShopFDS orders. It validates an order, writes it and its task
 //! messages in one transaction, answers at once, and relays the messages to RabbitMQ.
 
+pub mod auth;
 pub mod config;
 pub mod domain;
 pub mod error;
 pub mod fds;
+pub mod keys;
 pub mod relay;
 pub mod routes;
+pub mod security;
 pub mod startup;
 
 pub use config::Settings;

@@ -5,6 +5,8 @@ use std::sync::Arc;
 use axum::Router;
 use axum::http::{Request, StatusCode};
 use axum::routing::{get, post};
+use ipnet::IpNet;
+use shopfds_auth::Authenticator;
 use shopfds_broker::ResultBackend;
 use shopfds_store::Store;
 use shopfds_telemetry::ops;
@@ -14,8 +16,9 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::config::Settings;
+use crate::domain::AmountLimits;
 use crate::fds::FdsClient;
-use crate::{relay, routes};
+use crate::{auth, relay, routes};
 
 /// What handlers share.
 #[derive(Clone)]
@@ -24,6 +27,12 @@ pub struct AppState {
     pub fds: FdsClient,
     /// Where `GET /v1/tasks/{id}` reads: the backend the workers write (`RESULT_BACKEND`).
     pub results: Arc<dyn ResultBackend>,
+    /// `ORDER_MAX_LINE_AMOUNT`, `ORDER_MAX_TOTAL`.
+    pub limits: AmountLimits,
+    /// `TRUSTED_PROXIES`: peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Arc<[IpNet]>,
+    /// Checks the API key of every `/v1` request ([`auth::authorize`]).
+    pub auth: Authenticator,
 }
 
 pub struct Application {
@@ -40,13 +49,18 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let store = Store::connect(&settings.database).await?;
         let listener = TcpListener::bind(settings.http_addr).await?;
-        let fds = FdsClient::new(settings.fds.clone())?;
+        let fds = FdsClient::new(settings.fds.clone())?
+            .with_api_key(settings.security.fds_api_key.as_ref())?;
+        let auth = Authenticator::new(&settings.security.auth, Some(store.api_keys()));
         let results = settings.results.reader(&store, &settings.broker).await?;
         let router = router(
             AppState {
                 store: store.clone(),
                 fds,
                 results,
+                limits: settings.security.limits,
+                trusted_proxies: settings.security.trusted_proxies.clone().into(),
+                auth,
             },
             &settings,
         );
@@ -113,6 +127,10 @@ fn router(state: AppState, settings: &Settings) -> Router {
         .route("/v1/orders", post(routes::orders::create))
         .route("/v1/orders/{id}", get(routes::orders::get))
         .route("/v1/tasks/{id}", get(routes::tasks::get))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.auth.clone(),
+            auth::authorize,
+        ))
         .with_state(state);
     api.merge(ops::router(readiness))
         .layer(axum::middleware::from_fn(shopfds_telemetry::metrics::track_http))

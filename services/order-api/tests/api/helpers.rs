@@ -7,8 +7,10 @@ use std::time::{Duration, Instant};
 use order_api::Application;
 use reqwest::Response;
 use serde_json::{Value, json};
+use shopfds_auth::Scope;
 use shopfds_broker::BrokerSettings;
 use shopfds_store::{DatabaseSettings, Store};
+use shopfds_testkit::keys::{TestKey, auth_settings};
 use shopfds_testkit::net::TcpProxy;
 use shopfds_testkit::pg::TestDatabase;
 use shopfds_testkit::rabbit::TestVhost;
@@ -27,12 +29,56 @@ pub struct Options {
     pub fds_down: bool,
     /// order-api's `HTTP_HEADER_READ_TIMEOUT_SECS`, shorter than any default.
     pub header_read_timeout: Option<Duration>,
+    /// order-api's `TRUSTED_PROXIES` (default: none).
+    pub trusted_proxies: Option<&'static str>,
+    /// order-api's `API_KEYS_CACHE_SECS`, shorter than the default.
+    pub key_cache: Option<Duration>,
+    /// order-api's `ORDER_MAX_LINE_AMOUNT` and `ORDER_MAX_TOTAL`.
+    pub limits: Option<order_api::domain::AmountLimits>,
+}
+
+/// The keys of a test app, each admitted through `API_KEYS`.
+pub struct Keys {
+    /// `admin`: the default client's key (sees fraud reasons, may set `client_ip`).
+    pub admin: TestKey,
+    /// `orders:write` + `orders:read`: a storefront.
+    pub shop: TestKey,
+    /// `orders:read` only.
+    pub reader: TestKey,
+    /// `orders:write` only.
+    pub writer: TestKey,
+    /// `fds:score`: order-api's key to fds-worker.
+    pub fds: TestKey,
+}
+
+impl Keys {
+    fn new() -> Keys {
+        Keys {
+            admin: TestKey::new(&[Scope::Admin]),
+            shop: TestKey::new(&[Scope::OrdersWrite, Scope::OrdersRead]),
+            reader: TestKey::new(&[Scope::OrdersRead]),
+            writer: TestKey::new(&[Scope::OrdersWrite]),
+            fds: TestKey::new(&[Scope::FdsScore]),
+        }
+    }
+
+    fn all(&self) -> [&TestKey; 5] {
+        [
+            &self.admin,
+            &self.shop,
+            &self.reader,
+            &self.writer,
+            &self.fds,
+        ]
+    }
 }
 
 pub struct TestApp {
     pub address: String,
     pub socket: std::net::SocketAddr,
+    /// Sends the `admin` key with every request.
     pub client: reqwest::Client,
+    pub keys: Keys,
     pub store: Store,
     pub smtp: SmtpSink,
     pub broker_proxy: Option<TcpProxy>,
@@ -69,8 +115,25 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         None
     };
 
+    let keys = Keys::new();
     let mut settings = order_api::Settings::from_env().expect("order-api settings");
     settings.http_addr = "127.0.0.1:0".parse().expect("addr");
+    settings.security.auth = auth_settings(&keys.all());
+    if let Some(ttl) = options.key_cache {
+        settings.security.auth.cache_ttl = ttl;
+    }
+    settings.security.fds_api_key = Some(shopfds_config::Secret::new(keys.fds.key.clone()));
+    settings.security.trusted_proxies = options
+        .trusted_proxies
+        .map(|nets| {
+            nets.split(',')
+                .map(|n| n.parse().expect("network"))
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(limits) = options.limits {
+        settings.security.limits = limits;
+    }
     let mut database = DatabaseSettings::with_url(match &database_proxy {
         Some(p) => db.url().replace(":5432/", &format!(":{}/", p.port())),
         None => db.url(),
@@ -91,7 +154,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     let shutdown = CancellationToken::new();
     let mut handles = Vec::new();
     if !options.fds_down {
-        let (grpc_port, handle) = spawn_fds_worker(&vhost, &db, &shutdown).await;
+        let (grpc_port, handle) = spawn_fds_worker(&vhost, &db, &keys, &shutdown).await;
         settings.fds.url = format!("http://127.0.0.1:{grpc_port}");
         // A debug build on a busy 2-core machine: the deadline is about scheduling, not speed.
         settings.fds.timeout = Duration::from_secs(2);
@@ -123,10 +186,19 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         .expect("email-worker builds");
     handles.push(tokio::spawn(worker.run_until_stopped(shutdown.clone())));
 
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        keys.admin.bearer().parse().expect("header"),
+    );
     TestApp {
         address,
         socket,
-        client: reqwest::Client::new(),
+        client: reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .expect("client"),
+        keys,
         store,
         smtp,
         broker_proxy,
@@ -142,9 +214,11 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
 async fn spawn_fds_worker(
     vhost: &TestVhost,
     db: &TestDatabase,
+    keys: &Keys,
     shutdown: &CancellationToken,
 ) -> (u16, JoinHandle<anyhow::Result<()>>) {
     let mut fds = fds_worker::Settings::from_env().expect("fds-worker settings");
+    fds.auth = auth_settings(&[&keys.fds]);
     fds.broker = fast_reconnect(BrokerSettings::with_url(
         vhost.amqp_url(),
         "fds-worker-test",
@@ -214,6 +288,34 @@ impl TestApp {
         self.get(path).await.json().await.expect("JSON answer")
     }
 
+    /// `POST /v1/orders` with `key` (none if `None`) instead of the admin key.
+    pub async fn post_order_as(
+        &self,
+        key: Option<&TestKey>,
+        body: &Value,
+        idempotency_key: Option<&str>,
+    ) -> Response {
+        let mut req = reqwest::Client::new()
+            .post(format!("{}/v1/orders", self.address))
+            .json(body);
+        if let Some(key) = key {
+            req = req.header("authorization", key.bearer());
+        }
+        if let Some(idem) = idempotency_key {
+            req = req.header("Idempotency-Key", idem);
+        }
+        req.send().await.expect("POST /v1/orders")
+    }
+
+    /// `GET path` with `key` (none if `None`) instead of the admin key.
+    pub async fn get_as(&self, key: Option<&TestKey>, path: &str) -> Response {
+        let mut req = reqwest::Client::new().get(format!("{}{path}", self.address));
+        if let Some(key) = key {
+            req = req.header("authorization", key.bearer());
+        }
+        req.send().await.expect("GET")
+    }
+
     pub async fn get(&self, path: &str) -> Response {
         self.client
             .get(format!("{}{path}", self.address))
@@ -257,7 +359,8 @@ impl TestApp {
 
     /// Starts fds-worker now (its queue consumer picks up the evaluations queued meanwhile).
     pub async fn start_fds_worker(&mut self) {
-        let (_, handle) = spawn_fds_worker(&self._vhost, &self._db, &self.shutdown).await;
+        let (_, handle) =
+            spawn_fds_worker(&self._vhost, &self._db, &self.keys, &self.shutdown).await;
         self.handles.push(handle);
     }
 
