@@ -127,7 +127,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         .trusted_proxies
         .map(|nets| {
             nets.split(',')
-                .map(|n| n.parse().expect("network"))
+                .map(|n| n.trim().parse().expect("network"))
                 .collect()
         })
         .unwrap_or_default();
