@@ -71,7 +71,7 @@ impl ResultRecorder {
 async fn write_batches(store: Store, mut rx: mpsc::Receiver<NewFdsResult>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        if let Err(e) = store.record_fds_results(&batch).await {
+        if let Err(e) = store.fds().record_many(&batch).await {
             metrics::results_write_failed_total().inc_by(batch.len() as u64);
             tracing::error!(error = %e, lost = batch.len(), "cannot record fds results");
         }

@@ -298,11 +298,11 @@ pub fn sync(
 
 /// One life of the feed; returns only with the error that ended it.
 async fn follow(index: &VelocityIndex, store: &Store) -> anyhow::Result<()> {
-    let mut listener = store.orders_listener().await?;
+    let mut listener = store.velocity().orders_listener().await?;
     // Listening before loading: an order committed in between is both loaded and announced, and
     // indexed once.
     let since = Utc::now() - chrono::Duration::from_std(RETENTION)?;
-    let entries = store.velocity_entries_since(since).await?;
+    let entries = store.velocity().entries_since(since).await?;
     let loaded = entries.len();
     index.insert(entries);
     index.set_synced(true);
@@ -335,7 +335,7 @@ async fn follow(index: &VelocityIndex, store: &Store) -> anyhow::Result<()> {
     let apply = async {
         let mut ids = Vec::with_capacity(FETCH_BATCH);
         while ids_rx.recv_many(&mut ids, FETCH_BATCH).await > 0 {
-            index.insert(store.velocity_entries(&ids).await?);
+            index.insert(store.velocity().entries(&ids).await?);
             ids.clear();
         }
         Ok(())

@@ -92,7 +92,7 @@ impl TestGrpc {
     pub async fn recorded(&self, order_id: &str, count: usize) -> Vec<FdsResultRecord> {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let rows = self.store.fds_results_for_order(order_id).await.unwrap();
+            let rows = self.store.fds().for_order(order_id).await.unwrap();
             if rows.len() >= count {
                 return rows;
             }

@@ -14,7 +14,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
-use shopfds_broker::Outgoing;
 use shopfds_protocol::payloads::{EvaluateTransaction, OrderTask};
 use shopfds_protocol::{Signature, TaskArgs, TaskMessage, tasks};
 use shopfds_store::{
@@ -46,7 +45,7 @@ pub async fn create(
 
     // A replay is answered before the order is scored again.
     if let Some(idem) = &idempotency
-        && let Some(outcome) = state.store.idempotent_outcome(idem).await?
+        && let Some(outcome) = state.store.idempotency().outcome(idem).await?
     {
         return answer(outcome, None);
     }
@@ -87,18 +86,10 @@ pub async fn create(
     let mut pending = Vec::with_capacity(planned.len() + chained.len());
     let mut task_ids = Map::new();
     for msg in &planned {
-        outbox.push(outbox_message(
-            &Outgoing::task(msg, tasks::queue_for(msg.task())),
-            msg.id(),
-        ));
+        outbox.push(OutboxMessage::task(msg, tasks::queue_for(msg.task())));
     }
     for msg in planned.iter().chain(&chained) {
-        let queue = tasks::queue_for(msg.task());
-        pending.push(PendingTask {
-            task_id: msg.id().to_owned(),
-            name: msg.task().to_owned(),
-            queue: queue.to_owned(),
-        });
+        pending.push(PendingTask::task(msg, tasks::queue_for(msg.task())));
         task_ids.insert(msg.task().to_owned(), Value::String(msg.id().to_owned()));
     }
 
@@ -144,7 +135,8 @@ pub async fn create(
     };
     let outcome = state
         .store
-        .create_order(idempotency.as_ref(), &new_order, &outbox, &pending, &stored)
+        .orders()
+        .create(idempotency.as_ref(), &new_order, &outbox, &pending, &stored)
         .await?;
     if let CreateOutcome::Created = outcome {
         tracing::info!(%order_id, total = order.total, currency = req.currency.as_str(), status, "order accepted");
@@ -183,7 +175,8 @@ pub async fn get(
     let order_id = Uuid::parse_str(&id).map_err(|_| not_found())?;
     let order = state
         .store
-        .get_order(order_id)
+        .orders()
+        .get(order_id)
         .await?
         .ok_or_else(not_found)?;
     Ok(Json(order_json(&order)))
@@ -207,18 +200,6 @@ fn order_json(o: &OrderRecord) -> Value {
         "created_at": o.created_at,
         "updated_at": o.updated_at,
     })
-}
-
-/// An outbox row holding exactly what the relay will publish.
-pub fn outbox_message(out: &Outgoing, task_id: &str) -> OutboxMessage {
-    OutboxMessage {
-        task_id: task_id.to_owned(),
-        exchange: out.exchange.clone(),
-        routing_key: out.routing_key.clone(),
-        headers: Value::Object(out.headers.clone()),
-        properties: serde_json::to_value(&out.properties).unwrap_or(Value::Null),
-        body: out.body.clone(),
-    }
 }
 
 /// The body must be declared JSON: `application/json` or `application/<anything>+json`, with
@@ -259,6 +240,8 @@ fn idempotency(headers: &HeaderMap, body: &[u8]) -> Result<Option<IdempotencyReq
     let digest = Sha256::digest(body);
     let request_hash = digest.iter().map(|b| format!("{b:02x}")).collect();
     Ok(Some(IdempotencyRequest {
+        // Anonymous until callers are authenticated: then the caller's API key id.
+        scope: String::new(),
         key: key.to_owned(),
         request_hash,
     }))
