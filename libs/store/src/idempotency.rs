@@ -1,7 +1,7 @@
 //! HTTP `Idempotency-Key`s, scoped to a caller. A key is unique per `(scope, key)`: the scope is
 //! the caller's API key id (empty for an anonymous caller), so one caller can neither replay nor
 //! block another caller's order by using the same key. Each key is stored with a hash of the
-//! request and the answer it got, in the transaction that wrote the order ([`claim`]), so a key
+//! request and the answer it got, in the transaction that wrote the order (`claim`), so a key
 //! and its order become visible together; a repeated request with the same hash is answered
 //! from the stored answer, with another hash it is a conflict. Keys are forgotten after a
 //! retention ([`IdempotencyKeys::purge`]); after that the same key makes a new order.

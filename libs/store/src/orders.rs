@@ -1,7 +1,7 @@
 //! Orders: written in ONE transaction with their outgoing task messages (the transactional
 //! outbox), the PENDING rows of their tasks and the HTTP `Idempotency-Key`, so an order either
 //! exists with all its work queued or does not exist at all. The idempotency key is claimed
-//! first ([`crate::idempotency::claim`]); a replayed or conflicting key writes nothing else.
+//! first (`idempotency::claim`); a replayed or conflicting key writes nothing else.
 //! An order is written once; only the tasks that ship and invoice it fill in its tracking
 //! number and invoice URL afterwards.
 

@@ -1,7 +1,7 @@
 //! The result store: one row per task id with its Celery state, retries, progress meta, result
 //! or error and an expiry, read by `GET /v1/tasks/{id}`. A ready (terminal) state is never
-//! replaced by a non-ready one; an expired row reads as unknown and is purged by housekeeping.
-//! A task's row is created PENDING with its message ([`insert_pending`]), so its id is known
+//! replaced by a non-ready one; an expired row reads as unknown until [`Results::purge_expired`] deletes it.
+//! A task's row is created PENDING with its message (`insert_pending`), so its id is known
 //! before a worker has seen it.
 
 use chrono::{DateTime, Utc};

@@ -1,5 +1,5 @@
 //! The transactional outbox: task messages written in the same transaction as the business data
-//! ([`insert`], used by `orders().create`, or [`Outbox::enqueue_tasks`] on their own), then
+//! (`insert`, used by `orders().create`, or [`Outbox::enqueue_tasks`] on their own), then
 //! published by a relay that marks a row sent only after RabbitMQ confirmed it. A broker outage
 //! delays messages; it never loses one.
 //!

@@ -48,7 +48,7 @@ async fn spawn(config: RulesConfig, with_index: bool) -> TestGrpc {
         .await
         .unwrap();
     let engine = Arc::new(Engine::new(config, "test-rules"));
-    let (recorder, _writer) = ResultRecorder::spawn(store.clone(), 1000);
+    let (recorder, _writer) = ResultRecorder::spawn(store.fds(), 1000);
     let mut service = FraudDetectionService::new(
         Arc::clone(&engine),
         store.clone(),
@@ -59,7 +59,7 @@ async fn spawn(config: RulesConfig, with_index: bool) -> TestGrpc {
     let index = with_index.then(|| {
         let index = VelocityIndex::new();
         service = service.clone().with_velocity_index(Arc::clone(&index));
-        velocity::sync(Arc::clone(&index), store.clone(), shutdown.clone());
+        velocity::sync(Arc::clone(&index), store.velocity(), shutdown.clone());
         index
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

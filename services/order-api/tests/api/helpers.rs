@@ -27,6 +27,10 @@ pub struct Options {
     pub fds_down: bool,
     /// order-api's `HTTP_HEADER_READ_TIMEOUT_SECS`, shorter than any default.
     pub header_read_timeout: Option<Duration>,
+    /// `RELAY_ENABLED=false`: this replica takes orders but relays nothing.
+    pub relay_disabled: bool,
+    /// The pause between two rounds of housekeeping, shorter than any default.
+    pub housekeeping_every: Option<Duration>,
 }
 
 pub struct TestApp {
@@ -87,6 +91,10 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     settings.relay.poll_interval = Duration::from_millis(200);
     if let Some(timeout) = options.header_read_timeout {
         settings.http.header_read_timeout = timeout;
+    }
+    settings.relay.enabled = !options.relay_disabled;
+    if let Some(every) = options.housekeeping_every {
+        settings.housekeeping.every = every;
     }
     let shutdown = CancellationToken::new();
     let mut handles = Vec::new();

@@ -5,6 +5,7 @@
 
 mod edge;
 mod helpers;
+mod housekeeping;
 
 use std::time::Duration;
 
