@@ -97,7 +97,8 @@ impl ResultBackend for PostgresBackend {
     fn get<'a>(&'a self, task_id: &'a str) -> BackendFuture<'a, Option<TaskRecord>> {
         async move {
             self.store
-                .task_result(task_id)
+                .results()
+                .get(task_id)
                 .await
                 .map_err(|e| BackendError::new(NAME, e))
         }
@@ -152,7 +153,8 @@ impl ResultBackend for PostgresBackend {
             };
             let progress = self
                 .store
-                .chord_part_succeeded(&part, |results| async move {
+                .chords()
+                .part_succeeded(&part, |results| async move {
                     publish_body(results).await.map_err(PublishFailed)
                 })
                 .await;
@@ -190,7 +192,8 @@ impl ResultBackend for PostgresBackend {
             };
             let size = body.chord_size().unwrap_or(1);
             self.store
-                .chord_part_failed(group_id, size, msg.id(), reason)
+                .chords()
+                .part_failed(group_id, size, msg.id(), reason)
                 .await
                 .map_err(|e| BackendError::new(NAME, e))
         }
@@ -219,7 +222,8 @@ async fn writer(store: Store, mut queue: mpsc::UnboundedReceiver<Job>, batch: Ba
         }
         let rows = coalesce(jobs.iter().map(|j| &j.update));
         let outcome = store
-            .record_task_states(&rows)
+            .results()
+            .record_many(&rows)
             .await
             .map_err(|e| e.to_string());
         if let Err(e) = &outcome {

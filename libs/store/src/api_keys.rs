@@ -2,21 +2,18 @@
 //! Only hashes are stored; scopes are kept as names and interpreted by `shopfds-auth`.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
 
 use crate::{Store, StoreError};
 
-/// The repository of API keys.
-#[derive(Clone, Debug)]
-pub struct ApiKeys {
-    pool: PgPool,
+repository! {
+    /// The `api_keys` table.
+    ApiKeys
 }
 
 impl Store {
+    /// API keys made by `order-api keys create`.
     pub fn api_keys(&self) -> ApiKeys {
-        ApiKeys {
-            pool: self.pool.clone(),
-        }
+        ApiKeys::new(self.pool.clone())
     }
 }
 

@@ -9,7 +9,7 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::{Store, StoreError};
+use crate::StoreError;
 
 /// One succeeded header part.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,11 +65,16 @@ fn size_i32(size: usize) -> Result<i32, StoreError> {
         .ok_or_else(|| StoreError::Corrupt(format!("chord size {size} out of range")))
 }
 
-impl Store {
+repository! {
+    /// The `chords` and `chord_parts` tables.
+    Chords
+}
+
+impl Chords {
     /// Records a succeeded part. When it is the last one, `publish_body` runs with the results
     /// (header order) before the commit; if it fails, nothing is recorded and the error is
     /// returned, so the caller can requeue the part's message and try again.
-    pub async fn chord_part_succeeded<F, Fut, E>(
+    pub async fn part_succeeded<F, Fut, E>(
         &self,
         part: &ChordPart<'_>,
         publish_body: F,
@@ -150,7 +155,7 @@ impl Store {
     /// Records that a part failed for good. True for the one call that failed the chord (it
     /// reports the body's failure and fires its errbacks); false when the chord had already
     /// failed or completed.
-    pub async fn chord_part_failed(
+    pub async fn part_failed(
         &self,
         group_id: &str,
         size: usize,
@@ -179,7 +184,7 @@ impl Store {
     }
 
     /// The chord counted under `group_id`, if any part reported yet.
-    pub async fn chord(&self, group_id: &str) -> Result<Option<ChordRecord>, StoreError> {
+    pub async fn get(&self, group_id: &str) -> Result<Option<ChordRecord>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT group_id, size, done, state, failed_task_id, reason, created_at, updated_at \
              FROM chords WHERE group_id = $1",
@@ -191,7 +196,7 @@ impl Store {
 
     /// Deletes chords (and their parts) created before `before`: the clean-up that runs with the
     /// result expiry. Returns how many chords went.
-    pub async fn purge_chords_before(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+    pub async fn purge_before(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
         Ok(sqlx::query("DELETE FROM chords WHERE created_at < $1")
             .bind(before)
             .execute(&self.pool)

@@ -1,46 +1,80 @@
-//! `shopfds-store`: everything ShopFDS keeps in PostgreSQL. The connection pool and embedded
-//! migrations live here; the repositories are split by concern:
+//! `shopfds-store`: everything ShopFDS keeps in PostgreSQL. [`Store`] owns the connection pool's
+//! life (connect, migrate, ping, close); the data is reached through one repository per
+//! concern, each a cheap handle on the same pool in a module of its own, so a call such as
+//! `store.orders().get(id)` leads to `orders.rs`:
 //!
-//! - [`orders`]: orders written together with their outgoing task messages and the HTTP
-//!   idempotency key, in one transaction (transactional outbox);
-//! - [`outbox`]: the relay step that publishes outbox rows and marks them sent after the confirm;
-//! - [`results`]: the Celery-style result store behind `GET /v1/tasks/{id}`;
-//! - [`once`]: once-only side effects, keyed by task id or a business key;
-//! - [`chords`]: chord header parts counted once each, and the body published exactly once;
-//! - `fds`: fraud decisions (`fds_results`) and the velocity counts of the fraud rules;
-//! - [`fds_batch`]: the batch re-evaluation's reads and writes (inside a once-only transaction)
-//!   and the stored versions of the threat-intelligence feed.
+//! - [`orders`] (`store.orders()`): orders written together with their outgoing task messages,
+//!   their PENDING task rows and the HTTP idempotency key, in one transaction (transactional
+//!   outbox);
+//! - [`idempotency`] (`store.idempotency()`): `Idempotency-Key`s scoped to a caller, the answer
+//!   stored with each, and their purge;
+//! - [`outbox`] (`store.outbox()`): a task message mapped to its outbox row and back, and the
+//!   relay's store side: rows claimed, published through the caller's publisher, marked sent
+//!   only after the confirm;
+//! - [`results`] (`store.results()`): the Celery-style result store behind `GET /v1/tasks/{id}`;
+//! - [`once`] (`store.once()`): once-only side effects, keyed by task id or a business key;
+//! - [`chords`] (`store.chords()`): chord header parts counted once each, and the body
+//!   published exactly once;
+//! - [`fds`] (`store.fds()`): fraud decisions (`fds_results`);
+//! - [`velocity`] (`store.velocity()`): the velocity counts of the fraud rules and the feed of
+//!   new orders that keeps a replica's in-memory index in step;
+//! - [`fds_batch`] (`store.fds_batch()`): the batch re-evaluation's reads and writes (inside a
+//!   once-only transaction);
+//! - [`threat_intel`] (`store.threat_intel()`): the stored versions of the threat-intelligence
+//!   feed.
+//!
+//! Functions that take a caller's transaction or connection (to commit with a once-only record,
+//! say) are free functions in their repository's module.
+
+/// A repository: a cheap handle on the store's pool (cloning it clones an `Arc`), with the
+/// methods of one concern in the module that declares it.
+macro_rules! repository {
+    ($(#[$attr:meta])* $name:ident) => {
+        $(#[$attr])*
+        #[derive(Clone, Debug)]
+        pub struct $name {
+            pool: sqlx::PgPool,
+        }
+
+        impl $name {
+            pub(crate) fn new(pool: sqlx::PgPool) -> Self {
+                $name { pool }
+            }
+        }
+    };
+}
 
 pub mod api_keys;
 pub mod chords;
 pub mod error;
-mod fds;
+pub mod fds;
 pub mod fds_batch;
+pub mod idempotency;
 pub mod once;
 pub mod orders;
 pub mod outbox;
 pub mod results;
 pub mod settings;
+pub mod threat_intel;
+pub mod velocity;
 
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
 pub use api_keys::{ApiKeyRecord, ApiKeys, NewApiKey};
-pub use chords::{ChordError, ChordPart, ChordProgress, ChordRecord};
+pub use chords::{ChordError, ChordPart, ChordProgress, ChordRecord, Chords};
 pub use error::StoreError;
-pub use fds::{
-    FdsDecision, FdsResultRecord, FdsSource, NewFdsResult, ORDERS_CHANNEL, VelocityCounts,
-    VelocityEntry, VelocityQuery,
-};
-pub use fds_batch::{OrderToEvaluate, SavedThreatIntel, ThreatIntelRecord};
-pub use once::OnceGuard;
-pub use orders::{
-    CreateOutcome, IdempotencyRequest, NewOrder, NewOrderItem, OrderRecord, StoredResponse,
-};
-pub use outbox::{OUTBOX_CHANNEL, OutboxMessage, OutboxRow, PendingTask};
-pub use results::{TaskRecord, TaskStateUpdate};
+pub use fds::{FdsDecision, FdsResultRecord, FdsResults, FdsSource, NewFdsResult};
+pub use fds_batch::{FdsBatch, OrderToEvaluate};
+pub use idempotency::{CreateOutcome, IdempotencyKeys, IdempotencyRequest, StoredResponse};
+pub use once::{Once, OnceGuard};
+pub use orders::{NewOrder, NewOrderItem, OrderRecord, Orders};
+pub use outbox::{OUTBOX_CHANNEL, Outbox, OutboxMessage, OutboxRow, PendingTask};
+pub use results::{Results, TaskRecord, TaskStateUpdate};
 pub use settings::DatabaseSettings;
 pub use sqlx;
+pub use threat_intel::{SavedThreatIntel, ThreatIntel, ThreatIntelRecord};
+pub use velocity::{ORDERS_CHANNEL, Velocity, VelocityCounts, VelocityEntry, VelocityQuery};
 
 /// The migrations compiled into the binary, so a service never depends on files at run time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -115,6 +149,59 @@ impl Store {
                 "database connections still busy at shutdown; closing without them"
             );
         }
+    }
+}
+
+/// The repositories: each a cheap handle on the pool, its methods in its own module.
+impl Store {
+    /// Orders, written with their outbox rows, task rows and idempotency key.
+    pub fn orders(&self) -> Orders {
+        Orders::new(self.pool.clone())
+    }
+
+    /// `Idempotency-Key`s per caller, with the answer stored for each.
+    pub fn idempotency(&self) -> IdempotencyKeys {
+        IdempotencyKeys::new(self.pool.clone())
+    }
+
+    /// The transactional outbox and the relay's store side.
+    pub fn outbox(&self) -> Outbox {
+        Outbox::new(self.pool.clone())
+    }
+
+    /// The result store (`task_results`).
+    pub fn results(&self) -> Results {
+        Results::new(self.pool.clone())
+    }
+
+    /// Once-only guards for side effects.
+    pub fn once(&self) -> Once {
+        Once::new(self.pool.clone())
+    }
+
+    /// Chords counted in PostgreSQL.
+    pub fn chords(&self) -> Chords {
+        Chords::new(self.pool.clone())
+    }
+
+    /// Fraud decisions (`fds_results`).
+    pub fn fds(&self) -> FdsResults {
+        FdsResults::new(self.pool.clone())
+    }
+
+    /// Velocity counts and the feed of new orders.
+    pub fn velocity(&self) -> Velocity {
+        Velocity::new(self.pool.clone())
+    }
+
+    /// The batch fraud evaluation's reads.
+    pub fn fds_batch(&self) -> FdsBatch {
+        FdsBatch::new(self.pool.clone())
+    }
+
+    /// The threat-intelligence feed's stored versions.
+    pub fn threat_intel(&self) -> ThreatIntel {
+        ThreatIntel::new(self.pool.clone())
     }
 }
 

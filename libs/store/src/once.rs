@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use sqlx::{PgPool, Postgres, Transaction};
 
-use crate::{Store, StoreError};
+use crate::StoreError;
 
 /// One attempt to write the record may take this long before the connection counts as lost
 /// (a half-open socket would otherwise wait out the kernel's TCP timeout).
@@ -35,11 +35,16 @@ pub struct OnceGuard {
     done: Option<serde_json::Value>,
 }
 
-impl Store {
+repository! {
+    /// The `processed_tasks` table and the advisory locks keyed like it.
+    Once
+}
+
+impl Once {
     /// Begins a transaction, takes `pg_advisory_xact_lock(hashtextextended(key, 0))` so two
     /// deliveries of the same task serialize, and reads what a previous run recorded. The guard
     /// holds a pooled connection until it completes or drops: keep the side effect short.
-    pub async fn begin_once(&self, key: &str) -> Result<OnceGuard, StoreError> {
+    pub async fn begin(&self, key: &str) -> Result<OnceGuard, StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
             .bind(key)

@@ -1,38 +1,18 @@
 //! Orders: written in ONE transaction with their outgoing task messages (the transactional
 //! outbox), the PENDING rows of their tasks and the HTTP `Idempotency-Key`, so an order either
-//! exists with all its work queued or does not exist at all.
+//! exists with all its work queued or does not exist at all. The idempotency key is claimed
+//! first (`idempotency::claim`); a replayed or conflicting key writes nothing else.
+//! An order is written once; only the tasks that ship and invoice it fill in its tracking
+//! number and invoice URL afterwards.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::outbox::{OutboxMessage, PendingTask, insert_outbox, insert_pending_tasks};
-use crate::{Store, StoreError};
-
-/// The `Idempotency-Key` header and a hash of the request it came with.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IdempotencyRequest {
-    pub key: String,
-    pub request_hash: String,
-}
-
-/// The HTTP answer stored with an idempotency key, replayed verbatim for a repeated request.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StoredResponse {
-    pub status: u16,
-    pub body: serde_json::Value,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum CreateOutcome {
-    /// The order, its outbox rows and task rows were written.
-    Created,
-    /// The key was used before with the same request: nothing was written, answer this again.
-    Replayed(StoredResponse),
-    /// The key was used before with a different request (HTTP 409); nothing was written.
-    KeyConflict,
-}
+use crate::StoreError;
+use crate::idempotency::{self, CreateOutcome, IdempotencyRequest, KeyCheck, StoredResponse};
+use crate::outbox::{OutboxMessage, PendingTask};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewOrderItem {
@@ -120,33 +100,23 @@ struct ItemRow {
     unit_price: i64,
 }
 
-#[derive(sqlx::FromRow)]
-struct IdempotencyRow {
-    request_hash: String,
-    response_status: Option<i32>,
-    response_body: Option<serde_json::Value>,
+repository! {
+    /// The `orders` and `order_items` tables.
+    Orders
 }
 
-/// What the idempotency check found.
-enum KeyCheck {
-    /// The key is ours now (inserted in the open transaction).
-    Claimed,
-    Settled(CreateOutcome),
-    /// The conflicting row disappeared before we could read it (purged); try again.
-    Vanished,
-}
-
-impl Store {
+impl Orders {
     /// Writes an order in ONE transaction:
-    /// 1. with `idem`, claims the key (`INSERT … ON CONFLICT DO NOTHING`). A key already used with
-    ///    the same request hash replays its stored response, with another hash it is a conflict;
-    ///    in both cases nothing else is written. A concurrent request with the same key waits on
-    ///    the unique index until the first one commits, then sees its row and replays it.
+    /// 1. with `idem`, claims the key in its scope (`INSERT … ON CONFLICT DO NOTHING`). A key
+    ///    already used in that scope with the same request hash replays its stored response,
+    ///    with another hash it is a conflict; in both cases nothing else is written. A
+    ///    concurrent request with the same scope and key waits on the unique index until the
+    ///    first one commits, then sees its row and replays it.
     /// 2. inserts the order, its items, one outbox row per message and a PENDING `task_results`
     ///    row per task (existing rows are left alone);
     /// 3. stores `response` with the key;
     /// 4. `pg_notify('outbox_new')`, delivered to relays when the transaction commits.
-    pub async fn create_order(
+    pub async fn create(
         &self,
         idem: Option<&IdempotencyRequest>,
         order: &NewOrder,
@@ -160,7 +130,7 @@ impl Store {
             attempts += 1;
             let mut tx = self.pool.begin().await?;
             if let Some(idem) = idem {
-                match claim_key(&mut tx, idem, response).await? {
+                match idempotency::claim(&mut tx, idem, response).await? {
                     KeyCheck::Claimed => {}
                     KeyCheck::Settled(outcome) => {
                         tx.rollback().await?;
@@ -179,48 +149,13 @@ impl Store {
                 }
             }
             insert_order(&mut tx, order).await?;
-            insert_outbox(&mut tx, outbox).await?;
-            insert_pending_tasks(&mut tx, pending).await?;
-            if !outbox.is_empty() {
-                crate::outbox::notify(&mut tx).await?;
-            }
+            crate::outbox::insert(&mut tx, outbox, pending).await?;
             tx.commit().await?;
             return Ok(CreateOutcome::Created);
         }
     }
 
-    /// What `create_order` would answer for this key right now without writing anything:
-    /// `Some(Replayed)` or `Some(KeyConflict)` when the key was used, `None` when it is free.
-    /// A cheap check before work that should not run for a replay (scoring the order); the
-    /// transaction in `create_order` still decides races.
-    pub async fn idempotent_outcome(
-        &self,
-        idem: &IdempotencyRequest,
-    ) -> Result<Option<CreateOutcome>, StoreError> {
-        let existing = sqlx::query_as::<_, IdempotencyRow>(
-            "SELECT request_hash, response_status, response_body FROM idempotency_keys WHERE key = $1",
-        )
-        .bind(&idem.key)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(existing.map(|row| {
-            if row.request_hash != idem.request_hash {
-                return CreateOutcome::KeyConflict;
-            }
-            match (
-                row.response_status.and_then(|s| u16::try_from(s).ok()),
-                row.response_body,
-            ) {
-                (Some(status), Some(body)) => {
-                    CreateOutcome::Replayed(StoredResponse { status, body })
-                }
-                // A half-stored row cannot be replayed; let create_order report it.
-                _ => CreateOutcome::KeyConflict,
-            }
-        }))
-    }
-
-    pub async fn get_order(&self, id: Uuid) -> Result<Option<OrderRecord>, StoreError> {
+    pub async fn get(&self, id: Uuid) -> Result<Option<OrderRecord>, StoreError> {
         let Some(row) = sqlx::query_as::<_, OrderRow>(
             "SELECT id, customer_id, customer_email, customer_name, account_created_at, currency, \
                     total, shipping_address, billing_country, payment, client_ip, status, fds, \
@@ -273,11 +208,7 @@ impl Store {
 
     /// Records the shipping partner's tracking number. An unknown order is logged, not an error:
     /// the task that calls this has nothing better to do about it.
-    pub async fn set_order_tracking_number(
-        &self,
-        id: Uuid,
-        tracking: &str,
-    ) -> Result<(), StoreError> {
+    pub async fn set_tracking_number(&self, id: Uuid, tracking: &str) -> Result<(), StoreError> {
         let done =
             sqlx::query("UPDATE orders SET tracking_number = $2, updated_at = now() WHERE id = $1")
                 .bind(id)
@@ -291,7 +222,7 @@ impl Store {
     }
 
     /// Records where the invoice PDF was stored. An unknown order is logged, not an error.
-    pub async fn set_order_invoice_url(&self, id: Uuid, url: &str) -> Result<(), StoreError> {
+    pub async fn set_invoice_url(&self, id: Uuid, url: &str) -> Result<(), StoreError> {
         let done =
             sqlx::query("UPDATE orders SET invoice_url = $2, updated_at = now() WHERE id = $1")
                 .bind(id)
@@ -302,74 +233,6 @@ impl Store {
             tracing::warn!(order_id = %id, "invoice url for an unknown order");
         }
         Ok(())
-    }
-
-    /// Forgets idempotency keys older than `older_than` (24 h in production): after that a
-    /// repeated request creates a new order.
-    pub async fn purge_idempotency_keys(
-        &self,
-        older_than: chrono::Duration,
-    ) -> Result<u64, StoreError> {
-        let done =
-            sqlx::query("DELETE FROM idempotency_keys WHERE created_at < now() - $1::interval")
-                .bind(older_than)
-                .execute(&self.pool)
-                .await?;
-        Ok(done.rows_affected())
-    }
-}
-
-async fn claim_key(
-    tx: &mut Transaction<'static, Postgres>,
-    idem: &IdempotencyRequest,
-    response: &StoredResponse,
-) -> Result<KeyCheck, StoreError> {
-    // The response is known before anything is written, so the key and its response go in with
-    // one statement; they become visible together at commit.
-    let inserted = sqlx::query(
-        "INSERT INTO idempotency_keys (key, request_hash, response_status, response_body) \
-         VALUES ($1, $2, $3, $4) ON CONFLICT (key) DO NOTHING",
-    )
-    .bind(&idem.key)
-    .bind(&idem.request_hash)
-    .bind(i32::from(response.status))
-    .bind(&response.body)
-    .execute(&mut **tx)
-    .await?;
-    if inserted.rows_affected() == 1 {
-        return Ok(KeyCheck::Claimed);
-    }
-    // READ COMMITTED: this statement takes a fresh snapshot, so it sees the row the other
-    // transaction committed while our INSERT was waiting on the unique index.
-    let existing = sqlx::query_as::<_, IdempotencyRow>(
-        "SELECT request_hash, response_status, response_body FROM idempotency_keys WHERE key = $1",
-    )
-    .bind(&idem.key)
-    .fetch_optional(&mut **tx)
-    .await?;
-    let Some(existing) = existing else {
-        return Ok(KeyCheck::Vanished);
-    };
-    if existing.request_hash != idem.request_hash {
-        return Ok(KeyCheck::Settled(CreateOutcome::KeyConflict));
-    }
-    match (existing.response_status, existing.response_body) {
-        (Some(status), Some(body)) => {
-            let status = u16::try_from(status).map_err(|_| {
-                StoreError::Corrupt(format!(
-                    "idempotency key {:?}: stored status {status}",
-                    idem.key
-                ))
-            })?;
-            Ok(KeyCheck::Settled(CreateOutcome::Replayed(StoredResponse {
-                status,
-                body,
-            })))
-        }
-        _ => Err(StoreError::Corrupt(format!(
-            "idempotency key {:?} has no stored response",
-            idem.key
-        ))),
     }
 }
 

@@ -1,11 +1,16 @@
 //! The result store: one row per task id with its Celery state, retries, progress meta, result
-//! or error and an expiry, read by `GET /v1/tasks/{id}`.
+//! or error and an expiry, read by `GET /v1/tasks/{id}`. A ready (terminal) state is never
+//! replaced by a non-ready one; an expired row reads as unknown until [`Results::purge_expired`] deletes it.
+//! A task's row is created PENDING with its message (`insert_pending`), so its id is known
+//! before a worker has seen it.
 
 use chrono::{DateTime, Utc};
 use shopfds_protocol::TaskState;
 pub use shopfds_protocol::result::{TaskRecord, TaskStateUpdate};
+use sqlx::{Postgres, Transaction};
 
-use crate::{Store, StoreError};
+use crate::StoreError;
+use crate::outbox::PendingTask;
 
 const ALL_STATES: [TaskState; 9] = [
     TaskState::Pending,
@@ -58,19 +63,24 @@ impl TryFrom<Row> for TaskRecord {
     }
 }
 
-impl Store {
+repository! {
+    /// The `task_results` table.
+    Results
+}
+
+impl Results {
     /// Upserts the task's row. A ready (terminal) state is never replaced by a non-ready one: a
     /// late STARTED from a redelivered message must not hide SUCCESS. Otherwise the update
     /// replaces state, progress, result and error; retries keep the maximum seen; `updated_at`
     /// is now; `expires_at` is replaced when given.
-    pub async fn record_task_state(&self, update: &TaskStateUpdate) -> Result<(), StoreError> {
-        self.record_task_states(std::slice::from_ref(update)).await
+    pub async fn record(&self, update: &TaskStateUpdate) -> Result<(), StoreError> {
+        self.record_many(std::slice::from_ref(update)).await
     }
 
-    /// Upserts many rows in one statement, with the rules of [`Store::record_task_state`]. Task
+    /// Upserts many rows in one statement, with the rules of [`Results::record`]. Task
     /// ids must be distinct (coalesce first): PostgreSQL refuses to update one row twice in a
     /// statement.
-    pub async fn record_task_states(&self, updates: &[TaskStateUpdate]) -> Result<(), StoreError> {
+    pub async fn record_many(&self, updates: &[TaskStateUpdate]) -> Result<(), StoreError> {
         if updates.is_empty() {
             return Ok(());
         }
@@ -125,7 +135,7 @@ impl Store {
     }
 
     /// The task's row; an expired row reads as unknown, as in Celery's backends.
-    pub async fn task_result(&self, task_id: &str) -> Result<Option<TaskRecord>, StoreError> {
+    pub async fn get(&self, task_id: &str) -> Result<Option<TaskRecord>, StoreError> {
         sqlx::query_as::<_, Row>(
             "SELECT task_id, name, queue, state, retries, progress, result, error, created_at, \
                     updated_at, expires_at \
@@ -140,12 +150,47 @@ impl Store {
     }
 
     /// Deletes expired rows (Celery beat's `celery.backend_cleanup`).
-    pub async fn purge_expired_results(&self) -> Result<u64, StoreError> {
+    pub async fn purge_expired(&self) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM task_results WHERE expires_at < now()")
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected())
     }
+
+    /// PENDING rows for tasks about to be published (a fanned-out group), so their ids are
+    /// queryable at once; rows that exist already are left alone.
+    pub async fn record_pending(&self, pending: &[PendingTask]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        insert_pending(&mut tx, pending).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// PENDING rows for tasks not yet in the result store, inside the caller's transaction; a row
+/// that exists is left alone.
+pub(crate) async fn insert_pending(
+    tx: &mut Transaction<'static, Postgres>,
+    pending: &[PendingTask],
+) -> Result<(), StoreError> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let task_ids: Vec<&str> = pending.iter().map(|p| p.task_id.as_str()).collect();
+    let names: Vec<&str> = pending.iter().map(|p| p.name.as_str()).collect();
+    let queues: Vec<&str> = pending.iter().map(|p| p.queue.as_str()).collect();
+    sqlx::query(
+        "INSERT INTO task_results (task_id, name, queue, state) \
+         SELECT t.task_id, t.name, t.queue, 'PENDING' \
+         FROM UNNEST($1::text[], $2::text[], $3::text[]) AS t (task_id, name, queue) \
+         ON CONFLICT (task_id) DO NOTHING",
+    )
+    .bind(task_ids)
+    .bind(names)
+    .bind(queues)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -120,7 +120,8 @@ impl FraudDetectionService {
         if let Some(counts) = self.velocity_index.as_ref().and_then(|i| i.counts(&query)) {
             return Some(counts);
         }
-        match tokio::time::timeout(self.velocity_timeout, self.store.velocity_counts(&query)).await
+        match tokio::time::timeout(self.velocity_timeout, self.store.velocity().counts(&query))
+            .await
         {
             Ok(Ok(counts)) => Some(counts),
             Ok(Err(e)) => {

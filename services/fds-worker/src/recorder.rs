@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use shopfds_store::{NewFdsResult, Store};
+use shopfds_store::{FdsResults, NewFdsResult};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -26,7 +26,7 @@ pub struct ResultRecorder {
 
 impl ResultRecorder {
     /// Starts the writer with room for `capacity` waiting results.
-    pub fn spawn(store: Store, capacity: usize) -> (ResultRecorder, JoinHandle<()>) {
+    pub fn spawn(store: FdsResults, capacity: usize) -> (ResultRecorder, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let writer = tokio::spawn(write_batches(store, rx));
         (
@@ -68,10 +68,10 @@ impl ResultRecorder {
     }
 }
 
-async fn write_batches(store: Store, mut rx: mpsc::Receiver<NewFdsResult>) {
+async fn write_batches(store: FdsResults, mut rx: mpsc::Receiver<NewFdsResult>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        if let Err(e) = store.record_fds_results(&batch).await {
+        if let Err(e) = store.record_many(&batch).await {
             metrics::results_write_failed_total().inc_by(batch.len() as u64);
             tracing::error!(error = %e, lost = batch.len(), "cannot record fds results");
         }

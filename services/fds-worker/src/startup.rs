@@ -131,7 +131,7 @@ impl Application {
                 shutdown.clone(),
             )
         });
-        let (recorder, writer) = ResultRecorder::spawn(self.store.clone(), fds.results_buffer);
+        let (recorder, writer) = ResultRecorder::spawn(self.store.fds(), fds.results_buffer);
         let mut service = FraudDetectionService::new(
             Arc::clone(&self.engine),
             self.store.clone(),
@@ -142,7 +142,11 @@ impl Application {
             VelocitySource::Memory => {
                 let index = VelocityIndex::new();
                 service = service.with_velocity_index(Arc::clone(&index));
-                Some(velocity::sync(index, self.store.clone(), shutdown.clone()))
+                Some(velocity::sync(
+                    index,
+                    self.store.velocity(),
+                    shutdown.clone(),
+                ))
             }
             VelocitySource::Database => None,
         };

@@ -23,7 +23,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use shopfds_store::{Store, VelocityCounts, VelocityEntry, VelocityQuery};
+use shopfds_store::{Velocity, VelocityCounts, VelocityEntry, VelocityQuery};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -94,7 +94,7 @@ impl VelocityIndex {
         self.len() == 0
     }
 
-    /// The counts [`Store::velocity_counts`] would return for `query`, or `None` while the
+    /// The counts [`Velocity::counts`] would return for `query`, or `None` while the
     /// index is not synced.
     pub fn counts(&self, query: &VelocityQuery) -> Option<VelocityCounts> {
         if !self.is_synced() {
@@ -268,7 +268,7 @@ fn window_start(at: DateTime<Utc>, window: Duration) -> DateTime<Utc> {
 /// announced; after any database error, mark the index stale and start over.
 pub fn sync(
     index: Arc<VelocityIndex>,
-    store: Store,
+    store: Velocity,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -297,12 +297,12 @@ pub fn sync(
 }
 
 /// One life of the feed; returns only with the error that ended it.
-async fn follow(index: &VelocityIndex, store: &Store) -> anyhow::Result<()> {
+async fn follow(index: &VelocityIndex, store: &Velocity) -> anyhow::Result<()> {
     let mut listener = store.orders_listener().await?;
     // Listening before loading: an order committed in between is both loaded and announced, and
     // indexed once.
     let since = Utc::now() - chrono::Duration::from_std(RETENTION)?;
-    let entries = store.velocity_entries_since(since).await?;
+    let entries = store.entries_since(since).await?;
     let loaded = entries.len();
     index.insert(entries);
     index.set_synced(true);
@@ -335,7 +335,7 @@ async fn follow(index: &VelocityIndex, store: &Store) -> anyhow::Result<()> {
     let apply = async {
         let mut ids = Vec::with_capacity(FETCH_BATCH);
         while ids_rx.recv_many(&mut ids, FETCH_BATCH).await > 0 {
-            index.insert(store.velocity_entries(&ids).await?);
+            index.insert(store.entries(&ids).await?);
             ids.clear();
         }
         Ok(())

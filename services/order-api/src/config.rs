@@ -24,6 +24,7 @@ pub struct Settings {
     pub broker: BrokerSettings,
     pub telemetry: TelemetrySettings,
     pub relay: RelaySettings,
+    pub housekeeping: crate::housekeeping::HousekeepingSettings,
     pub fds: FdsSettings,
     /// `RESULT_BACKEND`: where `GET /v1/tasks/{id}` reads task states.
     pub results: ResultSettings,
@@ -46,8 +47,6 @@ pub struct RelaySettings {
     pub batch_size: i64,
     /// `RELAY_POLL_INTERVAL_MS` (default 1000): a safety net; relays are woken by NOTIFY.
     pub poll_interval: Duration,
-    /// `OUTBOX_RETENTION_HOURS` (default 24): sent rows are purged after this long.
-    pub retention: Duration,
 }
 
 impl Default for RelaySettings {
@@ -56,7 +55,6 @@ impl Default for RelaySettings {
             enabled: true,
             batch_size: 100,
             poll_interval: Duration::from_secs(1),
-            retention: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -67,7 +65,6 @@ impl Settings {
             enabled: env_parse("RELAY_ENABLED", true)?,
             batch_size: env_parse("RELAY_BATCH_SIZE", 100)?,
             poll_interval: Duration::from_millis(env_parse("RELAY_POLL_INTERVAL_MS", 1000)?),
-            retention: Duration::from_secs(3600 * env_parse::<u64>("OUTBOX_RETENTION_HOURS", 24)?),
         };
         if relay.batch_size < 1 {
             anyhow::bail!("RELAY_BATCH_SIZE: must be at least 1");
@@ -81,6 +78,9 @@ impl Settings {
             broker: BrokerSettings::from_env(SERVICE)?,
             telemetry: TelemetrySettings::from_env(SERVICE)?,
             relay,
+            housekeeping: crate::housekeeping::HousekeepingSettings::read(
+                &shopfds_config::Env::process(),
+            )?,
             fds: FdsSettings::from_env()?,
             results: ResultSettings::from_env()?,
             request_timeout: Duration::from_secs(env_parse("REQUEST_TIMEOUT_SECS", 10)?),

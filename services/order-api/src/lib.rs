@@ -1,11 +1,13 @@
 //! order-api: the HTTP API of ShopFDS orders. It validates an order, writes it and its task
-//! messages in one transaction, answers at once, and relays the messages to RabbitMQ.
+//! messages in one transaction, answers at once, and relays the messages to RabbitMQ;
+//! housekeeping purges what has expired.
 
 pub mod auth;
 pub mod config;
 pub mod domain;
 pub mod error;
 pub mod fds;
+pub mod housekeeping;
 pub mod keys;
 pub mod relay;
 pub mod routes;

@@ -1,7 +1,9 @@
 //! The outbox relay: publishes committed outbox rows to RabbitMQ with publisher confirms and
-//! marks a row sent only after its confirm. Rows are claimed with `FOR UPDATE SKIP LOCKED`, so
-//! several order-api replicas relay side by side without sending a row twice; a relay is woken
-//! by PostgreSQL `NOTIFY` at commit and polls as a safety net.
+//! marks a row sent only after its confirm. The store side (rows claimed with `FOR UPDATE SKIP
+//! LOCKED`, so several order-api replicas relay side by side without sending a row twice; rows
+//! mapped back to their messages; sent or failed marked) is `shopfds_store::outbox`; this loop
+//! keeps a confirmed publisher, is woken by PostgreSQL `NOTIFY` at commit and polls as a safety
+//! net. It does nothing else: the purges run in [`crate::housekeeping`].
 //!
 //! While RabbitMQ is unreachable rows simply wait; when it is back the relay reconnects and
 //! drains them. A crash between the confirm and the commit publishes a row again (at-least-once),
@@ -11,19 +13,14 @@
 //! only PostgreSQL: the gauge is what alerts on a relay that cannot publish, so it must keep
 //! moving while the broker is away (it did not when the relay set it between its publishes).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use serde_json::Value;
 use shopfds_broker::amqp::connect_with_retry;
-use shopfds_broker::{BrokerSettings, Outgoing, Publisher, topology};
-use shopfds_protocol::MessageProperties;
-use shopfds_store::{OutboxRow, Store};
+use shopfds_broker::{BrokerSettings, Publisher, topology};
+use shopfds_store::Store;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RelaySettings;
-
-/// How often expired results, old idempotency keys and sent outbox rows are cleaned up.
-const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(600);
 
 pub async fn run(
     store: Store,
@@ -31,7 +28,6 @@ pub async fn run(
     settings: RelaySettings,
     shutdown: CancellationToken,
 ) {
-    let mut last_housekeeping: Option<Instant> = None;
     while let Some(conn) = connect_with_retry(&broker, &shutdown).await {
         let publisher = match setup(&conn, &broker).await {
             Ok(p) => p,
@@ -42,7 +38,7 @@ pub async fn run(
             }
         };
         tracing::info!("outbox relay connected");
-        let mut listener = match store.outbox_listener().await {
+        let mut listener = match store.outbox().listener().await {
             Ok(l) => Some(l),
             Err(e) => {
                 tracing::warn!(error = %e, "no LISTEN connection; the relay will poll");
@@ -54,13 +50,15 @@ pub async fn run(
                 let _ = conn.close(200, "relay shutdown".into()).await;
                 return;
             }
-            if last_housekeeping.is_none_or(|t| t.elapsed() >= HOUSEKEEPING_EVERY) {
-                housekeeping(&store, &settings).await;
-                last_housekeeping = Some(Instant::now());
-            }
-            match drain(&store, &publisher, settings.batch_size).await {
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "outbox relay step failed"),
+            let drained = store
+                .outbox()
+                .drain(settings.batch_size, |messages| {
+                    let publisher = publisher.clone();
+                    async move { publisher.publish_batch(&messages).await }
+                })
+                .await;
+            if let Err(e) = drained {
+                tracing::warn!(error = %e, "outbox relay step failed");
             }
             if !publisher.is_usable() {
                 tracing::warn!("broker channel lost; the relay reconnects");
@@ -83,7 +81,7 @@ pub async fn run(
                 }
             }
             if listener.is_none() {
-                listener = store.outbox_listener().await.ok();
+                listener = store.outbox().listener().await.ok();
             }
         }
     }
@@ -93,7 +91,7 @@ pub async fn run(
 /// the broker's state. A failed read (database away) keeps the last value.
 pub async fn report_pending(store: Store, every: Duration, shutdown: CancellationToken) {
     loop {
-        match store.outbox_pending().await {
+        match store.outbox().pending().await {
             Ok(pending) => shopfds_telemetry::metrics::outbox_pending().set(pending),
             Err(e) => tracing::debug!(error = %e, "cannot count pending outbox rows"),
         }
@@ -113,98 +111,6 @@ async fn setup(
     topology::declare_for(&channel, broker).await?;
     let _ = channel.close(200, "declared".into()).await;
     Publisher::new(conn).await
-}
-
-/// Publishes batches until the outbox is empty or a batch fails.
-async fn drain(
-    store: &Store,
-    publisher: &Publisher,
-    batch: i64,
-) -> Result<usize, shopfds_store::StoreError> {
-    let mut total = 0;
-    loop {
-        let publisher = publisher.clone();
-        let sent = store
-            .relay_outbox(batch, |rows| async move {
-                let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-                let outgoing: Vec<Result<Outgoing, String>> =
-                    rows.into_iter().map(to_outgoing).collect();
-                let valid: Vec<Outgoing> = outgoing
-                    .iter()
-                    .filter_map(|o| o.as_ref().ok().cloned())
-                    .collect();
-                let mut published = publisher.publish_batch(&valid).await.into_iter();
-                ids.into_iter()
-                    .zip(outgoing)
-                    .map(|(id, o)| match o {
-                        Err(e) => (id, Err(e)),
-                        Ok(_) => (
-                            id,
-                            published
-                                .next()
-                                .unwrap_or(Err(shopfds_broker::PublishError::Closed))
-                                .map_err(|e| e.to_string()),
-                        ),
-                    })
-                    .collect()
-            })
-            .await?;
-        total += sent;
-        if sent < usize::try_from(batch).unwrap_or(usize::MAX) {
-            return Ok(total);
-        }
-    }
-}
-
-fn to_outgoing(row: OutboxRow) -> Result<Outgoing, String> {
-    let m = row.message;
-    let headers = match m.headers {
-        Value::Object(map) => map,
-        other => {
-            return Err(format!(
-                "outbox row {}: headers are not an object: {other}",
-                row.id
-            ));
-        }
-    };
-    let properties: MessageProperties = serde_json::from_value(m.properties)
-        .map_err(|e| format!("outbox row {}: properties: {e}", row.id))?;
-    Ok(Outgoing {
-        exchange: m.exchange,
-        routing_key: m.routing_key,
-        headers,
-        properties,
-        body: m.body,
-    })
-}
-
-async fn housekeeping(store: &Store, settings: &RelaySettings) {
-    let retention =
-        chrono::Duration::from_std(settings.retention).unwrap_or(chrono::Duration::hours(24));
-    match store.purge_expired_results().await {
-        Ok(n) if n > 0 => tracing::info!(removed = n, "expired task results removed"),
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "could not purge expired results"),
-    }
-    if let Err(e) = store.purge_sent_outbox(retention).await {
-        tracing::warn!(error = %e, "could not purge sent outbox rows");
-    }
-    if let Err(e) = store
-        .purge_idempotency_keys(chrono::Duration::hours(24))
-        .await
-    {
-        tracing::warn!(error = %e, "could not purge idempotency keys");
-    }
-    // A chord still open after a week will not complete: its parts have long used up their
-    // retries (the longest policy waits 600 s between tries).
-    match store
-        .purge_chords_before(chrono::Utc::now() - chrono::Duration::days(7))
-        .await
-    {
-        Ok(n) if n > 0 => tracing::info!(removed = n, "chords older than 7 days removed"),
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "could not purge old chords"),
-    }
 }
 
 async fn wait(shutdown: &CancellationToken, d: Duration) {

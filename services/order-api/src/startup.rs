@@ -1,4 +1,4 @@
-//! Builds the HTTP application and runs it with the outbox relay until shutdown.
+//! Builds the HTTP application and runs it with the outbox relay and housekeeping until shutdown.
 
 use std::sync::Arc;
 
@@ -18,7 +18,7 @@ use tower_http::trace::TraceLayer;
 use crate::config::Settings;
 use crate::domain::AmountLimits;
 use crate::fds::FdsClient;
-use crate::{auth, relay, routes};
+use crate::{auth, housekeeping, relay, routes};
 
 /// What handlers share.
 #[derive(Clone)]
@@ -76,7 +76,8 @@ impl Application {
         self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
     }
 
-    /// Serves until `shutdown` fires, then finishes in-flight requests and stops the relay.
+    /// Serves until `shutdown` fires, then finishes in-flight requests and stops the relay and
+    /// housekeeping.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let relay = self.settings.relay.enabled.then(|| {
             tokio::spawn(relay::run(
@@ -86,6 +87,11 @@ impl Application {
                 shutdown.clone(),
             ))
         });
+        let housekeeping = tokio::spawn(housekeeping::run(
+            self.store.clone(),
+            self.settings.housekeeping.clone(),
+            shutdown.clone(),
+        ));
         // Every replica, relaying or not, reports the same table (the alert takes the max).
         let gauge = tokio::spawn(relay::report_pending(
             self.store.clone(),
@@ -112,6 +118,7 @@ impl Application {
             let _ = relay.await;
         }
         let _ = gauge.await;
+        let _ = housekeeping.await;
         self.store.close().await;
         tracing::info!("order-api stopped");
         Ok(())

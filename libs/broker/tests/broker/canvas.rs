@@ -232,7 +232,7 @@ async fn a_chord_on_two_workers_runs_its_body_once_with_the_results_in_header_or
         first_end.values().all(|end| *end <= bodies[0].started),
         "the body started after every part"
     );
-    let chord = tw.store.chord(&group_id).await.unwrap().unwrap();
+    let chord = tw.store.chords().get(&group_id).await.unwrap().unwrap();
     assert_eq!(
         (chord.done, chord.state.as_str()),
         (PARTS as i32, "SUCCESS")

@@ -83,7 +83,8 @@ fn effect_registry(hold: Duration, store: &Store) -> Registry {
                 .await
                 .map_err(TaskError::transient)?;
             let mut guard = store
-                .begin_once(&format!("fault-effect:{}", ctx.id()))
+                .once()
+                .begin(&format!("fault-effect:{}", ctx.id()))
                 .await
                 .map_err(TaskError::transient)?;
             if let Some(done) = guard.already_done() {
@@ -419,7 +420,12 @@ async fn a_worker_killed_between_success_and_the_result_commit_loses_nothing() {
     let first_pid = i32::try_from(first.pid()).unwrap();
     let status = first.kill().unwrap();
     assert_eq!(status.signal(), Some(9), "killed by SIGKILL");
-    let state = store.task_result(msg.id()).await.unwrap().map(|r| r.state);
+    let state = store
+        .results()
+        .get(msg.id())
+        .await
+        .unwrap()
+        .map(|r| r.state);
     assert_ne!(
         state,
         Some(TaskState::Success),

@@ -254,7 +254,7 @@ pub async fn wait_for_state(store: &Store, task_id: &str, state: TaskState) -> T
         WAIT,
         || {
             let store = store.clone();
-            async move { store.task_result(task_id).await.ok().flatten() }
+            async move { store.results().get(task_id).await.ok().flatten() }
         },
         |record: &Option<TaskRecord>| {
             last = record.as_ref().map(|r| r.state);

@@ -231,7 +231,7 @@ async fn watch_states(
     let deadline = tokio::time::Instant::now() + WAIT;
     let mut seen: Vec<(TaskState, i32)> = Vec::new();
     loop {
-        if let Some(r) = store.task_result(task_id).await.unwrap() {
+        if let Some(r) = store.results().get(task_id).await.unwrap() {
             if seen.last() != Some(&(r.state, r.retries)) {
                 seen.push((r.state, r.retries));
             }
@@ -279,7 +279,7 @@ async fn transient_errors_retry_through_the_broker_with_the_same_id_until_succes
             (TaskState::Success, 2)
         ]
     );
-    let record = tw.store.task_result(msg.id()).await.unwrap().unwrap();
+    let record = tw.store.results().get(msg.id()).await.unwrap().unwrap();
     assert_eq!(record.result, Some(json!({"attempt": 3})));
 
     let runs = attempts(&log);

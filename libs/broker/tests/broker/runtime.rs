@@ -56,7 +56,7 @@ async fn a_task_with_ignored_results_runs_but_writes_no_state() {
     assert_eq!(ran, vec![by_option.id(), by_header.id(), marker.id()]);
     for id in [by_option.id(), by_header.id()] {
         assert_eq!(
-            tw.store.task_result(id).await.unwrap().map(|r| r.state),
+            tw.store.results().get(id).await.unwrap().map(|r| r.state),
             None,
             "no state is written for {id}"
         );
@@ -223,7 +223,8 @@ async fn started_is_recorded_only_for_tasks_with_track_started() {
         // there will be until the task ends.
         let state = tw
             .store
-            .task_result(msg.id())
+            .results()
+            .get(msg.id())
             .await
             .unwrap()
             .map(|r| r.state);
@@ -507,7 +508,7 @@ async fn on_shutdown_a_task_shorter_than_the_grace_period_finishes_and_is_acked(
 
     // SIGTERM: the worker stops taking messages but lets the running task finish.
     tw.worker.stop().await.unwrap();
-    let record = tw.store.task_result(msg.id()).await.unwrap().unwrap();
+    let record = tw.store.results().get(msg.id()).await.unwrap().unwrap();
     assert_eq!(
         record.state,
         TaskState::Success,
@@ -547,7 +548,8 @@ async fn on_shutdown_a_task_longer_than_the_grace_period_is_requeued_and_abandon
     );
     let state = tw
         .store
-        .task_result(msg.id())
+        .results()
+        .get(msg.id())
         .await
         .unwrap()
         .map(|r| r.state);

@@ -142,7 +142,13 @@ pub fn pending(task_id: &str) -> PendingTask {
 }
 
 pub fn idem(key: &str, hash: &str) -> IdempotencyRequest {
+    idem_in("", key, hash)
+}
+
+/// A key in the scope of API key id `scope` (empty: anonymous).
+pub fn idem_in(scope: &str, key: &str, hash: &str) -> IdempotencyRequest {
     IdempotencyRequest {
+        scope: scope.to_owned(),
         key: key.to_owned(),
         request_hash: hash.to_owned(),
     }

@@ -13,7 +13,7 @@ use serde_json::json;
 use shopfds_protocol::TaskState;
 use shopfds_store::{
     ChordError, ChordPart, ChordProgress, CreateOutcome, DatabaseSettings, OutboxRow, Store,
-    TaskStateUpdate,
+    StoredResponse, TaskStateUpdate,
 };
 use sqlx::Connection;
 
@@ -141,7 +141,8 @@ async fn create_order_then_get_order_round_trips_with_items_in_order() {
 
     let outcome = t
         .store
-        .create_order(
+        .orders()
+        .create(
             None,
             &order,
             &[message(&task_id)],
@@ -152,7 +153,7 @@ async fn create_order_then_get_order_round_trips_with_items_in_order() {
         .unwrap();
     assert_eq!(outcome, CreateOutcome::Created);
 
-    let got = t.store.get_order(order.id).await.unwrap().unwrap();
+    let got = t.store.orders().get(order.id).await.unwrap().unwrap();
     assert_eq!(got.id, order.id);
     assert_eq!(got.items, order.items);
     assert_eq!(got.customer_name, "김민수");
@@ -167,28 +168,31 @@ async fn create_order_then_get_order_round_trips_with_items_in_order() {
     assert_eq!(got.tracking_number, None);
 
     // The same transaction queued the message and made the task known as PENDING.
-    assert_eq!(t.store.outbox_pending().await.unwrap(), 1);
-    let task = t.store.task_result(&task_id).await.unwrap().unwrap();
+    assert_eq!(t.store.outbox().pending().await.unwrap(), 1);
+    let task = t.store.results().get(&task_id).await.unwrap().unwrap();
     assert_eq!(task.state, TaskState::Pending);
     assert_eq!(task.name, "send_order_confirmation_email");
     assert_eq!(task.queue, "email");
 
     t.store
-        .set_order_tracking_number(order.id, "CJ-1234567890")
+        .orders()
+        .set_tracking_number(order.id, "CJ-1234567890")
         .await
         .unwrap();
     t.store
-        .set_order_invoice_url(order.id, "file:///invoices/1.pdf")
+        .orders()
+        .set_invoice_url(order.id, "file:///invoices/1.pdf")
         .await
         .unwrap();
-    let got = t.store.get_order(order.id).await.unwrap().unwrap();
+    let got = t.store.orders().get(order.id).await.unwrap().unwrap();
     assert_eq!(got.tracking_number.as_deref(), Some("CJ-1234567890"));
     assert_eq!(got.invoice_url.as_deref(), Some("file:///invoices/1.pdf"));
     assert!(got.updated_at >= got.created_at);
 
     assert!(
         t.store
-            .get_order(uuid::Uuid::new_v4())
+            .orders()
+            .get(uuid::Uuid::new_v4())
             .await
             .unwrap()
             .is_none()
@@ -203,7 +207,8 @@ async fn a_rejected_order_writes_nothing_at_all() {
     bad.items.push(item("BAD-1", 0, 100)); // quantity must be > 0
     let err = t
         .store
-        .create_order(
+        .orders()
+        .create(
             Some(&idem("k-bad", "h")),
             &bad,
             &[message("t-bad")],
@@ -234,7 +239,8 @@ async fn idempotency_replay_returns_the_stored_response_and_writes_no_second_ord
     let stored = response_for(&first);
     let outcome = t
         .store
-        .create_order(
+        .orders()
+        .create(
             Some(&key),
             &first,
             &[message("t-1")],
@@ -249,7 +255,8 @@ async fn idempotency_replay_returns_the_stored_response_and_writes_no_second_ord
     let retry = simple_order();
     let outcome = t
         .store
-        .create_order(
+        .orders()
+        .create(
             Some(&key),
             &retry,
             &[message("t-2")],
@@ -261,8 +268,8 @@ async fn idempotency_replay_returns_the_stored_response_and_writes_no_second_ord
     assert_eq!(outcome, CreateOutcome::Replayed(stored));
     assert_eq!(count(&t.store, "SELECT count(*) FROM orders").await, 1);
     assert_eq!(count(&t.store, "SELECT count(*) FROM outbox").await, 1);
-    assert!(t.store.get_order(retry.id).await.unwrap().is_none());
-    assert!(t.store.task_result("t-2").await.unwrap().is_none());
+    assert!(t.store.orders().get(retry.id).await.unwrap().is_none());
+    assert!(t.store.results().get("t-2").await.unwrap().is_none());
     t.cleanup().await;
 }
 
@@ -271,7 +278,8 @@ async fn a_key_reused_with_another_request_is_a_conflict() {
     let t = spawn_store().await;
     let first = simple_order();
     t.store
-        .create_order(
+        .orders()
+        .create(
             Some(&idem("key-1", "hash-a")),
             &first,
             &[message("t-1")],
@@ -283,7 +291,8 @@ async fn a_key_reused_with_another_request_is_a_conflict() {
     let other = simple_order();
     let outcome = t
         .store
-        .create_order(
+        .orders()
+        .create(
             Some(&idem("key-1", "hash-b")),
             &other,
             &[message("t-2")],
@@ -319,7 +328,8 @@ async fn concurrent_requests_with_one_key_create_once_and_replay_once() {
         let order = simple_order();
         let id = order.id;
         let outcome = store
-            .create_order(
+            .orders()
+            .create(
                 Some(&key),
                 &order,
                 &[message(&id.to_string())],
@@ -386,12 +396,14 @@ async fn purged_idempotency_keys_no_longer_replay() {
     let key = idem("old-key", "h");
     let first = simple_order();
     t.store
-        .create_order(Some(&key), &first, &[], &[], &response_for(&first))
+        .orders()
+        .create(Some(&key), &first, &[], &[], &response_for(&first))
         .await
         .unwrap();
     assert_eq!(
         t.store
-            .purge_idempotency_keys(chrono::Duration::hours(24))
+            .idempotency()
+            .purge(chrono::Duration::hours(24))
             .await
             .unwrap(),
         0
@@ -399,7 +411,8 @@ async fn purged_idempotency_keys_no_longer_replay() {
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(
         t.store
-            .purge_idempotency_keys(chrono::Duration::milliseconds(1))
+            .idempotency()
+            .purge(chrono::Duration::milliseconds(1))
             .await
             .unwrap(),
         1
@@ -407,10 +420,132 @@ async fn purged_idempotency_keys_no_longer_replay() {
     let second = simple_order();
     let outcome = t
         .store
-        .create_order(Some(&key), &second, &[], &[], &response_for(&second))
+        .orders()
+        .create(Some(&key), &second, &[], &[], &response_for(&second))
         .await
         .unwrap();
     assert_eq!(outcome, CreateOutcome::Created);
+    t.cleanup().await;
+}
+
+#[tokio::test]
+async fn one_key_under_two_scopes_makes_two_orders_and_replays_within_its_scope() {
+    let t = spawn_store().await;
+    let (a, b) = (simple_order(), simple_order());
+    let (key_a, key_b) = (
+        idem_in("api-key-a", "same-key", "hash-a"),
+        idem_in("api-key-b", "same-key", "hash-b"),
+    );
+    for (key, order, task) in [(&key_a, &a, "t-a"), (&key_b, &b, "t-b")] {
+        let outcome = t
+            .store
+            .orders()
+            .create(
+                Some(key),
+                order,
+                &[message(task)],
+                &[],
+                &response_for(order),
+            )
+            .await
+            .unwrap();
+        assert_eq!(outcome, CreateOutcome::Created, "{}", key.scope);
+    }
+    assert_eq!(count(&t.store, "SELECT count(*) FROM orders").await, 2);
+
+    // Within a scope the key replays that scope's first answer, before and at the write.
+    let retry = simple_order();
+    assert_eq!(
+        t.store.idempotency().outcome(&key_b).await.unwrap(),
+        Some(CreateOutcome::Replayed(response_for(&b)))
+    );
+    let outcome = t
+        .store
+        .orders()
+        .create(
+            Some(&key_b),
+            &retry,
+            &[message("t-b2")],
+            &[],
+            &response_for(&retry),
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome, CreateOutcome::Replayed(response_for(&b)));
+    // The anonymous caller's scope is a third one: the key is still free there.
+    assert_eq!(
+        t.store
+            .idempotency()
+            .outcome(&idem("same-key", "hash-a"))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(count(&t.store, "SELECT count(*) FROM orders").await, 2);
+    assert_eq!(count(&t.store, "SELECT count(*) FROM outbox").await, 2);
+    t.cleanup().await;
+}
+
+#[tokio::test]
+async fn keys_stored_before_scopes_existed_belong_to_the_anonymous_caller() {
+    // The migrations before the scope's, from a copy of the directory without it.
+    let dir = std::env::temp_dir().join(format!("shopfds-migrations-{}", unique_db_name()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    for entry in std::fs::read_dir(&source).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_owned();
+        if name.to_string_lossy().as_ref() < "20261130100000" {
+            std::fs::copy(&path, dir.join(name)).unwrap();
+        }
+    }
+    let name = unique_db_name();
+    let mut conn = maintenance_connection().await;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let _ = conn.close().await;
+    let mut old = sqlx::PgConnection::connect(&format!("{}/{name}", server_url()))
+        .await
+        .unwrap();
+    sqlx::migrate::Migrator::new(dir.as_path())
+        .await
+        .unwrap()
+        .run(&mut old)
+        .await
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    sqlx::query(
+        "INSERT INTO idempotency_keys (key, request_hash, response_status, response_body) \
+         VALUES ('old-key', 'h', 201, '{\"order_id\": \"first\"}')",
+    )
+    .execute(&mut old)
+    .await
+    .unwrap();
+    let _ = old.close().await;
+
+    // Connecting migrates the rest: the old key is now the anonymous caller's.
+    let t = TestStore {
+        store: Store::connect(&settings_for(&name)).await.unwrap(),
+        db_name: name,
+    };
+    let replay = Some(CreateOutcome::Replayed(StoredResponse {
+        status: 201,
+        body: json!({ "order_id": "first" }),
+    }));
+    let key = idem("old-key", "h");
+    assert_eq!(t.store.idempotency().outcome(&key).await.unwrap(), replay);
+    let order = simple_order();
+    let outcome = t
+        .store
+        .orders()
+        .create(Some(&key), &order, &[], &[], &response_for(&order))
+        .await
+        .unwrap();
+    assert_eq!(Some(outcome), replay);
+    let scoped = idem_in("api-key-a", "old-key", "h");
+    assert_eq!(t.store.idempotency().outcome(&scoped).await.unwrap(), None);
     t.cleanup().await;
 }
 
@@ -420,8 +555,8 @@ async fn purged_idempotency_keys_no_longer_replay() {
 async fn two_concurrent_relays_send_every_row_exactly_once() {
     let t = spawn_store().await;
     let messages: Vec<_> = (0..200).map(|i| message(&format!("task-{i}"))).collect();
-    t.store.enqueue(&messages).await.unwrap();
-    assert_eq!(t.store.outbox_pending().await.unwrap(), 200);
+    t.store.outbox().enqueue(&messages).await.unwrap();
+    assert_eq!(t.store.outbox().pending().await.unwrap(), 200);
 
     let seen: Arc<Mutex<HashMap<i64, u32>>> = Arc::default();
     let relay = |store: Store, seen: Arc<Mutex<HashMap<i64, u32>>>| async move {
@@ -429,7 +564,8 @@ async fn two_concurrent_relays_send_every_row_exactly_once() {
         loop {
             let seen = seen.clone();
             let sent = store
-                .relay_outbox(10, |rows: Vec<OutboxRow>| async move {
+                .outbox()
+                .relay(10, |rows: Vec<OutboxRow>| async move {
                     // Take some time, as a broker confirm does, so the relays overlap.
                     tokio::time::sleep(Duration::from_millis(5)).await;
                     let mut seen = seen.lock().unwrap();
@@ -454,7 +590,7 @@ async fn two_concurrent_relays_send_every_row_exactly_once() {
 
     assert_eq!(a + b, 200);
     assert!(a > 0 && b > 0, "both relays should have worked: {a} + {b}");
-    assert_eq!(t.store.outbox_pending().await.unwrap(), 0);
+    assert_eq!(t.store.outbox().pending().await.unwrap(), 0);
     let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM outbox ORDER BY id")
         .fetch_all(t.store.pool())
         .await
@@ -471,13 +607,15 @@ async fn two_concurrent_relays_send_every_row_exactly_once() {
 async fn a_publish_error_leaves_the_row_unsent_with_the_error_recorded() {
     let t = spawn_store().await;
     t.store
+        .outbox()
         .enqueue(&[message("ok-task"), message("nacked-task")])
         .await
         .unwrap();
 
     let sent = t
         .store
-        .relay_outbox(10, |rows: Vec<OutboxRow>| async move {
+        .outbox()
+        .relay(10, |rows: Vec<OutboxRow>| async move {
             assert_eq!(rows.len(), 2);
             // Rows come oldest first, with the message as enqueued.
             assert_eq!(rows[0].message, message("ok-task"));
@@ -490,7 +628,7 @@ async fn a_publish_error_leaves_the_row_unsent_with_the_error_recorded() {
         .await
         .unwrap();
     assert_eq!(sent, 1);
-    assert_eq!(t.store.outbox_pending().await.unwrap(), 1);
+    assert_eq!(t.store.outbox().pending().await.unwrap(), 1);
 
     let (attempts, last_error, sent_at): (i32, Option<String>, Option<chrono::DateTime<Utc>>) =
         sqlx::query_as("SELECT attempts, last_error, sent_at FROM outbox WHERE task_id = $1")
@@ -505,7 +643,8 @@ async fn a_publish_error_leaves_the_row_unsent_with_the_error_recorded() {
     // The next step offers the failed row again, with its attempt counted.
     let sent = t
         .store
-        .relay_outbox(10, |rows: Vec<OutboxRow>| async move {
+        .outbox()
+        .relay(10, |rows: Vec<OutboxRow>| async move {
             assert_eq!(rows.len(), 1);
             assert_eq!(rows[0].message.task_id, "nacked-task");
             assert_eq!(rows[0].attempts, 1);
@@ -514,14 +653,15 @@ async fn a_publish_error_leaves_the_row_unsent_with_the_error_recorded() {
         .await
         .unwrap();
     assert_eq!(sent, 1);
-    assert_eq!(t.store.outbox_pending().await.unwrap(), 0);
+    assert_eq!(t.store.outbox().pending().await.unwrap(), 0);
 
     // Only sent rows are purged.
-    t.store.enqueue(&[message("later")]).await.unwrap();
+    t.store.outbox().enqueue(&[message("later")]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
     let purged = t
         .store
-        .purge_sent_outbox(chrono::Duration::milliseconds(1))
+        .outbox()
+        .purge_sent(chrono::Duration::milliseconds(1))
         .await
         .unwrap();
     assert_eq!(purged, 2);
@@ -532,22 +672,24 @@ async fn a_publish_error_leaves_the_row_unsent_with_the_error_recorded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_or_panicking_relay_step_leaves_its_rows_unsent() {
     let t = spawn_store().await;
-    t.store.enqueue(&[message("t-1")]).await.unwrap();
+    t.store.outbox().enqueue(&[message("t-1")]).await.unwrap();
 
     // Dropped mid-publish (a timeout, a shutdown).
-    let step = t.store.relay_outbox(10, |_rows| std::future::pending());
+    let outbox = t.store.outbox();
+    let step = outbox.relay(10, |_rows| std::future::pending());
     assert!(
         tokio::time::timeout(Duration::from_millis(200), step)
             .await
             .is_err()
     );
-    assert_eq!(t.store.outbox_pending().await.unwrap(), 1);
+    assert_eq!(t.store.outbox().pending().await.unwrap(), 1);
 
     // A publisher that panics.
     let store = t.store.clone();
     let panicked = tokio::spawn(async move {
         store
-            .relay_outbox(10, |_rows| async move {
+            .outbox()
+            .relay(10, |_rows| async move {
                 panic!("publisher bug");
                 #[allow(unreachable_code)]
                 Vec::new()
@@ -556,7 +698,7 @@ async fn a_dropped_or_panicking_relay_step_leaves_its_rows_unsent() {
     })
     .await;
     assert!(panicked.unwrap_err().is_panic());
-    assert_eq!(t.store.outbox_pending().await.unwrap(), 1);
+    assert_eq!(t.store.outbox().pending().await.unwrap(), 1);
 
     // Once the abandoned transactions have rolled back, the row is published normally.
     let store = t.store.clone();
@@ -564,7 +706,8 @@ async fn a_dropped_or_panicking_relay_step_leaves_its_rows_unsent() {
         let store = store.clone();
         async move {
             store
-                .relay_outbox(10, |rows: Vec<OutboxRow>| async move {
+                .outbox()
+                .relay(10, |rows: Vec<OutboxRow>| async move {
                     rows.iter().map(|r| (r.id, Ok(()))).collect()
                 })
                 .await
@@ -573,17 +716,18 @@ async fn a_dropped_or_panicking_relay_step_leaves_its_rows_unsent() {
         }
     })
     .await;
-    assert_eq!(t.store.outbox_pending().await.unwrap(), 0);
+    assert_eq!(t.store.outbox().pending().await.unwrap(), 0);
     t.cleanup().await;
 }
 
 #[tokio::test]
 async fn the_outbox_listener_is_notified_when_an_order_commits() {
     let t = spawn_store().await;
-    let mut listener = t.store.outbox_listener().await.unwrap();
+    let mut listener = t.store.outbox().listener().await.unwrap();
     let order = simple_order();
     t.store
-        .create_order(None, &order, &[message("t-1")], &[], &response_for(&order))
+        .orders()
+        .create(None, &order, &[message("t-1")], &[], &response_for(&order))
         .await
         .unwrap();
     let note = tokio::time::timeout(Duration::from_secs(5), listener.recv())
@@ -593,7 +737,7 @@ async fn the_outbox_listener_is_notified_when_an_order_commits() {
     assert_eq!(note.channel(), "outbox_new");
 
     // enqueue() wakes the relays too.
-    t.store.enqueue(&[message("t-2")]).await.unwrap();
+    t.store.outbox().enqueue(&[message("t-2")]).await.unwrap();
     let note = tokio::time::timeout(Duration::from_secs(5), listener.recv())
         .await
         .expect("a notification within 5 s")
@@ -623,23 +767,23 @@ fn update(task_id: &str, state: TaskState, retries: i32) -> TaskStateUpdate {
 async fn a_late_started_never_hides_success() {
     let t = spawn_store().await;
     let mut started = update("inv-1", TaskState::Started, 0);
-    t.store.record_task_state(&started).await.unwrap();
+    t.store.results().record(&started).await.unwrap();
     let mut progress = update("inv-1", TaskState::Progress, 0);
     progress.progress = Some(json!({ "current": 1, "total": 3, "message": "rendering" }));
-    t.store.record_task_state(&progress).await.unwrap();
-    let got = t.store.task_result("inv-1").await.unwrap().unwrap();
+    t.store.results().record(&progress).await.unwrap();
+    let got = t.store.results().get("inv-1").await.unwrap().unwrap();
     assert_eq!(got.state, TaskState::Progress);
     assert_eq!(got.progress.unwrap()["current"], 1);
 
     let mut success = update("inv-1", TaskState::Success, 1);
     success.result = Some(json!({ "url": "file:///invoices/1.pdf" }));
-    t.store.record_task_state(&success).await.unwrap();
+    t.store.results().record(&success).await.unwrap();
 
     // A redelivered message starts again after the first run finished.
     started.retries = 0;
-    t.store.record_task_state(&started).await.unwrap();
+    t.store.results().record(&started).await.unwrap();
 
-    let got = t.store.task_result("inv-1").await.unwrap().unwrap();
+    let got = t.store.results().get("inv-1").await.unwrap().unwrap();
     assert_eq!(got.state, TaskState::Success);
     assert_eq!(got.result, Some(json!({ "url": "file:///invoices/1.pdf" })));
     assert_eq!(got.retries, 1);
@@ -652,14 +796,16 @@ async fn a_late_started_never_hides_success() {
 async fn retries_keep_the_highest_count_seen() {
     let t = spawn_store().await;
     t.store
-        .record_task_state(&update("t", TaskState::Retry, 3))
+        .results()
+        .record(&update("t", TaskState::Retry, 3))
         .await
         .unwrap();
     t.store
-        .record_task_state(&update("t", TaskState::Started, 2))
+        .results()
+        .record(&update("t", TaskState::Started, 2))
         .await
         .unwrap();
-    let got = t.store.task_result("t").await.unwrap().unwrap();
+    let got = t.store.results().get("t").await.unwrap().unwrap();
     assert_eq!(got.state, TaskState::Started);
     assert_eq!(got.retries, 3);
     t.cleanup().await;
@@ -670,21 +816,22 @@ async fn expired_results_read_as_unknown_and_are_purged() {
     let t = spawn_store().await;
     let mut old = update("old", TaskState::Success, 0);
     old.expires_at = Some(Utc::now() - chrono::Duration::minutes(1));
-    t.store.record_task_state(&old).await.unwrap();
+    t.store.results().record(&old).await.unwrap();
     let mut fresh = update("fresh", TaskState::Success, 0);
     fresh.expires_at = Some(Utc::now() + chrono::Duration::days(1));
-    t.store.record_task_state(&fresh).await.unwrap();
+    t.store.results().record(&fresh).await.unwrap();
     t.store
-        .record_task_state(&update("forever", TaskState::Success, 0))
+        .results()
+        .record(&update("forever", TaskState::Success, 0))
         .await
         .unwrap();
 
-    assert!(t.store.task_result("old").await.unwrap().is_none());
-    let got = t.store.task_result("fresh").await.unwrap().unwrap();
+    assert!(t.store.results().get("old").await.unwrap().is_none());
+    let got = t.store.results().get("fresh").await.unwrap().unwrap();
     assert!(got.expires_at.is_some());
-    assert!(t.store.task_result("forever").await.unwrap().is_some());
+    assert!(t.store.results().get("forever").await.unwrap().is_some());
 
-    assert_eq!(t.store.purge_expired_results().await.unwrap(), 1);
+    assert_eq!(t.store.results().purge_expired().await.unwrap(), 1);
     assert_eq!(
         count(&t.store, "SELECT count(*) FROM task_results").await,
         2
@@ -705,14 +852,14 @@ async fn expired_results_read_as_unknown_and_are_purged() {
 #[tokio::test]
 async fn a_completed_key_is_seen_as_done_by_the_next_run() {
     let t = spawn_store().await;
-    let first = t.store.begin_once("email:order-1").await.unwrap();
+    let first = t.store.once().begin("email:order-1").await.unwrap();
     assert!(first.already_done().is_none());
     first
         .complete("task-1", json!({ "message_id": "<1@shopfds>" }))
         .await
         .unwrap();
 
-    let second = t.store.begin_once("email:order-1").await.unwrap();
+    let second = t.store.once().begin("email:order-1").await.unwrap();
     assert_eq!(
         second.already_done(),
         Some(&json!({ "message_id": "<1@shopfds>" }))
@@ -720,7 +867,8 @@ async fn a_completed_key_is_seen_as_done_by_the_next_run() {
     drop(second);
     assert!(
         t.store
-            .begin_once("email:order-2")
+            .once()
+            .begin("email:order-2")
             .await
             .unwrap()
             .already_done()
@@ -732,9 +880,9 @@ async fn a_completed_key_is_seen_as_done_by_the_next_run() {
 #[tokio::test]
 async fn a_dropped_guard_lets_the_next_run_do_the_work() {
     let t = spawn_store().await;
-    let first = t.store.begin_once("ship:order-1").await.unwrap();
+    let first = t.store.once().begin("ship:order-1").await.unwrap();
     drop(first); // the worker crashed or the effect failed
-    let second = tokio::time::timeout(Duration::from_secs(5), t.store.begin_once("ship:order-1"))
+    let second = tokio::time::timeout(Duration::from_secs(5), t.store.once().begin("ship:order-1"))
         .await
         .expect("the dropped guard released its lock")
         .unwrap();
@@ -750,14 +898,14 @@ async fn a_dropped_guard_lets_the_next_run_do_the_work() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_deliveries_of_one_task_serialize() {
     let t = spawn_store().await;
-    let first = t.store.begin_once("charge:order-1").await.unwrap();
+    let first = t.store.once().begin("charge:order-1").await.unwrap();
 
     let store = t.store.clone();
-    let second = tokio::spawn(async move { store.begin_once("charge:order-1").await });
+    let second = tokio::spawn(async move { store.once().begin("charge:order-1").await });
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!second.is_finished(), "the second delivery must wait");
     // Another key is not held up.
-    drop(t.store.begin_once("charge:order-2").await.unwrap());
+    drop(t.store.once().begin("charge:order-2").await.unwrap());
 
     first
         .complete("task-1", json!({ "charged": true }))
@@ -809,7 +957,8 @@ async fn concurrent_chord_parts_complete_the_chord_exactly_once_with_ordered_res
             let result = json!(format!("r{i}"));
             let task = format!("t-{i}");
             store
-                .chord_part_succeeded(&part("g-1", SIZE, &task, i as i64, &result), |results| {
+                .chords()
+                .part_succeeded(&part("g-1", SIZE, &task, i as i64, &result), |results| {
                     let published = published.clone();
                     async move {
                         published.lock().unwrap().push(results);
@@ -831,7 +980,7 @@ async fn concurrent_chord_parts_complete_the_chord_exactly_once_with_ordered_res
     assert_eq!(published.len(), 1, "the body is published once");
     let expected: Vec<serde_json::Value> = (0..SIZE).map(|i| json!(format!("r{i}"))).collect();
     assert_eq!(published[0], expected, "results in header order");
-    let chord = t.store.chord("g-1").await.unwrap().unwrap();
+    let chord = t.store.chords().get("g-1").await.unwrap().unwrap();
     assert_eq!((chord.done, chord.state.as_str()), (SIZE as i32, "SUCCESS"));
     t.cleanup().await;
 }
@@ -843,17 +992,19 @@ async fn a_redelivered_part_is_not_counted_twice() {
     let never = |_| async { Err::<(), _>(BrokerDown) };
     let first = t
         .store
-        .chord_part_succeeded(&part("g-2", 2, "t-a", 0, &r), never)
+        .chords()
+        .part_succeeded(&part("g-2", 2, "t-a", 0, &r), never)
         .await
         .unwrap();
     assert_eq!(first, ChordProgress::Counted { done: 1, size: 2 });
     let again = t
         .store
-        .chord_part_succeeded(&part("g-2", 2, "t-a", 0, &r), never)
+        .chords()
+        .part_succeeded(&part("g-2", 2, "t-a", 0, &r), never)
         .await
         .unwrap();
     assert_eq!(again, ChordProgress::AlreadyCounted);
-    assert_eq!(t.store.chord("g-2").await.unwrap().unwrap().done, 1);
+    assert_eq!(t.store.chords().get("g-2").await.unwrap().unwrap().done, 1);
     t.cleanup().await;
 }
 
@@ -863,20 +1014,23 @@ async fn a_failed_body_publish_keeps_nothing_so_the_retry_completes() {
     let r = json!(1);
     let ok = |_| async { Ok::<(), BrokerDown>(()) };
     t.store
-        .chord_part_succeeded(&part("g-3", 2, "t-a", 0, &r), ok)
+        .chords()
+        .part_succeeded(&part("g-3", 2, "t-a", 0, &r), ok)
         .await
         .unwrap();
     let down = t
         .store
-        .chord_part_succeeded(&part("g-3", 2, "t-b", 1, &r), |_| async {
+        .chords()
+        .part_succeeded(&part("g-3", 2, "t-b", 1, &r), |_| async {
             Err::<(), _>(BrokerDown)
         })
         .await;
     assert!(matches!(down, Err(ChordError::Publish(BrokerDown))));
-    assert_eq!(t.store.chord("g-3").await.unwrap().unwrap().done, 1);
+    assert_eq!(t.store.chords().get("g-3").await.unwrap().unwrap().done, 1);
     let retried = t
         .store
-        .chord_part_succeeded(&part("g-3", 2, "t-b", 1, &r), ok)
+        .chords()
+        .part_succeeded(&part("g-3", 2, "t-b", 1, &r), ok)
         .await
         .unwrap();
     assert!(matches!(retried, ChordProgress::Completed { .. }));
@@ -889,34 +1043,38 @@ async fn a_failed_part_fails_the_chord_once_and_later_parts_do_not_complete_it()
     let r = json!(1);
     assert!(
         t.store
-            .chord_part_failed("g-4", 2, "t-a", "boom")
+            .chords()
+            .part_failed("g-4", 2, "t-a", "boom")
             .await
             .unwrap()
     );
     assert!(
         !t.store
-            .chord_part_failed("g-4", 2, "t-a", "boom")
+            .chords()
+            .part_failed("g-4", 2, "t-a", "boom")
             .await
             .unwrap()
     );
     let later = t
         .store
-        .chord_part_succeeded(&part("g-4", 2, "t-b", 1, &r), |_| async {
+        .chords()
+        .part_succeeded(&part("g-4", 2, "t-b", 1, &r), |_| async {
             Ok::<(), BrokerDown>(())
         })
         .await
         .unwrap();
     assert_eq!(later, ChordProgress::ChordFailed);
-    let chord = t.store.chord("g-4").await.unwrap().unwrap();
+    let chord = t.store.chords().get("g-4").await.unwrap().unwrap();
     assert_eq!(chord.state, "FAILURE");
     assert_eq!(chord.failed_task_id.as_deref(), Some("t-a"));
     assert_eq!(
         t.store
-            .purge_chords_before(Utc::now() + chrono::Duration::seconds(1))
+            .chords()
+            .purge_before(Utc::now() + chrono::Duration::seconds(1))
             .await
             .unwrap(),
         1
     );
-    assert!(t.store.chord("g-4").await.unwrap().is_none());
+    assert!(t.store.chords().get("g-4").await.unwrap().is_none());
     t.cleanup().await;
 }

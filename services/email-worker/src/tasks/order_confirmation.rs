@@ -54,7 +54,8 @@ pub async fn run(
     // The business key, not the task id: a second message for the same order (a replay from
     // the dead-letter queue, a duplicate publish) must not mail the customer twice either.
     let once = store
-        .begin_once(&format!("order-confirmation:{order_id}"))
+        .once()
+        .begin(&format!("order-confirmation:{order_id}"))
         .await
         .map_err(database)?;
     if let Some(first) = once.already_done() {
@@ -66,7 +67,8 @@ pub async fn run(
         return Ok(result);
     }
     let order = store
-        .get_order(order_id)
+        .orders()
+        .get(order_id)
         .await
         .map_err(database)?
         .ok_or_else(|| TaskError::permanent(format!("order {order_id} not found")))?;

@@ -109,7 +109,8 @@ pub fn new_order(customer_email: &str) -> NewOrder {
 async fn insert_order(store: &Store, customer_email: &str) -> Uuid {
     let order = new_order(customer_email);
     store
-        .create_order(
+        .orders()
+        .create(
             None,
             &order,
             &[],
@@ -215,7 +216,7 @@ impl TestApp {
         let deadline = Instant::now() + WAIT;
         let mut last = None;
         loop {
-            let record = self.store.task_result(task_id).await.unwrap();
+            let record = self.store.results().get(task_id).await.unwrap();
             if let Some(record) = record {
                 if record.state == state {
                     return record;
@@ -235,7 +236,7 @@ impl TestApp {
         let deadline = Instant::now() + WAIT;
         let mut seen: Vec<(TaskState, i32)> = Vec::new();
         loop {
-            if let Some(r) = self.store.task_result(task_id).await.unwrap() {
+            if let Some(r) = self.store.results().get(task_id).await.unwrap() {
                 if seen.last() != Some(&(r.state, r.retries)) {
                     seen.push((r.state, r.retries));
                 }

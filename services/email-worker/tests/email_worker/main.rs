@@ -171,7 +171,7 @@ async fn a_temporary_smtp_failure_is_retried_then_dead_lettered() {
         .collect();
     assert_eq!(retries, vec![0, 1, 2], "{seen:?}");
     assert_eq!(seen.last(), Some(&(TaskState::Failure, 3)));
-    let record = app.store.task_result(msg.id()).await.unwrap().unwrap();
+    let record = app.store.results().get(msg.id()).await.unwrap().unwrap();
     let message = record.error.unwrap()["exc_message"]
         .as_str()
         .unwrap()

@@ -114,7 +114,8 @@ async fn a_database_connection_lost_after_smtp_accepted_the_mail_does_not_send_i
     assert_eq!(record.result.unwrap()["status"], "sent");
     let once = app
         .store
-        .begin_once(&format!("order-confirmation:{}", app.order_id))
+        .once()
+        .begin(&format!("order-confirmation:{}", app.order_id))
         .await
         .unwrap();
     assert_eq!(

@@ -127,6 +127,7 @@ async fn plan(
     let (from, until) = seoul_day(date)
         .ok_or_else(|| TaskError::permanent(format!("date {date}: not a day in Asia/Seoul")))?;
     let ids = store
+        .fds_batch()
         .unscored_orders(from, until)
         .await
         .map_err(shopfds_results::database_error)?;
@@ -161,16 +162,10 @@ async fn plan(
             msg
         })
         .collect();
-    let pending: Vec<PendingTask> = chunks
-        .iter()
-        .map(|m| PendingTask {
-            task_id: m.id().to_owned(),
-            name: BATCH_FDS_EVALUATION.to_owned(),
-            queue: queue.to_owned(),
-        })
-        .collect();
+    let pending: Vec<PendingTask> = chunks.iter().map(|m| PendingTask::task(m, queue)).collect();
     store
-        .record_pending_tasks(&pending)
+        .results()
+        .record_pending(&pending)
         .await
         .map_err(shopfds_results::database_error)?;
     let outgoing: Vec<Outgoing> = chunks.iter().map(|m| Outgoing::task(m, queue)).collect();

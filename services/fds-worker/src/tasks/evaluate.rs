@@ -14,9 +14,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use shopfds_broker::{TaskContext, TaskError};
 use shopfds_protocol::payloads::EvaluateTransaction;
-use shopfds_store::fds_batch::{
-    insert_fds_result, order_to_evaluate, set_unscored_order_fds, velocity_counts_as_of,
-};
+use shopfds_store::fds_batch::{order_to_evaluate, set_unscored_order_fds};
 use shopfds_store::{FdsSource, NewFdsResult, OrderToEvaluate, Store, StoreError, VelocityQuery};
 use uuid::Uuid;
 
@@ -79,7 +77,7 @@ pub async fn evaluate_order(
     order_id: Uuid,
     task_id: &str,
 ) -> Result<Evaluation, EvaluateError> {
-    let mut once = store.begin_once(&once_key(order_id)).await?;
+    let mut once = store.once().begin(&once_key(order_id)).await?;
     if let Some(first) = once.already_done() {
         tracing::debug!(%order_id, "order already evaluated; nothing to do");
         return Ok(Evaluation {
@@ -102,11 +100,11 @@ pub async fn evaluate_order(
         short_window: SHORT_WINDOW,
         long_window: LONG_WINDOW,
     };
-    facts.velocity = Some(velocity_counts_as_of(conn, &velocity).await?);
+    facts.velocity = Some(shopfds_store::velocity::counts_as_of(conn, &velocity).await?);
     // Account age and velocity as they were when the order was placed.
     let assessment = engine.assess_at(&facts, order.created_at);
     let reasons = serde_json::to_value(&assessment.reasons).unwrap_or_else(|_| json!([]));
-    insert_fds_result(
+    shopfds_store::fds::insert(
         conn,
         &NewFdsResult {
             order_id: order.id.to_string(),

@@ -209,7 +209,8 @@ pub async fn run(
     let source = redact(&url);
     // Stored before it is used here, so every replica converges on the same version.
     let saved = store
-        .save_threat_intel(&source, &feed.json, KEEP_VERSIONS)
+        .threat_intel()
+        .save(&source, &feed.json, KEEP_VERSIONS)
         .await
         .map_err(shopfds_results::database_error)?;
     let ips = feed.snapshot.ips.len();
@@ -259,11 +260,11 @@ pub async fn reload_threat_intel(
     engine: &Engine,
     loaded: Option<i64>,
 ) -> Result<Option<i64>, ReloadError> {
-    let newest = store.latest_threat_intel_version().await?;
+    let newest = store.threat_intel().latest_version().await?;
     if newest.is_none() || newest == loaded {
         return Ok(loaded);
     }
-    let Some(record) = store.latest_threat_intel().await? else {
+    let Some(record) = store.threat_intel().latest().await? else {
         return Ok(loaded);
     };
     let bytes = serde_json::to_vec(&record.snapshot).unwrap_or_default();

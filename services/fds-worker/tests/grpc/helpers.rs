@@ -92,7 +92,7 @@ async fn spawn(config: RulesConfig, with_index: bool) -> TestGrpc {
         .await
         .unwrap();
     let engine = Arc::new(Engine::new(config, "test-rules"));
-    let (recorder, _writer) = ResultRecorder::spawn(store.clone(), 1000);
+    let (recorder, _writer) = ResultRecorder::spawn(store.fds(), 1000);
     let mut service = FraudDetectionService::new(
         Arc::clone(&engine),
         store.clone(),
@@ -103,7 +103,7 @@ async fn spawn(config: RulesConfig, with_index: bool) -> TestGrpc {
     let index = with_index.then(|| {
         let index = VelocityIndex::new();
         service = service.clone().with_velocity_index(Arc::clone(&index));
-        velocity::sync(Arc::clone(&index), store.clone(), shutdown.clone());
+        velocity::sync(Arc::clone(&index), store.velocity(), shutdown.clone());
         index
     });
     let keys = GrpcKeys {
@@ -155,7 +155,7 @@ impl TestGrpc {
     pub async fn recorded(&self, order_id: &str, count: usize) -> Vec<FdsResultRecord> {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let rows = self.store.fds_results_for_order(order_id).await.unwrap();
+            let rows = self.store.fds().for_order(order_id).await.unwrap();
             if rows.len() >= count {
                 return rows;
             }

@@ -94,7 +94,7 @@ impl TestEnv {
         let deadline = Instant::now() + WAIT;
         let mut last = None;
         loop {
-            if let Some(record) = self.store.task_result(task_id).await.unwrap() {
+            if let Some(record) = self.store.results().get(task_id).await.unwrap() {
                 if record.state == state {
                     return record;
                 }
@@ -138,7 +138,8 @@ impl TestEnv {
     /// Writes `order` as order-api does (no outbox rows: no other worker runs here).
     pub async fn create_order(&self, order: &NewOrder) {
         self.store
-            .create_order(
+            .orders()
+            .create(
                 None,
                 order,
                 &[],
@@ -160,7 +161,8 @@ impl TestEnv {
         order.status = "accepted".to_owned();
         self.create_order(&order).await;
         self.store
-            .record_fds_result(&NewFdsResult {
+            .fds()
+            .record(&NewFdsResult {
                 order_id: order.id.to_string(),
                 score: 5,
                 decision: FdsDecision::Approve,

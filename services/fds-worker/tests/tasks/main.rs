@@ -41,7 +41,7 @@ async fn evaluate_transaction_scores_a_fallback_order_once_and_leaves_realtime_s
     assert_eq!(result["decision"], "APPROVE", "{result}");
     assert_eq!(result["order_updated"], true, "{result}");
 
-    let stored = env.store.get_order(order.id).await.unwrap().unwrap();
+    let stored = env.store.orders().get(order.id).await.unwrap().unwrap();
     assert_eq!(stored.status, "accepted", "the fallback REVIEW is replaced");
     assert_eq!(stored.fds["source"], "batch");
     assert_eq!(stored.fds["decision"], "APPROVE");
@@ -49,7 +49,8 @@ async fn evaluate_transaction_scores_a_fallback_order_once_and_leaves_realtime_s
     assert!(stored.fds["reasons"].is_array());
     let results = env
         .store
-        .fds_results_for_order(&order.id.to_string())
+        .fds()
+        .for_order(&order.id.to_string())
         .await
         .unwrap();
     assert_eq!(results.len(), 1);
@@ -68,7 +69,8 @@ async fn evaluate_transaction_scores_a_fallback_order_once_and_leaves_realtime_s
     env.wait_for_state(first.id(), TaskState::Success).await;
     let results = env
         .store
-        .fds_results_for_order(&order.id.to_string())
+        .fds()
+        .for_order(&order.id.to_string())
         .await
         .unwrap();
     assert_eq!(results.len(), 1, "nothing more written: {results:?}");
@@ -88,7 +90,7 @@ async fn evaluate_transaction_scores_a_fallback_order_once_and_leaves_realtime_s
         .result
         .unwrap();
     assert_eq!(result["order_updated"], false, "{result}");
-    let stored = env.store.get_order(scored.id).await.unwrap().unwrap();
+    let stored = env.store.orders().get(scored.id).await.unwrap().unwrap();
     assert_eq!(stored.fds["source"], "realtime");
 
     // An unknown order is a permanent failure, dead-lettered with the reason.
@@ -340,7 +342,7 @@ async fn threat_intelligence_is_fetched_stored_and_reaches_every_replica_and_a_b
     );
     assert!(rule_ids(&engine, &listed).contains(&"intel.ip".to_owned()));
     assert_eq!(
-        env.store.latest_threat_intel_version().await.unwrap(),
+        env.store.threat_intel().latest_version().await.unwrap(),
         Some(1)
     );
 

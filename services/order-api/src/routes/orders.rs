@@ -20,7 +20,6 @@ use axum::{Extension, Json};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use shopfds_auth::{Principal, Scope};
-use shopfds_broker::Outgoing;
 use shopfds_protocol::payloads::{EvaluateTransaction, OrderTask};
 use shopfds_protocol::{Signature, TaskArgs, TaskMessage, tasks};
 use shopfds_store::{
@@ -45,7 +44,7 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     require_json(&headers)?;
     let order = ValidOrder::parse(&body, &state.limits)?;
-    let idempotency = idempotency(&headers, &body)?;
+    let idempotency = idempotency(&caller, &headers, &body)?;
     let client_ip = crate::auth::client_ip(
         &caller,
         order.client_ip,
@@ -56,7 +55,7 @@ pub async fn create(
 
     // A replay is answered before the order is scored again.
     if let Some(idem) = &idempotency
-        && let Some(outcome) = state.store.idempotent_outcome(idem).await?
+        && let Some(outcome) = state.store.idempotency().outcome(idem).await?
     {
         return answer(&caller, outcome, None);
     }
@@ -97,18 +96,10 @@ pub async fn create(
     let mut pending = Vec::with_capacity(planned.len() + chained.len());
     let mut task_ids = Map::new();
     for msg in &planned {
-        outbox.push(outbox_message(
-            &Outgoing::task(msg, tasks::queue_for(msg.task())),
-            msg.id(),
-        ));
+        outbox.push(OutboxMessage::task(msg, tasks::queue_for(msg.task())));
     }
     for msg in planned.iter().chain(&chained) {
-        let queue = tasks::queue_for(msg.task());
-        pending.push(PendingTask {
-            task_id: msg.id().to_owned(),
-            name: msg.task().to_owned(),
-            queue: queue.to_owned(),
-        });
+        pending.push(PendingTask::task(msg, tasks::queue_for(msg.task())));
         task_ids.insert(msg.task().to_owned(), Value::String(msg.id().to_owned()));
     }
 
@@ -154,7 +145,8 @@ pub async fn create(
     };
     let outcome = state
         .store
-        .create_order(idempotency.as_ref(), &new_order, &outbox, &pending, &stored)
+        .orders()
+        .create(idempotency.as_ref(), &new_order, &outbox, &pending, &stored)
         .await?;
     if let CreateOutcome::Created = outcome {
         tracing::info!(%order_id, total = order.total, currency = req.currency.as_str(), status, key_id = %caller.key_id, "order accepted");
@@ -209,7 +201,8 @@ pub async fn get(
     let order_id = Uuid::parse_str(&id).map_err(|_| not_found())?;
     let order = state
         .store
-        .get_order(order_id)
+        .orders()
+        .get(order_id)
         .await?
         .ok_or_else(not_found)?;
     Ok(Json(shown_to(&caller, order_json(&order))))
@@ -235,18 +228,6 @@ fn order_json(o: &OrderRecord) -> Value {
     })
 }
 
-/// An outbox row holding exactly what the relay will publish.
-pub fn outbox_message(out: &Outgoing, task_id: &str) -> OutboxMessage {
-    OutboxMessage {
-        task_id: task_id.to_owned(),
-        exchange: out.exchange.clone(),
-        routing_key: out.routing_key.clone(),
-        headers: Value::Object(out.headers.clone()),
-        properties: serde_json::to_value(&out.properties).unwrap_or(Value::Null),
-        body: out.body.clone(),
-    }
-}
-
 /// The body must be declared JSON: `application/json` or `application/<anything>+json`, with
 /// any parameters (`; charset=utf-8`). Missing or anything else is `415`.
 fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
@@ -268,7 +249,13 @@ fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-fn idempotency(headers: &HeaderMap, body: &[u8]) -> Result<Option<IdempotencyRequest>, ApiError> {
+/// The request's `Idempotency-Key`, scoped to the caller's API key: another key using the same
+/// value makes its own order and cannot replay or block this caller's.
+fn idempotency(
+    caller: &Principal,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Option<IdempotencyRequest>, ApiError> {
     let Some(value) = headers.get(IDEMPOTENCY_HEADER) else {
         return Ok(None);
     };
@@ -285,6 +272,7 @@ fn idempotency(headers: &HeaderMap, body: &[u8]) -> Result<Option<IdempotencyReq
     let digest = Sha256::digest(body);
     let request_hash = digest.iter().map(|b| format!("{b:02x}")).collect();
     Ok(Some(IdempotencyRequest {
+        scope: caller.key_id.clone(),
         key: key.to_owned(),
         request_hash,
     }))

@@ -278,3 +278,44 @@ async fn amounts_past_the_limits_are_422_naming_the_field() {
     assert_eq!(answer["total"], 200_000);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_idempotency_key_belongs_to_the_api_key_that_sent_it() {
+    let app = spawn_app().await;
+    let body = sample_order();
+    let first = app
+        .post_order_as(Some(&app.keys.shop), &body, Some("checkout-1"))
+        .await;
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+
+    // Another key, the same Idempotency-Key and body: its own order, not the first one's replay.
+    let other = app
+        .post_order_as(Some(&app.keys.writer), &body, Some("checkout-1"))
+        .await;
+    assert_eq!(other.status(), 201);
+    assert!(other.headers().get("idempotent-replayed").is_none());
+    let other: Value = other.json().await.unwrap();
+    assert_ne!(other["order_id"], first["order_id"]);
+    // Nor can another key block it with a different body under that Idempotency-Key.
+    let mut changed = sample_order();
+    changed["items"][0]["quantity"] = json!(3);
+    let claimed = app
+        .post_order_as(Some(&app.keys.admin), &changed, Some("checkout-2"))
+        .await;
+    assert_eq!(claimed.status(), 201);
+    let victim = app
+        .post_order_as(Some(&app.keys.shop), &body, Some("checkout-2"))
+        .await;
+    assert_eq!(victim.status(), 201);
+
+    // Within one key the replay still works.
+    let again = app
+        .post_order_as(Some(&app.keys.shop), &body, Some("checkout-1"))
+        .await;
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again, first);
+    assert_eq!(app.order_count().await, 4);
+    app.stop().await;
+}

@@ -35,6 +35,10 @@ pub struct Options {
     pub key_cache: Option<Duration>,
     /// order-api's `ORDER_MAX_LINE_AMOUNT` and `ORDER_MAX_TOTAL`.
     pub limits: Option<order_api::domain::AmountLimits>,
+    /// `RELAY_ENABLED=false`: this replica takes orders but relays nothing.
+    pub relay_disabled: bool,
+    /// The pause between two rounds of housekeeping, shorter than any default.
+    pub housekeeping_every: Option<Duration>,
 }
 
 /// The keys of a test app, each admitted through `API_KEYS`.
@@ -150,6 +154,10 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     settings.relay.poll_interval = Duration::from_millis(200);
     if let Some(timeout) = options.header_read_timeout {
         settings.http.header_read_timeout = timeout;
+    }
+    settings.relay.enabled = !options.relay_disabled;
+    if let Some(every) = options.housekeeping_every {
+        settings.housekeeping.every = every;
     }
     let shutdown = CancellationToken::new();
     let mut handles = Vec::new();

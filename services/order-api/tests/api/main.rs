@@ -6,6 +6,7 @@
 mod auth;
 mod edge;
 mod helpers;
+mod housekeeping;
 
 use std::time::Duration;
 
@@ -94,7 +95,7 @@ async fn orders_are_accepted_while_the_broker_is_down_and_mailed_once_it_is_back
     // The task waits in the outbox, PENDING, and no mail goes out.
     let task: Value = app.get_json(&format!("/v1/tasks/{task_id}")).await;
     assert_eq!(task["state"], "PENDING");
-    assert_eq!(app.store.outbox_pending().await.unwrap(), 1);
+    assert_eq!(app.store.outbox().pending().await.unwrap(), 1);
     assert!(app.smtp.messages().unwrap().is_empty());
 
     // RabbitMQ becomes reachable: the relay reconnects by itself and the mail goes out.
@@ -103,7 +104,7 @@ async fn orders_are_accepted_while_the_broker_is_down_and_mailed_once_it_is_back
     assert_eq!(mail[0].to, vec!["minsu.kim@example.com".to_owned()]);
     app.wait_for_task_state(&task_id, "SUCCESS", Duration::from_secs(10))
         .await;
-    assert_eq!(app.store.outbox_pending().await.unwrap(), 0);
+    assert_eq!(app.store.outbox().pending().await.unwrap(), 0);
     app.stop().await;
 }
 
@@ -135,7 +136,7 @@ async fn invalid_bodies_get_422_naming_the_field_and_write_nothing() {
         assert!(!err["error"]["message"].as_str().unwrap().is_empty());
     }
     assert_eq!(app.order_count().await, 0);
-    assert_eq!(app.store.outbox_pending().await.unwrap(), 0);
+    assert_eq!(app.store.outbox().pending().await.unwrap(), 0);
     app.stop().await;
 }
 
@@ -211,7 +212,7 @@ async fn a_database_outage_is_503_and_leaves_nothing_half_written() {
 
     proxy.resume().await.unwrap();
     assert_eq!(app.order_count().await, 0);
-    assert_eq!(app.store.outbox_pending().await.unwrap(), 0);
+    assert_eq!(app.store.outbox().pending().await.unwrap(), 0);
     // And the API recovers by itself.
     let mut recovered = None;
     for _ in 0..50 {
@@ -337,7 +338,7 @@ async fn with_fds_worker_down_the_fallback_applies_and_the_order_is_evaluated_th
     // and only then is the customer mailed (the next link of the chain).
     // The relay has published the evaluation; the confirmation waits behind it, unsent.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while app.store.outbox_pending().await.unwrap() > 0 {
+    while app.store.outbox().pending().await.unwrap() > 0 {
         assert!(
             std::time::Instant::now() < deadline,
             "the relay did not publish the evaluation"
