@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The main job, start to finish: an SMTP server, fds-worker, email-worker and order-api up; one
-# order placed and scored; its confirmation email seen arriving; everything stopped with SIGTERM
-# and checked to exit 0.
+# The main job, start to finish: API keys made; an SMTP server, fds-worker, email-worker and
+# order-api up; one order placed and scored; its confirmation email seen arriving; the demo's key
+# revoked; everything stopped with SIGTERM and checked to exit 0.
 # Run through `make demo` (which builds and sets up PostgreSQL, RabbitMQ and the Python venv).
 set -euo pipefail
 
@@ -47,6 +47,15 @@ wait_http() { # url, name
     exit 1
 }
 
+step "API keys: order-api's key to fds-worker (API_KEYS), a storefront's key (the api_keys table)"
+# Keys stay in shell variables; only their ids are printed.
+fds_keys="$("$bin/order-api" keys generate --scopes fds:score)"
+fds_key="$(sed -n 1p <<<"$fds_keys")"
+fds_entry="$(sed -n 2p <<<"$fds_keys")"
+shop_key="$("$bin/order-api" keys create --name "demo storefront $(date +%s)" --scopes orders:write,orders:read)"
+shop_key_id="${shop_key:4:16}"
+"$bin/order-api" keys list | { head -n 1; grep "^$shop_key_id" || true; }
+
 step "SMTP server (aiosmtpd) on 127.0.0.1:$smtp_port"
 PYTHONPATH="$repo/interop/python" "$venv/bin/python" -m aiosmtpd -n -u -l "127.0.0.1:$smtp_port" \
     -c smtp_sink.Sink "$demo/mail" >"$demo/smtp.log" 2>&1 &
@@ -54,7 +63,8 @@ smtp_pid=$!
 pids+=("$smtp_pid")
 
 step "fds-worker (gRPC score on 127.0.0.1:$grpc_port, queue fds; ops on 127.0.0.1:$fds_ops_port)"
-OPS_ADDR="127.0.0.1:$fds_ops_port" GRPC_ADDR="127.0.0.1:$grpc_port" "$bin/fds-worker" >"$demo/fds-worker.log" 2>&1 &
+API_KEYS="$fds_entry" OPS_ADDR="127.0.0.1:$fds_ops_port" GRPC_ADDR="127.0.0.1:$grpc_port" \
+    "$bin/fds-worker" >"$demo/fds-worker.log" 2>&1 &
 fds_pid=$!
 pids+=("$fds_pid")
 
@@ -64,7 +74,8 @@ worker_pid=$!
 pids+=("$worker_pid")
 
 step "order-api on http://127.0.0.1:$http_port (ops on 127.0.0.1:$api_ops_port)"
-HTTP_ADDR="127.0.0.1:$http_port" OPS_ADDR="127.0.0.1:$api_ops_port" FDS_GRPC_URL="http://127.0.0.1:$grpc_port" "$bin/order-api" >"$demo/order-api.log" 2>&1 &
+FDS_API_KEY="$fds_key" HTTP_ADDR="127.0.0.1:$http_port" OPS_ADDR="127.0.0.1:$api_ops_port" \
+    FDS_GRPC_URL="http://127.0.0.1:$grpc_port" "$bin/order-api" >"$demo/order-api.log" 2>&1 &
 api_pid=$!
 pids+=("$api_pid")
 
@@ -73,8 +84,9 @@ wait_http "http://127.0.0.1:$ops_port/readyz" email-worker
 wait_http "http://127.0.0.1:$fds_ops_port/readyz" fds-worker
 echo "ready: $(curl -fsS "http://127.0.0.1:$api_ops_port/readyz")"
 
-step "POST /v1/orders"
+step "POST /v1/orders with the storefront's key (the answer shows the status, not the fraud rules)"
 response="$(curl -fsS -X POST "http://127.0.0.1:$http_port/v1/orders" \
+    -H "authorization: Bearer $shop_key" \
     -H 'content-type: application/json' -H "Idempotency-Key: demo-$(date +%s%N)" \
     --data-binary @- <<'JSON'
 { "customer": { "id": "c-1001", "email": "minsu.kim@example.com", "name": "김민수",
@@ -84,8 +96,7 @@ response="$(curl -fsS -X POST "http://127.0.0.1:$http_port/v1/orders" \
   "shipping_address": { "name": "김민수", "line1": "세종대로 110", "line2": null, "city": "Seoul",
                         "postal_code": "04524", "country": "KR", "phone": "+82-2-120" },
   "billing_country": "KR",
-  "payment": { "method": "card", "card_fingerprint": "fp_9f8e7d" },
-  "client_ip": "203.0.113.7" }
+  "payment": { "method": "card", "card_fingerprint": "fp_9f8e7d" } }
 JSON
 )"
 echo "$response"
@@ -94,7 +105,7 @@ task_id="$("$venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["t
 step "GET /v1/tasks/$task_id until SUCCESS"
 state=""
 for _ in $(seq 1 150); do
-    task="$(curl -fsS "http://127.0.0.1:$http_port/v1/tasks/$task_id")"
+    task="$(curl -fsS -H "authorization: Bearer $shop_key" "http://127.0.0.1:$http_port/v1/tasks/$task_id")"
     state="$("$venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["state"])' <<<"$task")"
     [[ "$state" == "SUCCESS" || "$state" == "FAILURE" ]] && break
     sleep 0.2
@@ -118,6 +129,12 @@ for path in files:
     print()
     print(msg.get_body(preferencelist=("plain",)).get_content())
 PY
+
+step "Revoking the storefront's key (refused within API_KEYS_CACHE_SECS, 30 s by default)"
+"$bin/order-api" keys revoke "$shop_key_id"
+without_key="$(curl -sS -o /dev/null -w '%{http_code}' "http://127.0.0.1:$http_port/v1/tasks/$task_id")"
+echo "GET /v1/tasks/$task_id without a key: $without_key"
+[[ "$without_key" == "401" ]] || { echo "demo: expected 401 without a key" >&2; exit 1; }
 
 step "Shutting down with SIGTERM"
 trap - EXIT

@@ -44,6 +44,7 @@ macro_rules! repository {
     };
 }
 
+pub mod api_keys;
 pub mod chords;
 pub mod error;
 pub mod fds;
@@ -61,6 +62,7 @@ pub mod velocity;
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
+pub use api_keys::{ApiKeyRecord, ApiKeys, NewApiKey};
 pub use chords::{ChordError, ChordPart, ChordProgress, ChordRecord, Chords};
 pub use error::StoreError;
 pub use fds::{FdsDecision, FdsResultRecord, FdsResults, FdsSource, NewFdsResult};

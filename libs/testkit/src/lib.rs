@@ -21,6 +21,7 @@ use anyhow::bail;
 pub mod binaries;
 pub mod celery;
 pub mod celery_results;
+pub mod keys;
 pub mod net;
 pub mod pg;
 pub mod process;

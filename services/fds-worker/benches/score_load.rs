@@ -157,6 +157,10 @@ fn run() -> anyhow::Result<bool> {
     settings.broker.url = shopfds_service::SecretUrl::new(vhost.amqp_url());
     settings.shell.ops_addr = loopback;
     settings.fds.grpc_addr = loopback;
+    // Score needs a key with fds:score, as order-api's.
+    let key = shopfds_testkit::keys::TestKey::new(&[shopfds_auth::Scope::FdsScore]);
+    settings.auth = shopfds_testkit::keys::auth_settings(&[&key]);
+    let _ = AUTHORIZATION.set(key.bearer().parse()?);
     let app = server_rt.block_on(Application::build(settings.clone()))?;
     let grpc_addr = app.grpc_addr().context("gRPC listener has no address")?;
     let rules_version = app.engine().rules().version.clone();
@@ -465,6 +469,10 @@ fn server_score_time() -> (f64, u64) {
     (h.get_sample_sum(), h.get_sample_count())
 }
 
+/// `Bearer <key>` of the run's `fds:score` key, sent with every Score.
+static AUTHORIZATION: std::sync::OnceLock<tonic::metadata::AsciiMetadataValue> =
+    std::sync::OnceLock::new();
+
 async fn run_slot(
     mut client: FraudDetectionClient<Channel>,
     next: Arc<AtomicU64>,
@@ -489,6 +497,11 @@ async fn run_slot(
         };
         let mut request = tonic::Request::new(score_request(plan.first + i));
         request.set_timeout(CALL_TIMEOUT);
+        if let Some(authorization) = AUTHORIZATION.get() {
+            request
+                .metadata_mut()
+                .insert("authorization", authorization.clone());
+        }
         let sent = Instant::now();
         let answer = client.score(request).await;
         let done = Instant::now();

@@ -37,6 +37,9 @@ pub struct Settings {
     pub grpc_tls: crate::tls::GrpcServerTls,
     /// `FDS_BATCH_CHUNK_SIZE`, `THREAT_INTEL_*`: the queue tasks.
     pub tasks: TasksSettings,
+    /// `API_KEYS`, `API_KEYS_CACHE_SECS`: the keys the gRPC server admits (with the `api_keys`
+    /// table); see [`crate::auth`].
+    pub auth: shopfds_auth::AuthSettings,
 }
 
 /// The gRPC score server and its rules.
@@ -129,6 +132,7 @@ impl ServiceSettings for Settings {
             results: ResultSettings::read(env)?,
             fds: FdsSettings::read(env)?,
             grpc_tls: crate::tls::GrpcServerTls::read(env)?,
+            auth: shopfds_auth::AuthSettings::read(env)?,
             tasks: TasksSettings::read(env)?,
         })
     }

@@ -276,15 +276,17 @@ pub fn score_response(a: Assessment) -> pb::ScoreResponse {
 }
 
 /// Serves `service`, grpc.health.v1 and reflection (v1 and v1alpha) on `listener` until
-/// `shutdown`, with at most `concurrency` RPCs in progress across all connections. Health turns
-/// NOT_SERVING as soon as shutdown starts; in-flight RPCs finish.
+/// `shutdown`, with at most `concurrency` RPCs in progress across all connections, each call
+/// admitted by `auth` first ([`crate::auth`]). Health turns NOT_SERVING as soon as shutdown
+/// starts; in-flight RPCs finish.
 pub async fn serve(
     listener: TcpListener,
     service: FraudDetectionService,
     concurrency: usize,
+    auth: shopfds_auth::Authenticator,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    serve_with_tls(listener, service, concurrency, None, shutdown).await
+    serve_with_tls(listener, service, concurrency, None, auth, shutdown).await
 }
 
 /// [`serve`] over TLS (and mutual TLS) when `tls` is given ([`crate::tls::GrpcServerTls`]).
@@ -293,6 +295,7 @@ pub async fn serve_with_tls(
     service: FraudDetectionService,
     concurrency: usize,
     tls: Option<tonic::transport::ServerTlsConfig>,
+    auth: shopfds_auth::Authenticator,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -329,6 +332,7 @@ pub async fn serve_with_tls(
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
             concurrency.max(1),
         ))
+        .layer(crate::auth::AuthLayer::new(auth))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

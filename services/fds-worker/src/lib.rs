@@ -1,5 +1,6 @@
 //! fds-worker: fraud detection for ShopFDS.
 //!
+//! - [`auth`]: who may call which RPC (API keys with scopes, or a verified client certificate);
 //! - [`grpc`]: the `fds.v1.FraudDetection` score server (order-api calls it before writing an
 //!   order), with grpc.health.v1 and reflection;
 //! - [`engine`]: the rule engine ([`engine::Engine::assess`]), its hot-reloaded rules file and
@@ -10,6 +11,7 @@
 //! - [`tasks`]: the worker of queue `fds`: `evaluate_transaction`, `batch_fds_evaluation` (the
 //!   nightly batch, fanned out as a group of chunks) and `update_threat_intelligence`.
 
+pub mod auth;
 pub mod config;
 pub mod engine;
 pub mod grpc;

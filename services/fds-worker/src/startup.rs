@@ -139,6 +139,7 @@ impl Application {
             parts.spawn("velocity feed", joined(feed));
         }
         let grpc_tls = s.grpc_tls.server_config();
+        let auth = shopfds_auth::Authenticator::new(&s.auth, Some(self.store.api_keys()));
         parts.spawn("grpc", {
             let token = token.clone();
             grpc::serve_with_tls(
@@ -146,6 +147,7 @@ impl Application {
                 service,
                 fds.grpc_concurrency,
                 grpc_tls,
+                auth,
                 token,
             )
         });

@@ -10,6 +10,7 @@ use shopfds_store::DatabaseSettings;
 
 use crate::fds::FdsSettings;
 use crate::housekeeping::HousekeepingSettings;
+use crate::security::SecuritySettings;
 
 pub const SERVICE: &str = "order-api";
 
@@ -31,6 +32,8 @@ pub struct Settings {
     pub request_timeout: Duration,
     /// `SHUTDOWN_GRACE_SECS` (default 30): after SIGTERM, how long in-flight requests may take.
     pub shutdown_grace: Duration,
+    /// API keys, trusted proxies, amount limits, `FDS_API_KEY` ([`SecuritySettings`]).
+    pub security: SecuritySettings,
 }
 
 #[derive(Debug, Clone)]
@@ -80,6 +83,7 @@ impl ServiceSettings for Settings {
             results: ResultSettings::read(env)?,
             request_timeout: env.secs("REQUEST_TIMEOUT_SECS", Duration::from_secs(10))?,
             shutdown_grace: env.secs("SHUTDOWN_GRACE_SECS", Duration::from_secs(30))?,
+            security: SecuritySettings::read(env)?,
         })
     }
 

@@ -17,6 +17,12 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("Idempotency-Key was already used with a different request body")]
     IdempotencyConflict,
+    /// No key, or one that is malformed, unknown, wrong or revoked (401).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// A valid key without the scope the route needs (403).
+    #[error("this API key lacks the scope {0}")]
+    Forbidden(shopfds_auth::Scope),
     #[error("the database is unreachable; nothing was written")]
     Unavailable,
     #[error("internal error")]
@@ -71,6 +77,8 @@ impl IntoResponse for ApiError {
                 "idempotency_key_reused",
                 Some("Idempotency-Key".to_owned()),
             ),
+            ApiError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated", None),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "insufficient_scope", None),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
         };
@@ -79,7 +87,17 @@ impl IntoResponse for ApiError {
             ApiError::Validation { message, .. } => message.clone(),
             other => other.to_string(),
         };
-        let body = json!({"error": {"code": code, "message": message, "field": field}});
-        (status, Json(body)).into_response()
+        let mut body = json!({"error": {"code": code, "message": message, "field": field}});
+        if let ApiError::Forbidden(scope) = &self {
+            body["error"]["scope"] = json!(scope.as_str());
+        }
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
     }
 }

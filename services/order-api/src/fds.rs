@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::{Value, json};
 use shopfds_protocol::grpc::{Decision, FraudDetectionClient, Item, ScoreRequest};
-use shopfds_service::{ConfigError, Env};
+use shopfds_service::{ConfigError, Env, Secret};
+use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::domain::ValidOrder;
@@ -75,6 +76,8 @@ impl Verdict {
 pub struct FdsClient {
     client: FraudDetectionClient<Channel>,
     settings: FdsSettings,
+    /// `authorization: Bearer <FDS_API_KEY>`, sent with every Score.
+    authorization: Option<AsciiMetadataValue>,
 }
 
 impl FdsClient {
@@ -91,12 +94,41 @@ impl FdsClient {
                 .context("FDS_GRPC_URL: cannot use the TLS settings")?;
         }
         let client = FraudDetectionClient::new(endpoint.connect_lazy());
-        Ok(FdsClient { client, settings })
+        Ok(FdsClient {
+            client,
+            settings,
+            authorization: None,
+        })
+    }
+
+    /// Sends `key` (`FDS_API_KEY`) with every call; without one fds-worker refuses Score.
+    pub fn with_api_key(mut self, key: Option<&Secret>) -> anyhow::Result<FdsClient> {
+        self.authorization = match key {
+            Some(key) => {
+                let mut value: AsciiMetadataValue =
+                    MetadataValue::try_from(format!("Bearer {}", key.expose()))
+                        .map_err(|_| anyhow::anyhow!("FDS_API_KEY: not a valid header value"))?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+            None => {
+                tracing::warn!(
+                    "FDS_API_KEY is not set: fds-worker will refuse Score and every order gets the fallback decision"
+                );
+                None
+            }
+        };
+        Ok(self)
     }
 
     pub async fn score(&self, order_id: &str, order: &ValidOrder, client_ip: IpAddr) -> Verdict {
         let mut request = tonic::Request::new(score_request(order_id, order, client_ip));
         request.set_timeout(self.settings.timeout);
+        if let Some(authorization) = &self.authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", authorization.clone());
+        }
         let mut client = self.client.clone();
         let call = tokio::time::timeout(self.settings.timeout, client.score(request)).await;
         match call {

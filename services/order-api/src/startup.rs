@@ -6,6 +6,8 @@ use anyhow::Context;
 use axum::Router;
 use axum::http::{Request, StatusCode};
 use axum::routing::{get, post};
+use ipnet::IpNet;
+use shopfds_auth::Authenticator;
 use shopfds_broker::ResultBackend;
 use shopfds_service::Supervisor;
 use shopfds_store::Store;
@@ -16,8 +18,9 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::config::Settings;
+use crate::domain::AmountLimits;
 use crate::fds::FdsClient;
-use crate::{housekeeping, relay, routes};
+use crate::{auth, housekeeping, relay, routes};
 
 /// What handlers share.
 #[derive(Clone)]
@@ -26,6 +29,12 @@ pub struct AppState {
     pub fds: FdsClient,
     /// Where `GET /v1/tasks/{id}` reads: the backend the workers write (`RESULT_BACKEND`).
     pub results: Arc<dyn ResultBackend>,
+    /// `ORDER_MAX_LINE_AMOUNT`, `ORDER_MAX_TOTAL`.
+    pub limits: AmountLimits,
+    /// `TRUSTED_PROXIES`: peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Arc<[IpNet]>,
+    /// Checks the API key of every `/v1` request ([`auth::authorize`]).
+    pub auth: Authenticator,
 }
 
 pub struct Application {
@@ -46,13 +55,18 @@ impl Application {
             .await
             .with_context(|| format!("HTTP_ADDR: cannot listen on {}", settings.http_addr))?;
         let ops_listener = shopfds_service::bind_ops(&settings.shell).await?;
-        let fds = FdsClient::new(settings.fds.clone())?;
+        let fds = FdsClient::new(settings.fds.clone())?
+            .with_api_key(settings.security.fds_api_key.as_ref())?;
+        let auth = Authenticator::new(&settings.security.auth, Some(store.api_keys()));
         let results = settings.results.reader(&store, &settings.broker).await?;
         let router = router(
             AppState {
                 store: store.clone(),
                 fds,
                 results,
+                limits: settings.security.limits,
+                trusted_proxies: settings.security.trusted_proxies.clone().into(),
+                auth,
             },
             &settings,
         );
@@ -125,6 +139,10 @@ fn router(state: AppState, settings: &Settings) -> Router {
         .route("/v1/orders", post(routes::orders::create))
         .route("/v1/orders/{id}", get(routes::orders::get))
         .route("/v1/tasks/{id}", get(routes::tasks::get))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.auth.clone(),
+            auth::authorize,
+        ))
         .with_state(state);
     api.layer(axum::middleware::from_fn(shopfds_telemetry::metrics::track_http))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, settings.request_timeout))

@@ -8,12 +8,17 @@ use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
+use shopfds_auth::Scope;
+use shopfds_testkit::keys::TestKey;
 use shopfds_testkit::process::ChildGuard;
 
 use crate::plan::WorkerKind;
 
 /// Variables of the caller's environment that would change what the services do.
-const CLEARED: [&str; 12] = [
+const CLEARED: [&str; 15] = [
+    "API_KEYS",
+    "FDS_API_KEY",
+    "TRUSTED_PROXIES",
     "RESULT_BACKEND",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
     "WORKER_QUEUES",
@@ -87,11 +92,15 @@ pub struct Wiring {
     pub smtp_url: String,
 }
 
-/// Ports of a fleet: order-api's HTTP port, each process's ops port (order-api's last).
+/// Ports of a fleet: order-api's HTTP port, each process's ops port (order-api's last); and the
+/// API key to post with.
 #[derive(Debug, Clone)]
 pub struct Ports {
     pub http: u16,
     pub ops: Vec<u16>,
+    /// An `admin` key: the load speaks for a shop backend that names each customer's address
+    /// in `client_ip` (one address for every order would trip the IP velocity rules).
+    pub api_key: String,
 }
 
 impl Fleet {
@@ -106,6 +115,9 @@ impl Fleet {
                 ("LOG_FORMAT".into(), "json".into()),
             ]
         };
+        let api_key = TestKey::new(&[Scope::Admin]);
+        // order-api's key to fds-worker's Score.
+        let fds_key = TestKey::new(&[Scope::FdsScore]);
         let mut processes = Vec::new();
         let mut ops = Vec::new();
         let grpc = shopfds_testkit::stable_port();
@@ -127,6 +139,7 @@ impl Fleet {
             match kind {
                 WorkerKind::Email => env.push(("SMTP_URL".into(), wiring.smtp_url.clone())),
                 WorkerKind::Fds => {
+                    env.push(("API_KEYS".into(), fds_key.entry.clone()));
                     // order-api scores on the first; the second has a port of its own.
                     let port = if i == 1 {
                         grpc
@@ -146,6 +159,8 @@ impl Fleet {
         env.push(("OPS_ADDR".into(), format!("127.0.0.1:{api_ops}")));
         env.push(("FDS_GRPC_URL".into(), format!("http://127.0.0.1:{grpc}")));
         env.push(("RELAY_POLL_INTERVAL_MS".into(), "200".into()));
+        env.push(("API_KEYS".into(), api_key.entry.clone()));
+        env.push(("FDS_API_KEY".into(), fds_key.key.clone()));
         processes.push(Process::new(
             Role::OrderApi,
             "order-api".into(),
@@ -164,7 +179,14 @@ impl Fleet {
         for port in &ops {
             fleet.wait_ready(&client, *port).await?;
         }
-        Ok((fleet, Ports { http, ops }))
+        Ok((
+            fleet,
+            Ports {
+                http,
+                ops,
+                api_key: api_key.key,
+            },
+        ))
     }
 
     async fn wait_ready(&mut self, client: &reqwest::Client, port: u16) -> anyhow::Result<()> {

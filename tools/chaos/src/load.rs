@@ -40,9 +40,11 @@ pub fn customer_prefix(run: &str) -> String {
     format!("chaos-{run}-")
 }
 
-/// Posts `orders` orders to `api_url` at `rate` per second and returns every outcome, in order.
+/// Posts `orders` orders to `api_url` with `api_key` at `rate` per second and returns every
+/// outcome, in order.
 pub async fn post_orders(
     api_url: &str,
+    api_key: &str,
     run: &str,
     orders: usize,
     rate: f64,
@@ -60,11 +62,14 @@ pub async fn post_orders(
         ticks.tick().await;
         let client = client.clone();
         let url = format!("{api_url}/v1/orders");
+        let authorization = format!("Bearer {api_key}");
         // One customer in three has a slow mail server (see `order`).
         let slow_ms = (rng.below(3) == 0).then(|| 200 + 100 * rng.below(19));
         let body = order(run, index, slow_ms);
         let key = format!("{}{index}", customer_prefix(run));
-        posts.spawn(async move { post_one(&client, &url, &key, &body, index).await });
+        posts.spawn(
+            async move { post_one(&client, &url, &authorization, &key, &body, index).await },
+        );
     }
     let mut done: Vec<Posted> = posts.join_all().await;
     done.sort_by_key(|p| p.index);
@@ -74,6 +79,7 @@ pub async fn post_orders(
 async fn post_one(
     client: &reqwest::Client,
     url: &str,
+    authorization: &str,
     key: &str,
     body: &Value,
     index: usize,
@@ -84,6 +90,7 @@ async fn post_one(
         attempts += 1;
         let last_error = match client
             .post(url)
+            .header("authorization", authorization)
             .header("Idempotency-Key", key)
             .json(body)
             .send()

@@ -82,7 +82,14 @@ pub async fn run(
     let started = Instant::now();
     let started_wall = SystemTime::now();
     let (posted, applied) = tokio::join!(
-        load::post_orders(&api, run, options.orders, options.rate, options.seed),
+        load::post_orders(
+            &api,
+            &ports.api_key,
+            run,
+            options.orders,
+            options.rate,
+            options.seed
+        ),
         apply(plan, started, &fleet, &mut node, &proxy, options.seed),
     );
     eprintln!(

@@ -17,7 +17,8 @@ Local mode (the default) starts order-api, two email-workers and two fds-workers
 sink of its own; posts N orders at R per second; kills, stops and cuts on a schedule drawn
 from S; then checks the ledger, prints a table and exits 1 on any violation.
 Staging mode (--api-url) posts to a running order-api and checks what the database (and the
-broker, with --broker-url) shows; its only faults are the commands given with --fault.";
+broker, with --broker-url) shows; its only faults are the commands given with --fault. It posts
+with the API key in CHAOS_API_KEY (scope admin: each order names its customer's client_ip).";
 
 #[derive(Debug, Clone)]
 pub struct Options {

@@ -22,6 +22,11 @@ pub async fn run(
     broker_url: Option<&str>,
     commands: &[(String, String)],
 ) -> anyhow::Result<Report> {
+    // From the environment, not a flag: a key on a command line is in every process listing.
+    let api_key = std::env::var("CHAOS_API_KEY")
+        .ok()
+        .filter(|k| !k.trim().is_empty())
+        .context("CHAOS_API_KEY: the API key to post orders with (scope admin: the load names each customer's client_ip)")?;
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(2)
         .connect(database_url)
@@ -39,7 +44,14 @@ pub async fn run(
     );
     let started = Instant::now();
     let (posted, (done, failed)) = tokio::join!(
-        load::post_orders(api_url, run, options.orders, options.rate, options.seed),
+        load::post_orders(
+            api_url,
+            api_key.trim(),
+            run,
+            options.orders,
+            options.rate,
+            options.seed
+        ),
         apply(plan, started, commands),
     );
     let accepted = Accepted::of(&posted);

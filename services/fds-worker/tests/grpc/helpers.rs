@@ -8,21 +8,65 @@ use fds_worker::FraudDetectionService;
 use fds_worker::engine::{Engine, RulesConfig};
 use fds_worker::recorder::ResultRecorder;
 use fds_worker::velocity::{self, VelocityIndex};
+use shopfds_auth::{Authenticator, Scope};
 use shopfds_protocol::grpc::{FraudDetectionClient, Item, ScoreRequest};
 use shopfds_store::{DatabaseSettings, FdsResultRecord, Store};
 use shopfds_testkit::init_tracing;
+use shopfds_testkit::keys::{TestKey, auth_settings};
 use shopfds_testkit::pg::TestDatabase;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tonic::metadata::AsciiMetadataValue;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, ClientTlsConfig, ServerTlsConfig};
+
+/// A client sending an API key (or none) with every call.
+pub type Client = FraudDetectionClient<InterceptedService<Channel, WithKey>>;
+
+/// Adds `authorization: Bearer <key>` to every call; nothing with `None`.
+#[derive(Clone)]
+pub struct WithKey(pub Option<AsciiMetadataValue>);
+
+impl WithKey {
+    pub fn new(key: Option<&TestKey>) -> WithKey {
+        WithKey(key.map(|k| k.bearer().parse().unwrap()))
+    }
+}
+
+impl Interceptor for WithKey {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// The keys the server admits (through `API_KEYS`).
+pub struct GrpcKeys {
+    /// `admin`: the default client's key (Score, ScoreBatch, reflection).
+    pub admin: TestKey,
+    /// `fds:score`: order-api's key (Score only).
+    pub score: TestKey,
+    /// `orders:read`: a key of the HTTP API, no use here.
+    pub reader: TestKey,
+}
 
 /// The server; dropped before its database (field order).
 pub struct TestGrpc {
     /// Where the server listens.
     pub addr: std::net::SocketAddr,
     pub channel: Channel,
-    pub client: FraudDetectionClient<Channel>,
+    /// Sends the `admin` key.
+    pub client: Client,
+    pub keys: GrpcKeys,
     pub engine: Arc<Engine>,
     pub store: Store,
     /// The in-memory velocity index, when the server was spawned with one.
@@ -79,6 +123,15 @@ async fn spawn_with(config: RulesConfig, with_index: bool, tls: Option<GrpcTls>)
         velocity::sync(Arc::clone(&index), store.velocity(), shutdown.clone());
         index
     });
+    let keys = GrpcKeys {
+        admin: TestKey::new(&[Scope::Admin]),
+        score: TestKey::new(&[Scope::FdsScore]),
+        reader: TestKey::new(&[Scope::OrdersRead]),
+    };
+    let mut auth_settings = auth_settings(&[&keys.admin, &keys.score, &keys.reader]);
+    // A revoke shows within a second, not the default 30.
+    auth_settings.cache_ttl = Duration::from_secs(1);
+    let auth = Authenticator::new(&auth_settings, Some(store.api_keys()));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (server_tls, client_tls) = match tls {
@@ -90,6 +143,7 @@ async fn spawn_with(config: RulesConfig, with_index: bool, tls: Option<GrpcTls>)
         service,
         64,
         server_tls,
+        auth,
         shutdown.clone(),
     ));
     let channel = match client_tls {
@@ -104,7 +158,11 @@ async fn spawn_with(config: RulesConfig, with_index: bool, tls: Option<GrpcTls>)
     .unwrap();
     TestGrpc {
         addr,
-        client: FraudDetectionClient::new(channel.clone()),
+        client: FraudDetectionClient::with_interceptor(
+            channel.clone(),
+            WithKey::new(Some(&keys.admin)),
+        ),
+        keys,
         channel,
         engine,
         store,
@@ -116,6 +174,11 @@ async fn spawn_with(config: RulesConfig, with_index: bool, tls: Option<GrpcTls>)
 }
 
 impl TestGrpc {
+    /// A client sending `key` (none if `None`).
+    pub fn client_with(&self, key: Option<&TestKey>) -> Client {
+        FraudDetectionClient::with_interceptor(self.channel.clone(), WithKey::new(key))
+    }
+
     /// The decisions recorded for `order_id`, once at least `count` are there (5 s deadline).
     pub async fn recorded(&self, order_id: &str, count: usize) -> Vec<FdsResultRecord> {
         let deadline = Instant::now() + Duration::from_secs(5);

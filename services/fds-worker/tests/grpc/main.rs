@@ -259,7 +259,10 @@ async fn health_says_serving_and_reflection_lists_the_service() {
         assert_eq!(status, ServingStatus::Serving, "{service:?}");
     }
 
-    let mut reflection = ServerReflectionClient::new(app.channel.clone());
+    let mut reflection = ServerReflectionClient::with_interceptor(
+        app.channel.clone(),
+        helpers::WithKey::new(Some(&app.keys.admin)),
+    );
     let request = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
@@ -286,5 +289,132 @@ async fn health_says_serving_and_reflection_lists_the_service() {
         names.iter().any(|n| n == "grpc.health.v1.Health"),
         "{names:?}"
     );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn score_needs_a_key_with_fds_score_and_a_revoked_key_is_refused() {
+    use shopfds_store::NewApiKey;
+    use tonic::Code;
+
+    let app = spawn_grpc(RulesConfig::default()).await;
+    // order-api's key (fds:score) scores; so does admin.
+    let scored = app
+        .client_with(Some(&app.keys.score))
+        .score(plain_request("with-key"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(scored.decision(), Decision::Approve);
+
+    // No key, a made-up key, a key of the HTTP API without fds:score.
+    let none = app
+        .client_with(None)
+        .score(plain_request("no-key"))
+        .await
+        .unwrap_err();
+    assert_eq!(none.code(), Code::Unauthenticated, "{none:?}");
+    let stranger = shopfds_testkit::keys::TestKey::new(&[shopfds_auth::Scope::Admin]);
+    let unknown = app
+        .client_with(Some(&stranger))
+        .score(plain_request("unknown-key"))
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::Unauthenticated, "{unknown:?}");
+    assert!(!unknown.message().contains(&stranger.key));
+    let reader = app
+        .client_with(Some(&app.keys.reader))
+        .score(plain_request("reader-key"))
+        .await
+        .unwrap_err();
+    assert_eq!(reader.code(), Code::PermissionDenied, "{reader:?}");
+    assert!(reader.message().contains("fds:score"), "{reader:?}");
+
+    // A key from the api_keys table works until it is revoked.
+    let stored = shopfds_testkit::keys::TestKey::new(&[shopfds_auth::Scope::FdsScore]);
+    let hash = stored.entry.rsplit(':').next().unwrap().to_owned();
+    app.store
+        .api_keys()
+        .insert(&NewApiKey {
+            id: stored.id.clone(),
+            name: "order-api".into(),
+            scopes: vec!["fds:score".into()],
+            hash,
+        })
+        .await
+        .unwrap();
+    let mut client = app.client_with(Some(&stored));
+    client.score(plain_request("stored-key")).await.unwrap();
+    assert!(app.store.api_keys().revoke(&stored.id).await.unwrap());
+    // The server may trust its cached answer for API_KEYS_CACHE_SECS (30 s by default).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(45);
+    loop {
+        match client.score(plain_request("revoked-key")).await {
+            Err(status) if status.code() == Code::Unauthenticated => break,
+            other => assert!(
+                std::time::Instant::now() < deadline,
+                "the revoked key still scores: {other:?}"
+            ),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    // Nothing refused was scored: only the admitted calls reached fds_results.
+    assert!(app.recorded("no-key", 0).await.is_empty());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn score_batch_and_reflection_are_for_internal_callers_only_and_health_is_open() {
+    use tonic::Code;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+
+    let app = spawn_grpc(RulesConfig::default()).await;
+    let batch = ScoreBatchRequest {
+        requests: vec![plain_request("batch-1")],
+    };
+    let refused = app
+        .client_with(Some(&app.keys.score))
+        .score_batch(batch.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    let anonymous = app
+        .client_with(None)
+        .score_batch(batch.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(anonymous.code(), Code::Unauthenticated, "{anonymous:?}");
+    let admitted = app.client.clone().score_batch(batch).await.unwrap();
+    assert_eq!(admitted.into_inner().responses.len(), 1);
+
+    let list = || {
+        futures::stream::iter([ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        }])
+    };
+    for (key, code) in [
+        (Some(&app.keys.score), Code::PermissionDenied),
+        (None, Code::Unauthenticated),
+    ] {
+        let mut reflection = ServerReflectionClient::with_interceptor(
+            app.channel.clone(),
+            helpers::WithKey::new(key),
+        );
+        let status = reflection.server_reflection_info(list()).await.unwrap_err();
+        assert_eq!(status.code(), code, "{status:?}");
+    }
+
+    // Probes carry no key.
+    let mut health = HealthClient::new(app.channel.clone());
+    health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap();
     app.stop().await;
 }

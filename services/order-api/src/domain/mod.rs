@@ -6,4 +6,4 @@ pub mod order;
 pub mod text;
 
 pub use ids::TaskId;
-pub use order::{OrderRequest, ValidOrder};
+pub use order::{AmountLimits, MAX_SAFE_AMOUNT, OrderRequest, ValidOrder};

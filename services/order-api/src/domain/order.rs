@@ -79,11 +79,34 @@ pub struct ValidOrder {
 const MAX_ITEMS: usize = 100;
 const MAX_QUANTITY: i64 = 10_000;
 
+/// The largest amount a limit may be: 2⁵³ − 1, the largest integer a JSON consumer reading
+/// numbers as IEEE doubles (JavaScript, many others) gets back exactly.
+pub const MAX_SAFE_AMOUNT: i64 = (1 << 53) - 1;
+
+/// The largest amounts an order may carry, in minor units of its currency
+/// (`ORDER_MAX_LINE_AMOUNT`, `ORDER_MAX_TOTAL`). Both are at most [`MAX_SAFE_AMOUNT`], and with
+/// at most 100 lines the running total is checked against the limit before it could overflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AmountLimits {
+    /// One line: `unit_price × quantity`.
+    pub max_line: i64,
+    pub max_total: i64,
+}
+
+impl Default for AmountLimits {
+    fn default() -> Self {
+        AmountLimits {
+            max_line: 100_000_000_000,
+            max_total: 1_000_000_000_000,
+        }
+    }
+}
+
 impl ValidOrder {
     /// Parses the raw body: JSON syntax, types and the string rules first (serde, with the path
     /// of the field), then the rules that span fields. Nothing but whitespace may follow the
     /// JSON value.
-    pub fn parse(body: &[u8]) -> Result<ValidOrder, ApiError> {
+    pub fn parse(body: &[u8], limits: &AmountLimits) -> Result<ValidOrder, ApiError> {
         let de = &mut serde_json::Deserializer::from_slice(body);
         let request: OrderRequest = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
             let path = e.path().to_string();
@@ -106,7 +129,7 @@ impl ValidOrder {
         })?;
         de.end()
             .map_err(|_| ApiError::validation("body", "unexpected data after the JSON object"))?;
-        request.validate()
+        request.validate(limits)
     }
 }
 
@@ -129,7 +152,7 @@ fn strip_position(message: &str) -> String {
 }
 
 impl OrderRequest {
-    fn validate(self) -> Result<ValidOrder, ApiError> {
+    fn validate(self, limits: &AmountLimits) -> Result<ValidOrder, ApiError> {
         if self
             .customer
             .account_created_at
@@ -166,14 +189,29 @@ impl OrderRequest {
                     "must not be negative (minor units)",
                 ));
             }
-            total = item
+            let line = item
                 .unit_price
                 .checked_mul(item.quantity)
-                .and_then(|line| total.checked_add(line))
+                .filter(|line| *line <= limits.max_line)
                 .ok_or_else(|| {
                     ApiError::validation(
                         &format!("items[{i}].unit_price"),
-                        "the order total is too large",
+                        format!(
+                            "unit_price × quantity must be at most {} (minor units)",
+                            limits.max_line
+                        ),
+                    )
+                })?;
+            total = total
+                .checked_add(line)
+                .filter(|total| *total <= limits.max_total)
+                .ok_or_else(|| {
+                    ApiError::validation(
+                        "items",
+                        format!(
+                            "the order total must be at most {} (minor units)",
+                            limits.max_total
+                        ),
                     )
                 })?;
         }
@@ -205,7 +243,7 @@ mod tests {
     }
 
     fn field_of(body: Value) -> String {
-        match ValidOrder::parse(body.to_string().as_bytes()) {
+        match ValidOrder::parse(body.to_string().as_bytes(), &AmountLimits::default()) {
             Err(ApiError::Validation { field, .. }) => field,
             other => panic!("expected a validation error, got {other:?}"),
         }
@@ -213,7 +251,8 @@ mod tests {
 
     #[test]
     fn accepts_the_design_example_and_totals_it() {
-        let order = ValidOrder::parse(sample().to_string().as_bytes()).unwrap();
+        let order =
+            ValidOrder::parse(sample().to_string().as_bytes(), &AmountLimits::default()).unwrap();
         assert_eq!(order.total, 90000);
         assert_eq!(order.client_ip, "203.0.113.7".parse().ok());
     }
@@ -251,7 +290,7 @@ mod tests {
         b["client_ip"] = json!("300.1.1.1");
         assert_eq!(field_of(b), "client_ip");
         assert!(
-            matches!(ValidOrder::parse(b"{\"customer\": "), Err(ApiError::Validation { field, .. }) if field == "body")
+            matches!(ValidOrder::parse(b"{\"customer\": ", &AmountLimits::default()), Err(ApiError::Validation { field, .. }) if field == "body")
         );
     }
 
@@ -273,16 +312,18 @@ mod tests {
             1,
         );
         assert!(
-            matches!(ValidOrder::parse(twice.as_bytes()), Err(ApiError::Validation { field, .. }) if field == "currency"),
+            matches!(ValidOrder::parse(twice.as_bytes(), &AmountLimits::default()), Err(ApiError::Validation { field, .. }) if field == "currency"),
             "{twice}"
         );
         for trailing in [format!("{body}x"), format!("{body}{body}")] {
             assert!(matches!(
-                ValidOrder::parse(trailing.as_bytes()),
+                ValidOrder::parse(trailing.as_bytes(), &AmountLimits::default()),
                 Err(ApiError::Validation { field, .. }) if field == "body"
             ));
         }
-        assert!(ValidOrder::parse(format!("{body} \n").as_bytes()).is_ok());
+        assert!(
+            ValidOrder::parse(format!("{body} \n").as_bytes(), &AmountLimits::default()).is_ok()
+        );
     }
 
     #[test]
@@ -291,9 +332,47 @@ mod tests {
         b["shipping_address"]["line2"] = json!("  ");
         b["payment"]["card_fingerprint"] = json!("");
         b["customer"]["name"] = json!("  김민수\n");
-        let order = ValidOrder::parse(b.to_string().as_bytes()).unwrap();
+        let order = ValidOrder::parse(b.to_string().as_bytes(), &AmountLimits::default()).unwrap();
         assert!(order.request.shipping_address.line2.is_none());
         assert!(order.request.payment.card_fingerprint.is_none());
         assert_eq!(order.request.customer.name.as_str(), "김민수");
+    }
+
+    #[test]
+    fn amounts_past_the_limits_name_the_line_or_the_items() {
+        let limits = AmountLimits {
+            max_line: 1_000,
+            max_total: 2_500,
+        };
+        let order = |lines: &[(i64, i64)]| {
+            let mut b = sample();
+            b["items"] = Value::Array(
+                lines
+                    .iter()
+                    .map(|(q, p)| json!({"sku": "S", "name": "N", "quantity": q, "unit_price": p}))
+                    .collect(),
+            );
+            ValidOrder::parse(b.to_string().as_bytes(), &limits)
+        };
+        assert_eq!(
+            order(&[(2, 500), (1, 1_000), (1, 500)]).unwrap().total,
+            2_500
+        );
+        let field = |r: Result<ValidOrder, ApiError>| match r {
+            Err(ApiError::Validation { field, .. }) => field,
+            other => panic!("expected a validation error, got {other:?}"),
+        };
+        assert_eq!(
+            field(order(&[(1, 10), (1, 10), (3, 334)])),
+            "items[2].unit_price"
+        );
+        assert_eq!(field(order(&[(1, 1_000), (1, 1_000), (1, 501)])), "items");
+        assert_eq!(
+            field(order(&[(10_000, i64::MAX / 2)])),
+            "items[0].unit_price"
+        );
+        // The defaults stay below 2⁵³ whatever the number of lines.
+        let defaults = AmountLimits::default();
+        assert!(defaults.max_line <= MAX_SAFE_AMOUNT && defaults.max_total <= MAX_SAFE_AMOUNT);
     }
 }

@@ -3,17 +3,23 @@
 //! An order and the messages of its tasks are written in one transaction (the transactional
 //! outbox); the relay publishes them afterwards. A broker outage therefore delays the tasks and
 //! never fails or loses an order.
+//!
+//! What the caller sees of the fraud check: the order's `status` (`accepted`, `review`,
+//! `blocked`) always; the `fds` object (score, decision, rule reasons and their limits) only
+//! with scope `admin` ([`shown_to`]). The stored order and the stored idempotent answer keep
+//! everything; a replay is filtered for the key that asks.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
+use shopfds_auth::{Principal, Scope};
 use shopfds_protocol::payloads::{EvaluateTransaction, OrderTask};
 use shopfds_protocol::{Signature, TaskArgs, TaskMessage, tasks};
 use shopfds_store::{
@@ -31,23 +37,27 @@ const MAX_IDEMPOTENCY_KEY: usize = 255;
 
 pub async fn create(
     State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     require_json(&headers)?;
-    let order = ValidOrder::parse(&body)?;
-    let idempotency = idempotency(&headers, &body)?;
-    let client_ip = order
-        .client_ip
-        .or_else(|| forwarded_for(&headers))
-        .unwrap_or(peer.ip());
+    let order = ValidOrder::parse(&body, &state.limits)?;
+    let idempotency = idempotency(&caller, &headers, &body)?;
+    let client_ip = crate::auth::client_ip(
+        &caller,
+        order.client_ip,
+        peer.ip(),
+        &headers,
+        &state.trusted_proxies,
+    );
 
     // A replay is answered before the order is scored again.
     if let Some(idem) = &idempotency
         && let Some(outcome) = state.store.idempotency().outcome(idem).await?
     {
-        return answer(outcome, None);
+        return answer(&caller, outcome, None);
     }
 
     let order_id = Uuid::new_v4();
@@ -139,20 +149,35 @@ pub async fn create(
         .create(idempotency.as_ref(), &new_order, &outbox, &pending, &stored)
         .await?;
     if let CreateOutcome::Created = outcome {
-        tracing::info!(%order_id, total = order.total, currency = req.currency.as_str(), status, "order accepted");
+        tracing::info!(%order_id, total = order.total, currency = req.currency.as_str(), status, key_id = %caller.key_id, "order accepted");
     }
-    answer(outcome, Some(stored))
+    answer(&caller, outcome, Some(stored))
+}
+
+/// An order answer as `caller` may see it: without the `fds` object (score, decision, rule
+/// reasons and limits) unless the key has `admin`.
+pub fn shown_to(caller: &Principal, mut body: Value) -> Value {
+    if !caller.allows(Scope::Admin)
+        && let Some(fields) = body.as_object_mut()
+    {
+        fields.remove("fds");
+    }
+    body
 }
 
 /// The HTTP answer to an order: the new order, the first answer for a replayed key, or 409.
-fn answer(outcome: CreateOutcome, created: Option<StoredResponse>) -> Result<Response, ApiError> {
+fn answer(
+    caller: &Principal,
+    outcome: CreateOutcome,
+    created: Option<StoredResponse>,
+) -> Result<Response, ApiError> {
     match (outcome, created) {
         (CreateOutcome::Created, Some(stored)) => {
-            Ok((StatusCode::CREATED, Json(stored.body)).into_response())
+            Ok((StatusCode::CREATED, Json(shown_to(caller, stored.body))).into_response())
         }
         (CreateOutcome::Replayed(first), _) => {
             let status = StatusCode::from_u16(first.status).unwrap_or(StatusCode::CREATED);
-            let mut response = (status, Json(first.body)).into_response();
+            let mut response = (status, Json(shown_to(caller, first.body))).into_response();
             response
                 .headers_mut()
                 .insert("idempotent-replayed", HeaderValue::from_static("true"));
@@ -167,6 +192,7 @@ fn answer(outcome: CreateOutcome, created: Option<StoredResponse>) -> Result<Res
 
 pub async fn get(
     State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
     // A path that is not UTF-8 (`%FF`) is no order id either.
@@ -179,7 +205,7 @@ pub async fn get(
         .get(order_id)
         .await?
         .ok_or_else(not_found)?;
-    Ok(Json(order_json(&order)))
+    Ok(Json(shown_to(&caller, order_json(&order))))
 }
 
 fn order_json(o: &OrderRecord) -> Value {
@@ -223,7 +249,13 @@ fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-fn idempotency(headers: &HeaderMap, body: &[u8]) -> Result<Option<IdempotencyRequest>, ApiError> {
+/// The request's `Idempotency-Key`, scoped to the caller's API key: another key using the same
+/// value makes its own order and cannot replay or block this caller's.
+fn idempotency(
+    caller: &Principal,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Option<IdempotencyRequest>, ApiError> {
     let Some(value) = headers.get(IDEMPOTENCY_HEADER) else {
         return Ok(None);
     };
@@ -240,22 +272,8 @@ fn idempotency(headers: &HeaderMap, body: &[u8]) -> Result<Option<IdempotencyReq
     let digest = Sha256::digest(body);
     let request_hash = digest.iter().map(|b| format!("{b:02x}")).collect();
     Ok(Some(IdempotencyRequest {
-        // Anonymous until callers are authenticated: then the caller's API key id.
-        scope: String::new(),
+        scope: caller.key_id.clone(),
         key: key.to_owned(),
         request_hash,
     }))
-}
-
-/// The client as the first proxy saw it (`X-Forwarded-For: client, proxy1, …`).
-fn forwarded_for(headers: &HeaderMap) -> Option<IpAddr> {
-    headers
-        .get("x-forwarded-for")?
-        .to_str()
-        .ok()?
-        .split(',')
-        .next()?
-        .trim()
-        .parse()
-        .ok()
 }

@@ -9,9 +9,11 @@ use order_api::Application;
 use order_api::fds_tls::FdsClientTls;
 use reqwest::Response;
 use serde_json::{Value, json};
+use shopfds_auth::Scope;
 use shopfds_broker::BrokerSettings;
 use shopfds_config::Env;
 use shopfds_store::{DatabaseSettings, Store};
+use shopfds_testkit::keys::{TestKey, auth_settings};
 use shopfds_testkit::net::TcpProxy;
 use shopfds_testkit::pg::TestDatabase;
 use shopfds_testkit::rabbit::TestVhost;
@@ -30,6 +32,12 @@ pub struct Options {
     pub fds_down: bool,
     /// order-api's `HTTP_HEADER_READ_TIMEOUT_SECS`, shorter than any default.
     pub header_read_timeout: Option<Duration>,
+    /// order-api's `TRUSTED_PROXIES` (default: none).
+    pub trusted_proxies: Option<&'static str>,
+    /// order-api's `API_KEYS_CACHE_SECS`, shorter than the default.
+    pub key_cache: Option<Duration>,
+    /// order-api's `ORDER_MAX_LINE_AMOUNT` and `ORDER_MAX_TOTAL`.
+    pub limits: Option<order_api::domain::AmountLimits>,
     /// `RELAY_ENABLED=false`: this replica takes orders but relays nothing.
     pub relay_disabled: bool,
     /// The pause between two rounds of housekeeping, shorter than any default.
@@ -46,12 +54,50 @@ pub struct FdsTlsVars {
     pub client: Vec<(&'static str, String)>,
 }
 
+/// The keys of a test app, each admitted through `API_KEYS`.
+pub struct Keys {
+    /// `admin`: the default client's key (sees fraud reasons, may set `client_ip`).
+    pub admin: TestKey,
+    /// `orders:write` + `orders:read`: a storefront.
+    pub shop: TestKey,
+    /// `orders:read` only.
+    pub reader: TestKey,
+    /// `orders:write` only.
+    pub writer: TestKey,
+    /// `fds:score`: order-api's key to fds-worker.
+    pub fds: TestKey,
+}
+
+impl Keys {
+    fn new() -> Keys {
+        Keys {
+            admin: TestKey::new(&[Scope::Admin]),
+            shop: TestKey::new(&[Scope::OrdersWrite, Scope::OrdersRead]),
+            reader: TestKey::new(&[Scope::OrdersRead]),
+            writer: TestKey::new(&[Scope::OrdersWrite]),
+            fds: TestKey::new(&[Scope::FdsScore]),
+        }
+    }
+
+    fn all(&self) -> [&TestKey; 5] {
+        [
+            &self.admin,
+            &self.shop,
+            &self.reader,
+            &self.writer,
+            &self.fds,
+        ]
+    }
+}
+
 pub struct TestApp {
     pub address: String,
     /// `http://127.0.0.1:<ops port>`: `/healthz`, `/readyz`, `/metrics`.
     pub ops_address: String,
     pub socket: std::net::SocketAddr,
+    /// Sends the `admin` key with every request.
     pub client: reqwest::Client,
+    pub keys: Keys,
     pub store: Store,
     pub smtp: SmtpSink,
     pub broker_proxy: Option<TcpProxy>,
@@ -88,9 +134,26 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         None
     };
 
+    let keys = Keys::new();
     let mut settings = order_api::Settings::from_env().expect("order-api settings");
     settings.http_addr = "127.0.0.1:0".parse().expect("addr");
     settings.shell.ops_addr = "127.0.0.1:0".parse().expect("addr");
+    settings.security.auth = auth_settings(&keys.all());
+    if let Some(ttl) = options.key_cache {
+        settings.security.auth.cache_ttl = ttl;
+    }
+    settings.security.fds_api_key = Some(shopfds_config::Secret::new(keys.fds.key.clone()));
+    settings.security.trusted_proxies = options
+        .trusted_proxies
+        .map(|nets| {
+            nets.split(',')
+                .map(|n| n.trim().parse().expect("network"))
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(limits) = options.limits {
+        settings.security.limits = limits;
+    }
     let mut database = DatabaseSettings::with_url(match &database_proxy {
         Some(p) => db.url().replace(":5432/", &format!(":{}/", p.port())),
         None => db.url(),
@@ -112,6 +175,10 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     if let Some(every) = options.housekeeping_every {
         settings.housekeeping.every = every;
     }
+    settings.relay.enabled = !options.relay_disabled;
+    if let Some(every) = options.housekeeping_every {
+        settings.housekeeping.every = every;
+    }
     let shutdown = CancellationToken::new();
     let mut handles = Vec::new();
     if !options.fds_down {
@@ -122,7 +189,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
             .transpose()
             .expect("fds-worker TLS settings")
             .unwrap_or_default();
-        let (grpc_port, handle) = spawn_fds_worker(&vhost, &db, &shutdown, server_tls).await;
+        let (grpc_port, handle) = spawn_fds_worker(&vhost, &db, &keys, &shutdown, server_tls).await;
         let scheme = if options.fds_tls.is_some() {
             "https"
         } else {
@@ -165,11 +232,20 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         .expect("email-worker builds");
     handles.push(tokio::spawn(worker.run_until_stopped(shutdown.clone())));
 
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        keys.admin.bearer().parse().expect("header"),
+    );
     TestApp {
         address,
         ops_address,
         socket,
-        client: reqwest::Client::new(),
+        client: reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .expect("client"),
+        keys,
         store,
         smtp,
         broker_proxy,
@@ -185,11 +261,13 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
 async fn spawn_fds_worker(
     vhost: &TestVhost,
     db: &TestDatabase,
+    keys: &Keys,
     shutdown: &CancellationToken,
     grpc_tls: GrpcServerTls,
 ) -> (u16, JoinHandle<anyhow::Result<()>>) {
     let mut fds = fds_worker::Settings::from_env().expect("fds-worker settings");
     fds.grpc_tls = grpc_tls;
+    fds.auth = auth_settings(&[&keys.fds]);
     fds.broker = fast_reconnect(BrokerSettings::with_url(
         vhost.amqp_url(),
         "fds-worker-test",
@@ -268,6 +346,34 @@ impl TestApp {
             .expect("GET")
     }
 
+    /// `POST /v1/orders` with `key` (none if `None`) instead of the admin key.
+    pub async fn post_order_as(
+        &self,
+        key: Option<&TestKey>,
+        body: &Value,
+        idempotency_key: Option<&str>,
+    ) -> Response {
+        let mut req = reqwest::Client::new()
+            .post(format!("{}/v1/orders", self.address))
+            .json(body);
+        if let Some(key) = key {
+            req = req.header("authorization", key.bearer());
+        }
+        if let Some(idem) = idempotency_key {
+            req = req.header("Idempotency-Key", idem);
+        }
+        req.send().await.expect("POST /v1/orders")
+    }
+
+    /// `GET path` with `key` (none if `None`) instead of the admin key.
+    pub async fn get_as(&self, key: Option<&TestKey>, path: &str) -> Response {
+        let mut req = reqwest::Client::new().get(format!("{}{path}", self.address));
+        if let Some(key) = key {
+            req = req.header("authorization", key.bearer());
+        }
+        req.send().await.expect("GET")
+    }
+
     pub async fn get(&self, path: &str) -> Response {
         self.client
             .get(format!("{}{path}", self.address))
@@ -314,6 +420,7 @@ impl TestApp {
         let (_, handle) = spawn_fds_worker(
             &self._vhost,
             &self._db,
+            &self.keys,
             &self.shutdown,
             GrpcServerTls::default(),
         )
