@@ -2,8 +2,9 @@
 //! outbox), the PENDING rows of their tasks and the HTTP `Idempotency-Key`, so an order either
 //! exists with all its work queued or does not exist at all. The idempotency key is claimed
 //! first (`idempotency::claim`); a replayed or conflicting key writes nothing else.
-//! An order is written once; only the tasks that ship and invoice it fill in its tracking
-//! number and invoice URL afterwards.
+//! Afterwards only the tasks that ship and invoice an order fill in its tracking number and
+//! invoice URL, and the batch evaluation replaces a fallback decision and its status
+//! ([`crate::fds_batch::set_unscored_order_fds`]).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
