@@ -1,6 +1,7 @@
 //! No secret reaches a log line or an error message: all six binaries run with passwords in their
-//! URLs (RabbitMQ user, PostgreSQL, SMTP, a threat-intel feed key), debug logging of every crate
-//! on, an order taken whose mail fails on the unreachable SMTP server; then every log is searched
+//! URLs (RabbitMQ user, PostgreSQL, SMTP, a threat-intel feed key) and API keys (the caller's,
+//! order-api's key to fds-worker), debug logging of every crate on, an order taken (scored over
+//! gRPC with the key) whose mail fails on the unreachable SMTP server; then every log is searched
 //! for the secrets. Settings errors with secrets in the bad value are checked too.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -8,6 +9,8 @@
 use std::process::Command;
 use std::time::Duration;
 
+use shopfds_auth::Scope;
+use shopfds_testkit::keys::{TestKey, api_keys_var};
 use shopfds_testkit::pg::TestDatabase;
 use shopfds_testkit::process::ChildGuard;
 use shopfds_testkit::rabbit::{TestUser, TestVhost};
@@ -38,11 +41,18 @@ async fn no_secret_reaches_a_log_line() {
     let pg_secret = format!("pg-secret-{id}");
     let smtp_secret = format!("smtp-secret-{id}");
     let intel_secret = format!("intel-secret-{id}");
+    let caller = TestKey::new(&[Scope::Admin]);
+    let scorer = TestKey::new(&[Scope::FdsScore]);
+    // A key's id is public (logged with each order); what follows it is the secret.
+    let key_secret = |key: &TestKey| key.key[key.key.len() - 64..].to_owned();
+    let (caller_secret, scorer_secret) = (key_secret(&caller), key_secret(&scorer));
     let secrets = [
         user.password.as_str(),
         pg_secret.as_str(),
         smtp_secret.as_str(),
         intel_secret.as_str(),
+        caller_secret.as_str(),
+        scorer_secret.as_str(),
     ];
     let database_url = db
         .url()
@@ -69,7 +79,9 @@ async fn no_secret_reaches_a_log_line() {
             "order-api" => {
                 cmd.env("HTTP_ADDR", format!("127.0.0.1:{http}"))
                     .env("FDS_GRPC_URL", format!("http://127.0.0.1:{grpc}"))
-                    .env("FDS_TIMEOUT_MS", "2000");
+                    .env("FDS_TIMEOUT_MS", "2000")
+                    .env("API_KEYS", api_keys_var(&[&caller]))
+                    .env("FDS_API_KEY", &scorer.key);
             }
             "email-worker" => {
                 cmd.env(
@@ -78,10 +90,12 @@ async fn no_secret_reaches_a_log_line() {
                 );
             }
             "fds-worker" => {
-                cmd.env("GRPC_ADDR", format!("127.0.0.1:{grpc}")).env(
-                    "THREAT_INTEL_URL",
-                    format!("https://intel.invalid/feed.json?api_key={intel_secret}"),
-                );
+                cmd.env("GRPC_ADDR", format!("127.0.0.1:{grpc}"))
+                    .env(
+                        "THREAT_INTEL_URL",
+                        format!("https://intel.invalid/feed.json?api_key={intel_secret}"),
+                    )
+                    .env("API_KEYS", api_keys_var(&[&scorer]));
             }
             _ => {}
         }
@@ -96,6 +110,7 @@ async fn no_secret_reaches_a_log_line() {
     let client = reqwest::Client::new();
     let response = client
         .post(format!("http://127.0.0.1:{http}/v1/orders"))
+        .header("authorization", caller.bearer())
         .json(&serde_json::json!({
             "customer": {"id": "c-secret", "email": "buyer@example.com", "name": "Buyer"},
             "items": [{"sku": "S-1", "name": "Item", "quantity": 1, "unit_price": 1999}],
@@ -107,7 +122,10 @@ async fn no_secret_reaches_a_log_line() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+    assert_eq!(response.status(), 201);
+    let order: serde_json::Value = response.json().await.unwrap();
+    // Scored by fds-worker with order-api's key (the fallback would mean the key was refused).
+    assert_eq!(order["fds"]["source"], "realtime", "{order}");
     let mailer = running
         .iter_mut()
         .find(|s| s.name == "email-worker")
