@@ -10,19 +10,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use shopfds_auth::Scope;
+use shopfds_config_checks::BINARIES;
 use shopfds_testkit::keys::{TestKey, api_keys_var};
 use shopfds_testkit::pg::TestDatabase;
 use shopfds_testkit::process::ChildGuard;
 use shopfds_testkit::rabbit::{TestUser, TestVhost};
-
-const BINARIES: [&str; 6] = [
-    "order-api",
-    "email-worker",
-    "fds-worker",
-    "report-worker",
-    "beat-scheduler",
-    "dlq-reprocessor",
-];
 
 struct Running {
     name: &'static str,

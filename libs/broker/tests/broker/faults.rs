@@ -609,16 +609,17 @@ async fn run_1000_tasks_through(disturbance: Disturbance) {
         0
     );
 
-    // Workers and publisher came back by themselves: their connections are on the node again.
+    // The workers came back by themselves: their connections are on the node again. The
+    // publisher reconnects when it next publishes, so it is only on the node if the last
+    // disturbance came while it still had batches to send (it may have sent them all before the
+    // second close): what shows it came back is that it opened another connection and every
+    // publish was confirmed.
     let client_names = || async { node.connection_names().await.unwrap_or_default() };
-    let back = |names: &Vec<String>| {
-        names.iter().filter(|n| *n == "fault-worker").count() == 2
-            && names.iter().any(|n| n == "fault-publisher")
-    };
+    let back = |names: &Vec<String>| names.iter().filter(|n| *n == "fault-worker").count() == 2;
     let reconnected = poll_until(Duration::from_secs(30), client_names, back).await;
     assert!(
         reconnected.is_ok(),
-        "both workers and the publisher are connected again: {:?}",
+        "both workers are connected again: {:?}",
         client_names().await
     );
     assert!(
