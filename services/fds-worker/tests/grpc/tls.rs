@@ -7,7 +7,7 @@ use std::path::Path;
 use fds_worker::engine::RulesConfig;
 use fds_worker::tls::GrpcServerTls;
 use shopfds_config::Env;
-use shopfds_protocol::grpc::{Decision, FraudDetectionClient, ScoreResponse};
+use shopfds_protocol::grpc::{Decision, FraudDetectionClient, ScoreBatchRequest, ScoreResponse};
 use shopfds_testkit::tls::{CertFiles, TestPki, path_str};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity, ServerTlsConfig};
 
@@ -41,11 +41,11 @@ fn client_tls(ca: &Path, identity: Option<&CertFiles>) -> ClientTlsConfig {
     config
 }
 
-/// One Score on a new connection; any failure (handshake, transport, status) as text.
-async fn try_score(
+/// A client on a new connection, with no API key: only its certificate (if any) speaks for it.
+async fn keyless_client(
     addr: SocketAddr,
     tls: Option<ClientTlsConfig>,
-) -> Result<ScoreResponse, String> {
+) -> Result<FraudDetectionClient<Channel>, String> {
     let endpoint = match tls {
         Some(tls) => Channel::from_shared(format!("https://{addr}"))
             .unwrap()
@@ -54,7 +54,17 @@ async fn try_score(
         None => Channel::from_shared(format!("http://{addr}")).unwrap(),
     };
     let channel = endpoint.connect().await.map_err(|e| format!("{e:?}"))?;
-    FraudDetectionClient::new(channel)
+    Ok(FraudDetectionClient::new(channel))
+}
+
+/// One Score without an API key on a new connection; any failure (handshake, transport,
+/// status) as text.
+async fn try_score(
+    addr: SocketAddr,
+    tls: Option<ClientTlsConfig>,
+) -> Result<ScoreResponse, String> {
+    keyless_client(addr, tls)
+        .await?
         .score(plain_request("tls-probe"))
         .await
         .map(tonic::Response::into_inner)
@@ -105,9 +115,21 @@ async fn mutual_tls_scores_for_a_client_certificate_and_refuses_every_other_clie
     );
     let plaintext = try_score(app.addr, None).await;
     assert!(plaintext.is_err(), "plaintext is refused: {plaintext:?}");
-    // The client with its certificate still scores on a fresh connection.
+    // The client with its certificate still scores on a fresh connection, without an API key:
+    // a verified certificate is an internal caller, so ScoreBatch is open to it too.
     let again = try_score(app.addr, Some(client_tls(&pki.ca_file(), Some(&client)))).await;
     assert!(again.is_ok(), "{again:?}");
+    let batch = keyless_client(app.addr, Some(client_tls(&pki.ca_file(), Some(&client))))
+        .await
+        .unwrap()
+        .score_batch(ScoreBatchRequest {
+            requests: vec![plain_request("mtls-batch")],
+        })
+        .await;
+    assert!(
+        batch.is_ok_and(|b| b.into_inner().responses.len() == 1),
+        "ScoreBatch for a verified client certificate"
+    );
     app.stop().await;
 }
 
@@ -131,6 +153,14 @@ async fn tls_without_a_client_ca_serves_clients_that_present_no_certificate() {
         .unwrap()
         .into_inner();
     assert_eq!(answer.decision(), Decision::Approve, "{answer:?}");
+    // TLS alone is no credential: without a client certificate, Score still needs a key.
+    let anonymous = try_score(app.addr, Some(client_tls(&pki.ca_file(), None))).await;
+    assert!(
+        anonymous
+            .as_ref()
+            .is_err_and(|e| e.contains("Unauthenticated")),
+        "{anonymous:?}"
+    );
     // A client that trusts another CA refuses the server's certificate.
     let other = TestPki::new("grpc-tls-other").unwrap();
     let untrusting = try_score(app.addr, Some(client_tls(&other.ca_file(), None))).await;
