@@ -6,6 +6,8 @@ use shopfds_results::ResultSettings;
 use shopfds_service::{ConfigError, Env, SecretUrl, ServiceSettings, ShellSettings};
 use shopfds_store::DatabaseSettings;
 
+use crate::partner::PartnerSettings;
+
 pub const SERVICE: &str = "email-worker";
 
 #[derive(Debug, Clone)]
@@ -22,6 +24,8 @@ pub struct Settings {
     pub smtp_url: SecretUrl,
     /// `MAIL_FROM`, default `ShopFDS <noreply@shopfds.com>`.
     pub mail_from: Mailbox,
+    /// `SHIPPING_PARTNER_URL`, `SHIPPING_PARTNER_TOKEN`, `SHIPPING_PARTNER_TIMEOUT_SECS`.
+    pub partner: PartnerSettings,
 }
 
 impl ServiceSettings for Settings {
@@ -47,6 +51,7 @@ impl ServiceSettings for Settings {
             mail_from: mail_from.parse().map_err(|_| {
                 ConfigError::new("MAIL_FROM", format!("{mail_from:?} is not a mailbox"))
             })?,
+            partner: PartnerSettings::read(env)?,
         })
     }
 

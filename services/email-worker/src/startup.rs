@@ -1,4 +1,5 @@
-//! Wires the worker: result store, SMTP transport, task registry, operations endpoints.
+//! Wires the worker: result store, SMTP transport, the shipping partner's client, task registry,
+//! operations endpoints.
 
 use std::sync::Arc;
 
@@ -10,12 +11,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Settings;
 use crate::mail::Mailer;
+use crate::partner::Partner;
 use crate::tasks;
 
 pub struct Application {
     settings: Settings,
     store: Store,
     mailer: Arc<Mailer>,
+    partner: Partner,
     ops_listener: TcpListener,
 }
 
@@ -28,11 +31,13 @@ impl Application {
             settings.smtp_url.expose(),
             settings.mail_from.clone(),
         )?);
+        let partner = Partner::new(settings.partner.clone())?;
         let ops_listener = shopfds_service::bind_ops(&settings.shell).await?;
         Ok(Application {
             settings,
             store,
             mailer,
+            partner,
             ops_listener,
         })
     }
@@ -46,7 +51,12 @@ impl Application {
 
     pub fn registry(&self) -> Registry {
         let mut registry = Registry::new();
-        tasks::register(&mut registry, self.mailer.clone(), self.store.clone());
+        tasks::register(
+            &mut registry,
+            self.mailer.clone(),
+            self.partner.clone(),
+            self.store.clone(),
+        );
         registry
     }
 

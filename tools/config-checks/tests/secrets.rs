@@ -1,5 +1,6 @@
 //! No secret reaches a log line or an error message: all six binaries run with passwords in their
-//! URLs (RabbitMQ user, PostgreSQL, SMTP, a threat-intel feed key) and API keys (the caller's,
+//! URLs (RabbitMQ user, PostgreSQL, SMTP, the shipping partner, a threat-intel feed key), the
+//! partner's token, and API keys (the caller's,
 //! order-api's key to fds-worker), debug logging of every crate on, an order taken (scored over
 //! gRPC with the key) whose mail fails on the unreachable SMTP server; then every log is searched
 //! for the secrets. Settings errors with secrets in the bad value are checked too.
@@ -33,6 +34,8 @@ async fn no_secret_reaches_a_log_line() {
     let pg_secret = format!("pg-secret-{id}");
     let smtp_secret = format!("smtp-secret-{id}");
     let intel_secret = format!("intel-secret-{id}");
+    let partner_secret = format!("partner-secret-{id}");
+    let partner_token = format!("partner-token-{id}");
     let caller = TestKey::new(&[Scope::Admin]);
     let scorer = TestKey::new(&[Scope::FdsScore]);
     // A key's id is public (logged with each order); what follows it is the secret.
@@ -43,6 +46,8 @@ async fn no_secret_reaches_a_log_line() {
         pg_secret.as_str(),
         smtp_secret.as_str(),
         intel_secret.as_str(),
+        partner_secret.as_str(),
+        partner_token.as_str(),
         caller_secret.as_str(),
         scorer_secret.as_str(),
     ];
@@ -79,7 +84,12 @@ async fn no_secret_reaches_a_log_line() {
                 cmd.env(
                     "SMTP_URL",
                     format!("smtp://mailer:{smtp_secret}@127.0.0.1:{smtp}"),
-                );
+                )
+                .env(
+                    "SHIPPING_PARTNER_URL",
+                    format!("https://shop:{partner_secret}@partner.invalid/api"),
+                )
+                .env("SHIPPING_PARTNER_TOKEN", &partner_token);
             }
             "fds-worker" => {
                 cmd.env("GRPC_ADDR", format!("127.0.0.1:{grpc}"))

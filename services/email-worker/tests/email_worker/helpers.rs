@@ -52,6 +52,8 @@ pub struct Options {
     pub database_proxy: bool,
     pub shutdown_grace: Duration,
     pub effect_grace: Duration,
+    /// `SHIPPING_PARTNER_URL` (the test's partner server); unset by default.
+    pub partner_url: Option<String>,
 }
 
 impl Default for Options {
@@ -62,6 +64,7 @@ impl Default for Options {
             database_proxy: false,
             shutdown_grace: Duration::from_secs(2),
             effect_grace: Duration::from_secs(30),
+            partner_url: None,
         }
     }
 }
@@ -154,6 +157,8 @@ pub async fn spawn_email_worker_with(options: Options) -> TestApp {
     settings.worker.concurrency = options.concurrency;
     settings.worker.shutdown_grace = options.shutdown_grace;
     settings.worker.effect_grace = options.effect_grace;
+    settings.partner.url = options.partner_url.map(shopfds_service::SecretUrl::new);
+    settings.partner.token = Some(shopfds_service::Secret::new("partner-token"));
 
     let store = Store::connect(&DatabaseSettings::with_url(db.url()))
         .await

@@ -6,6 +6,7 @@ mod deep_header;
 mod helpers;
 mod outages;
 mod refused_topology;
+mod shipment;
 
 use std::process::Command;
 use std::time::Duration;
