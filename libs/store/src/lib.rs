@@ -53,6 +53,7 @@ pub mod idempotency;
 pub mod once;
 pub mod orders;
 pub mod outbox;
+pub mod rate_limits;
 pub mod results;
 pub mod settings;
 pub mod threat_intel;
@@ -71,6 +72,7 @@ pub use idempotency::{CreateOutcome, IdempotencyKeys, IdempotencyRequest, Stored
 pub use once::{Once, OnceGuard};
 pub use orders::{NewOrder, NewOrderItem, OrderRecord, Orders};
 pub use outbox::{OUTBOX_CHANNEL, Outbox, OutboxMessage, OutboxRow, PendingTask};
+pub use rate_limits::{RateLimits, Slot};
 pub use results::{Results, TaskRecord, TaskStateUpdate};
 pub use settings::DatabaseSettings;
 pub use sqlx;

@@ -34,6 +34,9 @@ pub struct PartnerSettings {
     pub token: Option<Secret>,
     /// `SHIPPING_PARTNER_TIMEOUT_SECS` (default 10): the whole request.
     pub timeout: Duration,
+    /// `SHIPPING_PARTNER_RATE_LIMIT`: at most this many calls per second to the partner, over
+    /// every replica together (counted in PostgreSQL). Unset or 0: no limit.
+    pub rate_limit: Option<u32>,
 }
 
 impl PartnerSettings {
@@ -57,6 +60,7 @@ impl PartnerSettings {
             url,
             token: env.secret("SHIPPING_PARTNER_TOKEN"),
             timeout: Duration::from_secs(env.positive("SHIPPING_PARTNER_TIMEOUT_SECS", 10)?),
+            rate_limit: Some(env.parse("SHIPPING_PARTNER_RATE_LIMIT", 0u32)?).filter(|n| *n > 0),
         })
     }
 }
@@ -95,6 +99,11 @@ impl Partner {
             .user_agent(concat!("shopfds-email-worker/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Partner { http, settings })
+    }
+
+    /// Calls per second allowed over all replicas (`SHIPPING_PARTNER_RATE_LIMIT`).
+    pub fn rate_limit(&self) -> Option<u32> {
+        self.settings.rate_limit
     }
 
     /// Registers `order`'s shipment (idempotent at the partner by the order id).

@@ -2,6 +2,7 @@
 //! of its own, created by `Store::connect`.
 
 mod helpers;
+mod rate_limits;
 mod tls;
 
 use std::collections::HashMap;

@@ -5,7 +5,9 @@
 //! partner call carries `Idempotency-Key: shipment-<order id>`, so a retry after a call whose
 //! answer was lost books nothing twice. A blocked order is not shipped. The partner's temporary
 //! failures (5xx, 429 after its `Retry-After`, timeouts) spend this task's retries; its refusals
-//! (other 4xx) dead-letter the message with the partner's answer (see [`crate::partner`]).
+//! (other 4xx) dead-letter the message with the partner's answer (see [`crate::partner`]). With
+//! `SHIPPING_PARTNER_RATE_LIMIT`, every replica's calls together stay within that many per second
+//! (the store's `rate_limits`): a task waits its turn before calling.
 
 use std::time::Duration;
 
@@ -14,9 +16,15 @@ use shopfds_broker::{RetryPolicy, Task, TaskContext, TaskError, TaskOptions};
 use shopfds_protocol::payloads::OrderTask;
 use shopfds_protocol::tasks::REGISTER_SHIPMENT;
 use shopfds_results::database_error as database;
-use shopfds_store::Store;
+use shopfds_store::{Slot, Store};
 
 use crate::partner::{Partner, PartnerError};
+
+/// The name the partner's calls are counted under (`rate_limit_windows`).
+const RATE_LIMIT: &str = "shipping-partner";
+
+/// Longest a task waits in line for a slot before it gives the worker back and retries later.
+const MOST_WAIT: Duration = Duration::from_secs(30);
 
 /// Retried 5 times with exponential backoff from 2 s (up to 10 min) and jitter.
 pub fn options() -> TaskOptions {
@@ -71,6 +79,9 @@ pub async fn run(
             json!({"status": "not_registered", "reason": "order blocked by fraud detection"}),
         );
     }
+    if let Some(per_second) = partner.rate_limit() {
+        wait_for_slot(store, per_second).await?;
+    }
     // The booking and its record are one span: a time limit or the end of the shutdown grace
     // never falls between the partner's answer and the tracking number being kept.
     let shipment = ctx
@@ -95,4 +106,32 @@ pub async fn run(
         "tracking_number": shipment.tracking_number,
         "carrier": shipment.carrier,
     }))
+}
+
+/// Waits for a slot of the partner's shared rate limit; after [`MOST_WAIT`] in line, a retry in
+/// a second (the partner is that busy with this shop's other replicas).
+async fn wait_for_slot(store: &Store, per_second: u32) -> Result<(), TaskError> {
+    let limits = store.rate_limits();
+    let deadline = tokio::time::Instant::now() + MOST_WAIT;
+    loop {
+        match limits
+            .acquire(RATE_LIMIT, per_second)
+            .await
+            .map_err(database)?
+        {
+            Slot::Granted { .. } => return Ok(()),
+            Slot::Wait(wait) if tokio::time::Instant::now() + wait < deadline => {
+                tokio::time::sleep(wait).await;
+            }
+            Slot::Wait(_) => {
+                return Err(TaskError::Transient {
+                    message: format!(
+                        "the shipping partner's rate limit ({per_second}/s) stayed full for {}s",
+                        MOST_WAIT.as_secs()
+                    ),
+                    countdown: Some(Duration::from_secs(1)),
+                });
+            }
+        }
+    }
 }

@@ -54,6 +54,8 @@ pub struct Options {
     pub effect_grace: Duration,
     /// `SHIPPING_PARTNER_URL` (the test's partner server); unset by default.
     pub partner_url: Option<String>,
+    /// `SHIPPING_PARTNER_RATE_LIMIT`; unset by default.
+    pub partner_rate_limit: Option<u32>,
 }
 
 impl Default for Options {
@@ -65,6 +67,7 @@ impl Default for Options {
             shutdown_grace: Duration::from_secs(2),
             effect_grace: Duration::from_secs(30),
             partner_url: None,
+            partner_rate_limit: None,
         }
     }
 }
@@ -159,6 +162,7 @@ pub async fn spawn_email_worker_with(options: Options) -> TestApp {
     settings.worker.effect_grace = options.effect_grace;
     settings.partner.url = options.partner_url.map(shopfds_service::SecretUrl::new);
     settings.partner.token = Some(shopfds_service::Secret::new("partner-token"));
+    settings.partner.rate_limit = options.partner_rate_limit;
 
     let store = Store::connect(&DatabaseSettings::with_url(db.url()))
         .await

@@ -184,3 +184,39 @@ async fn a_partner_400_is_dead_lettered_with_the_partners_answer() {
     let order = app.store.orders().get(app.order_id).await.unwrap().unwrap();
     assert_eq!(order.tracking_number, None);
 }
+
+#[tokio::test]
+async fn calls_wait_their_turn_under_the_shared_rate_limit() {
+    let (partner, url) = Partner::start(vec![(201, None, BOOKED)]).await;
+    let app = spawn_email_worker_with(Options {
+        partner_url: Some(url),
+        partner_rate_limit: Some(2),
+        concurrency: 6,
+        ..Options::default()
+    })
+    .await;
+    let mut messages = Vec::new();
+    for _ in 0..6 {
+        let order_id = app.add_order().await;
+        let msg = TaskMessage::new(
+            REGISTER_SHIPMENT,
+            serde_json::Map::from_iter([("order_id".to_owned(), json!(order_id.to_string()))]),
+        );
+        app.publish(&Outgoing::task(&msg, "default")).await;
+        messages.push(msg);
+    }
+    for msg in &messages {
+        app.wait_for_state(msg.id(), TaskState::Success).await;
+    }
+    let seen = partner.seen();
+    assert_eq!(seen.len(), 6);
+    // Six calls at two per second of the database's clock fill at least three seconds, so the
+    // last comes at least a second after the first (without the limit: milliseconds apart).
+    let first = seen.iter().map(|s| s.at).min().unwrap();
+    let last = seen.iter().map(|s| s.at).max().unwrap();
+    assert!(
+        last.duration_since(first) >= Duration::from_secs(1),
+        "six calls within {:?}",
+        last.duration_since(first)
+    );
+}
