@@ -228,6 +228,12 @@ def reprocess_failed_tasks(self):
     return {"reprocessed": 0}
 
 
+@app.task(bind=True, name="health_check")
+def health_check(self):
+    _record(self, self.request.args, self.request.kwargs)
+    return {"status": "ok"}
+
+
 # Test-only (not a ShopFDS task; named `interop.*` so the stub check skips it).
 @app.task(bind=True, name="interop.fail_permanently")
 def fail_permanently(self, reason="failed on purpose"):

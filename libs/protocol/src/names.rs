@@ -59,9 +59,10 @@ pub mod tasks {
     pub const GENERATE_SALES_REPORT: &str = "generate_sales_report";
     pub const ARCHIVE_OLD_LOGS: &str = "archive_old_logs";
     pub const REPROCESS_FAILED_TASKS: &str = "reprocess_failed_tasks";
+    pub const HEALTH_CHECK: &str = "health_check";
 
     /// Every task name above; `crate::signatures::TASK_SIGNATURES` gives each its arguments.
-    pub const ALL: [&str; 10] = [
+    pub const ALL: [&str; 11] = [
         SEND_ORDER_CONFIRMATION_EMAIL,
         GENERATE_INVOICE_PDF,
         SEND_INVOICE_EMAIL,
@@ -72,6 +73,7 @@ pub mod tasks {
         GENERATE_SALES_REPORT,
         ARCHIVE_OLD_LOGS,
         REPROCESS_FAILED_TASKS,
+        HEALTH_CHECK,
     ];
 
     /// The queue a task is routed to (Celery's `task_routes`); unknown names go to `default`.

@@ -11,8 +11,8 @@
 use crate::message::TaskArgs;
 use crate::names::tasks;
 use crate::payloads::{
-    ArchiveOldLogs, BatchFdsEvaluation, EvaluateTransaction, GenerateSalesReport, OrderTask,
-    ReprocessFailedTasks, SendInvoiceEmail, UpdateThreatIntelligence,
+    ArchiveOldLogs, BatchFdsEvaluation, EvaluateTransaction, GenerateSalesReport, HealthCheck,
+    OrderTask, ReprocessFailedTasks, SendInvoiceEmail, UpdateThreatIntelligence,
 };
 
 /// A task's name and its Python signature (without `self`).
@@ -52,6 +52,7 @@ pub const TASK_SIGNATURES: [TaskSignature; tasks::ALL.len()] = [
     TaskSignature::of::<GenerateSalesReport>(tasks::GENERATE_SALES_REPORT),
     TaskSignature::of::<ArchiveOldLogs>(tasks::ARCHIVE_OLD_LOGS),
     TaskSignature::of::<ReprocessFailedTasks>(tasks::REPROCESS_FAILED_TASKS),
+    TaskSignature::of::<HealthCheck>(tasks::HEALTH_CHECK),
 ];
 
 /// The signature of the task called `name`, if it is one of ours.
@@ -75,7 +76,7 @@ mod tests {
             task_signature(tasks::SEND_INVOICE_EMAIL).map(|sig| sig.params),
             Some(&["invoice", "order_id"][..])
         );
-        assert_eq!(task_signature("health_check"), None);
+        assert_eq!(task_signature("interop.fail_permanently"), None);
     }
 
     #[test]

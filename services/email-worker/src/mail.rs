@@ -28,6 +28,15 @@ impl Mailer {
         Ok(Mailer { transport, from })
     }
 
+    /// Whether the SMTP server answers (a connection, `EHLO`, `QUIT`), for `health_check`.
+    pub async fn check(&self) -> Result<(), String> {
+        match self.transport.test_connection().await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err("the SMTP server did not accept the connection".to_owned()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     /// Sends `mail` to one recipient. The Message-ID is derived from `key`, so a copy sent again
     /// after a crash is recognisable as the same message. SMTP 5xx and a bad address are
     /// permanent; 4xx, timeouts and connection failures are transient.

@@ -101,6 +101,11 @@ impl Partner {
         Ok(Partner { http, settings })
     }
 
+    /// Whether `SHIPPING_PARTNER_URL` is set.
+    pub fn is_configured(&self) -> bool {
+        self.settings.url.is_some()
+    }
+
     /// Calls per second allowed over all replicas (`SHIPPING_PARTNER_RATE_LIMIT`).
     pub fn rate_limit(&self) -> Option<u32> {
         self.settings.rate_limit

@@ -56,6 +56,7 @@ impl Application {
             self.mailer.clone(),
             self.partner.clone(),
             self.store.clone(),
+            &self.settings.worker.hostname,
         );
         registry
     }

@@ -1,5 +1,5 @@
-//! Arguments of the maintenance tasks (queue `maintenance`, and `reprocess_failed_tasks` on
-//! `default`).
+//! Arguments of the maintenance tasks (queue `maintenance`, and `reprocess_failed_tasks` and
+//! `health_check` on `default`).
 
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -52,6 +52,16 @@ impl TaskArgs for ArchiveOldLogs {
 pub struct ReprocessFailedTasks {}
 
 impl TaskArgs for ReprocessFailedTasks {
+    const PARAMS: &'static [&'static str] = &[];
+    const REQUIRED: &'static [&'static str] = &[];
+}
+
+/// `health_check()`: takes no arguments (the seed's 10-second beat entry).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {}
+
+impl TaskArgs for HealthCheck {
     const PARAMS: &'static [&'static str] = &[];
     const REQUIRED: &'static [&'static str] = &[];
 }

@@ -11,7 +11,7 @@
 //! | [`orders`] | `send_order_confirmation_email`, `generate_invoice_pdf`, `register_shipment` ([`OrderTask`]), `send_invoice_email` ([`SendInvoiceEmail`]) |
 //! | [`fds`] | `evaluate_transaction`, `batch_fds_evaluation`, `update_threat_intelligence` |
 //! | [`reports`] | `generate_sales_report` |
-//! | [`maintenance`] | `archive_old_logs`, `reprocess_failed_tasks` |
+//! | [`maintenance`] | `archive_old_logs`, `reprocess_failed_tasks`, `health_check` |
 
 pub mod fds;
 pub mod maintenance;
@@ -19,7 +19,7 @@ pub mod orders;
 pub mod reports;
 
 pub use fds::{BatchFdsEvaluation, EvaluateTransaction, UpdateThreatIntelligence};
-pub use maintenance::{ArchiveOldLogs, ReprocessFailedTasks};
+pub use maintenance::{ArchiveOldLogs, HealthCheck, ReprocessFailedTasks};
 pub use orders::{OrderTask, SendInvoiceEmail};
 pub use reports::GenerateSalesReport;
 

@@ -1,5 +1,6 @@
 //! The tasks this worker runs, registered with their options.
 
+pub mod health;
 pub mod order_confirmation;
 pub mod shipment;
 
@@ -11,11 +12,26 @@ use shopfds_store::Store;
 use crate::mail::Mailer;
 use crate::partner::Partner;
 
-/// Registers every task of this worker with its dependencies.
-pub fn register(registry: &mut Registry, mailer: Arc<Mailer>, partner: Partner, store: Store) {
+/// Registers every task of this worker with its dependencies; `worker` is its node name.
+pub fn register(
+    registry: &mut Registry,
+    mailer: Arc<Mailer>,
+    partner: Partner,
+    store: Store,
+    worker: &str,
+) {
     registry.task(order_confirmation::SendOrderConfirmation {
-        mailer,
+        mailer: mailer.clone(),
         store: store.clone(),
     });
-    registry.task(shipment::RegisterShipment { partner, store });
+    registry.task(shipment::RegisterShipment {
+        partner: partner.clone(),
+        store: store.clone(),
+    });
+    registry.task(health::HealthCheckTask {
+        store,
+        mailer,
+        partner,
+        worker: worker.to_owned(),
+    });
 }

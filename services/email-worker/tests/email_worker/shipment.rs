@@ -220,3 +220,27 @@ async fn calls_wait_their_turn_under_the_shared_rate_limit() {
         last.duration_since(first)
     );
 }
+
+#[tokio::test]
+async fn health_check_reports_what_the_worker_sees() {
+    let app = spawn_email_worker_with(Options::default()).await;
+    let msg = TaskMessage::new(
+        shopfds_protocol::tasks::HEALTH_CHECK,
+        serde_json::Map::new(),
+    );
+    app.publish(&Outgoing::task(&msg, "default")).await;
+    let result = app
+        .wait_for_state(msg.id(), TaskState::Success)
+        .await
+        .result
+        .unwrap();
+    assert_eq!(result["database"], "ok", "{result}");
+    assert_eq!(result["smtp"], "ok", "{result}");
+    assert_eq!(result["shipping_partner"], "not configured", "{result}");
+    assert!(
+        result["worker"]
+            .as_str()
+            .is_some_and(|w| w.starts_with("email-worker@")),
+        "{result}"
+    );
+}
