@@ -44,6 +44,7 @@ macro_rules! repository {
     };
 }
 
+pub mod activity_logs;
 pub mod api_keys;
 pub mod chords;
 pub mod error;
@@ -63,6 +64,7 @@ pub mod velocity;
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
+pub use activity_logs::{ActivityLine, ActivityLogs, ArchiveBatch};
 pub use api_keys::{ApiKeyRecord, ApiKeys, NewApiKey};
 pub use chords::{ChordError, ChordPart, ChordProgress, ChordRecord, Chords};
 pub use error::StoreError;

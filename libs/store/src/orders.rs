@@ -151,6 +151,13 @@ impl Orders {
             }
             insert_order(&mut tx, order).await?;
             crate::outbox::insert(&mut tx, outbox, pending).await?;
+            crate::activity_logs::record(
+                &mut tx,
+                Some(order.id),
+                "order.created",
+                &serde_json::json!({"status": order.status, "total": order.total, "currency": order.currency}),
+            )
+            .await?;
             tx.commit().await?;
             return Ok(CreateOutcome::Created);
         }

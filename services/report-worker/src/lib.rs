@@ -1,9 +1,10 @@
 //! report-worker: the worker of queues `reports` and `maintenance` (sales reports, invoices, log
-//! archiving). The task handlers come in later changes; for now it consumes both queues with an
-//! empty registry, so every message is dead-lettered as an unknown task.
+//! archiving). It runs `archive_old_logs`; the report and invoice handlers come in later
+//! changes, and until then their messages are dead-lettered as unknown tasks.
 
 pub mod config;
 pub mod startup;
+pub mod tasks;
 
 pub use config::Settings;
 pub use startup::Application;

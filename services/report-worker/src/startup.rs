@@ -1,9 +1,15 @@
-//! Wires the worker: result store, task registry, operations endpoints.
+//! Wires the worker: result store, the object store of archives, task registry, operations
+//! endpoints.
 //!
-//! The registry is empty until this worker's task handlers land, so a message for any task is
-//! dead-lettered to `failed.<queue>` with "unknown task … no handler registered" rather than
-//! acknowledged or left to pile up.
+//! The registry holds `archive_old_logs` (see [`crate::tasks`]); a message for any other task
+//! (the report tasks are not built yet) is dead-lettered to `failed.<queue>` with "unknown task
+//! … no handler registered" rather than acknowledged or left to pile up.
 
+use std::sync::Arc;
+
+use anyhow::Context;
+use object_store::ObjectStore;
+use object_store::local::LocalFileSystem;
 use shopfds_broker::{Registry, Worker};
 use shopfds_service::Supervisor;
 use shopfds_store::Store;
@@ -15,6 +21,7 @@ use crate::Settings;
 pub struct Application {
     settings: Settings,
     store: Store,
+    objects: Option<Arc<dyn ObjectStore>>,
     ops_listener: TcpListener,
 }
 
@@ -23,10 +30,22 @@ impl Application {
     /// free one, for tests).
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let store = Store::connect(&settings.database).await?;
+        let objects = match &settings.object_store_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).with_context(|| {
+                    format!("OBJECT_STORE_DIR: cannot create {}", dir.display())
+                })?;
+                let local = LocalFileSystem::new_with_prefix(dir)
+                    .with_context(|| format!("OBJECT_STORE_DIR: {}", dir.display()))?;
+                Some(Arc::new(local) as Arc<dyn ObjectStore>)
+            }
+            None => None,
+        };
         let ops_listener = shopfds_service::bind_ops(&settings.shell).await?;
         Ok(Application {
             settings,
             store,
+            objects,
             ops_listener,
         })
     }
@@ -39,7 +58,14 @@ impl Application {
     }
 
     pub fn registry(&self) -> Registry {
-        Registry::new()
+        let mut registry = Registry::new();
+        crate::tasks::register(
+            &mut registry,
+            self.store.clone(),
+            self.objects.clone(),
+            self.settings.archive_batch_size,
+        );
+        registry
     }
 
     /// Consumes until `shutdown` fires, then drains running tasks within the grace period.

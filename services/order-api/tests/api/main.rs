@@ -31,6 +31,15 @@ async fn an_order_is_confirmed_by_email_end_to_end() {
         .as_str()
         .unwrap()
         .to_owned();
+    // The order's activity log line, written with the order (archived by archive_old_logs).
+    let events: Vec<String> = shopfds_store::sqlx::query_scalar(
+        "SELECT event FROM activity_logs WHERE order_id = $1::uuid ORDER BY id",
+    )
+    .bind(&order_id)
+    .fetch_all(app.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(events, vec!["order.created".to_owned()]);
 
     let mail = app.wait_for_mail(1).await;
     let mail = &mail[0];
