@@ -22,8 +22,8 @@ pub struct Settings {
     pub worker: WorkerSettings,
     /// `RESULT_BACKEND` and its batch settings.
     pub results: ResultSettings,
-    /// `OBJECT_STORE_DIR`: the directory archives are written to (created if missing); unset:
-    /// `archive_old_logs` is refused with the reason.
+    /// `STORAGE_DIR`: the directory archives are written to (under `activity-logs/`; created if
+    /// missing); unset: `archive_old_logs` is refused with the reason.
     pub object_store_dir: Option<std::path::PathBuf>,
     /// `ARCHIVE_BATCH_SIZE` (default 10000): log lines per archive object.
     pub archive_batch_size: i64,
@@ -39,7 +39,7 @@ impl ServiceSettings for Settings {
             database: DatabaseSettings::read(env)?,
             worker: WorkerSettings::read(env, SERVICE, DEFAULT_QUEUES, DEFAULT_CONCURRENCY, 1)?,
             results: ResultSettings::read(env)?,
-            object_store_dir: env.get("OBJECT_STORE_DIR").map(std::path::PathBuf::from),
+            object_store_dir: env.get("STORAGE_DIR").map(std::path::PathBuf::from),
             archive_batch_size: env.positive("ARCHIVE_BATCH_SIZE", 10_000)?,
         })
     }

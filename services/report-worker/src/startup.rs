@@ -32,11 +32,10 @@ impl Application {
         let store = Store::connect(&settings.database).await?;
         let objects = match &settings.object_store_dir {
             Some(dir) => {
-                std::fs::create_dir_all(dir).with_context(|| {
-                    format!("OBJECT_STORE_DIR: cannot create {}", dir.display())
-                })?;
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("STORAGE_DIR: cannot create {}", dir.display()))?;
                 let local = LocalFileSystem::new_with_prefix(dir)
-                    .with_context(|| format!("OBJECT_STORE_DIR: {}", dir.display()))?;
+                    .with_context(|| format!("STORAGE_DIR: {}", dir.display()))?;
                 Some(Arc::new(local) as Arc<dyn ObjectStore>)
             }
             None => None,
