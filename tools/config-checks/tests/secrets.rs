@@ -1,9 +1,9 @@
 //! No secret reaches a log line or an error message: all six binaries run with passwords in their
 //! URLs (RabbitMQ user, PostgreSQL, SMTP, the shipping partner, a threat-intel feed key), the
-//! partner's token, and API keys (the caller's,
-//! order-api's key to fds-worker), debug logging of every crate on, an order taken (scored over
-//! gRPC with the key) whose mail fails on the unreachable SMTP server; then every log is searched
-//! for the secrets. Settings errors with secrets in the bad value are checked too.
+//! partner's token and API keys (the caller's, order-api's key to fds-worker), debug logging of
+//! every crate on, and an order taken (scored over gRPC with the key) whose mail fails on the
+//! unreachable SMTP server; then every log is searched for the secrets. Settings errors with
+//! secrets in the bad value are checked too.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
