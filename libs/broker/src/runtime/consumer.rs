@@ -50,6 +50,11 @@ use shopfds_telemetry::ops::Check;
 /// How long a consumer cancel may take at shutdown before the worker stops waiting for it.
 const CANCEL_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// After the publishing channel alone was lost, how long the tasks in flight may take to settle
+/// their messages before the session is re-established (a longer task is redelivered, as on any
+/// lost connection).
+const PUBLISHER_LOST_SETTLE: Duration = Duration::from_secs(5);
+
 /// One queue's deliveries: the queue's name, its channel's acks, the delivery, and the queue's
 /// own slot if capped.
 type QueueDelivery = (
@@ -269,6 +274,21 @@ impl Worker {
             )
             .await;
         if let Err(error) = consumed {
+            if matches!(error, BrokerError::PublisherLost(_)) && conn.status().connected() {
+                // Only the publishing channel is gone (a follow-up to a missing exchange closes
+                // it): the tasks in flight settle their messages on their own channels before
+                // the session ends, so a task that succeeded is not redelivered, and run again,
+                // for want of its ack.
+                drop(deliveries);
+                cancel_consumers(&consumers).await;
+                let deadline = tokio::time::Instant::now() + PUBLISHER_LOST_SETTLE;
+                while !tracker.is_empty() && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                for acker in ackers {
+                    let _ = tokio::time::timeout(CANCEL_TIMEOUT, acker).await;
+                }
+            }
             return SessionEnd::Failed {
                 consumed: true,
                 error,
@@ -278,16 +298,7 @@ impl Worker {
         // Shutdown: tell the broker to stop pushing messages. Running tasks still ack on these
         // channels; prefetched messages never started are requeued when the connection closes.
         drop(deliveries);
-        for (channel, tag) in &consumers {
-            let cancel = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default());
-            match tokio::time::timeout(CANCEL_TIMEOUT, cancel).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, consumer = %tag, "consumer cancel failed")
-                }
-                Err(_) => tracing::debug!(consumer = %tag, "consumer cancel unanswered"),
-            }
-        }
+        cancel_consumers(&consumers).await;
         // The channels stay open while tasks drain: a dropped channel closes, and a task that
         // finished afterwards could not ack (its message would run again elsewhere).
         self.drain(tracker, abandon).await;
@@ -438,6 +449,21 @@ impl Worker {
                     });
                 }
             }
+        }
+    }
+}
+
+/// Tells the broker to stop pushing messages to these consumers (their channels stay open, so
+/// tasks in flight can still settle on them).
+async fn cancel_consumers(consumers: &[(lapin::Channel, String)]) {
+    for (channel, tag) in consumers {
+        let cancel = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default());
+        match tokio::time::timeout(CANCEL_TIMEOUT, cancel).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, consumer = %tag, "consumer cancel failed")
+            }
+            Err(_) => tracing::debug!(consumer = %tag, "consumer cancel unanswered"),
         }
     }
 }
