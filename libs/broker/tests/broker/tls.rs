@@ -53,9 +53,12 @@ async fn amqps_with_a_client_certificate_round_trips_a_task_and_other_clients_ar
     // Without a client certificate, the node ends the handshake.
     let anonymous = settings(&url, &pki.ca_file(), None);
     let refused = shopfds_broker::amqp::connect(&anonymous).await.unwrap_err();
+    // The node sends its alert and closes; the client reads either, depending on which reaches
+    // it first.
+    let refused = refused.to_string();
     assert!(
-        refused.to_string().contains("alert"),
-        "the node aborts the handshake with a TLS alert: {refused}"
+        refused.contains("alert") || refused.contains("reset by peer"),
+        "the node aborts the handshake: {refused}"
     );
 
     // Trusting another CA, the client refuses the node's certificate.
