@@ -15,7 +15,7 @@ use shopfds_protocol::names::REASON_HEADER;
 use shopfds_protocol::tasks::REGISTER_SHIPMENT;
 use shopfds_protocol::{TaskMessage, TaskState};
 
-use crate::helpers::{Options, spawn_email_worker_with};
+use crate::helpers::{Options, TestApp, spawn_email_worker_with};
 
 /// One scripted answer: status, `Retry-After` seconds, body.
 type Answer = (u16, Option<u64>, &'static str);
@@ -86,6 +86,13 @@ async fn answer(State(partner): State<Partner>, headers: HeaderMap, body: String
     response
 }
 
+/// Publishes `register_shipment` for the test's order.
+async fn register(app: &TestApp) -> TaskMessage {
+    let msg = TaskMessage::new(REGISTER_SHIPMENT, app.order_kwargs());
+    app.publish(&Outgoing::task(&msg, "default")).await;
+    msg
+}
+
 const BOOKED: &str = r#"{"tracking_number": "SF0123456789", "carrier": "test-carrier"}"#;
 
 #[tokio::test]
@@ -101,8 +108,7 @@ async fn two_partner_503s_then_a_booking_registers_the_shipment_once() {
         ..Options::default()
     })
     .await;
-    let msg = TaskMessage::new(REGISTER_SHIPMENT, app.order_kwargs());
-    app.publish(&Outgoing::task(&msg, "default")).await;
+    let msg = register(&app).await;
 
     let record = app.wait_for_state(msg.id(), TaskState::Success).await;
     assert_eq!(record.retries, 2, "two retries, after the two 503s");
@@ -147,8 +153,7 @@ async fn a_429_is_retried_after_its_retry_after() {
         ..Options::default()
     })
     .await;
-    let msg = TaskMessage::new(REGISTER_SHIPMENT, app.order_kwargs());
-    app.publish(&Outgoing::task(&msg, "default")).await;
+    let msg = register(&app).await;
     let record = app.wait_for_state(msg.id(), TaskState::Success).await;
     assert_eq!(record.retries, 1);
     let seen = partner.seen();
@@ -169,8 +174,7 @@ async fn a_partner_400_is_dead_lettered_with_the_partners_answer() {
         ..Options::default()
     })
     .await;
-    let msg = TaskMessage::new(REGISTER_SHIPMENT, app.order_kwargs());
-    app.publish(&Outgoing::task(&msg, "default")).await;
+    let msg = register(&app).await;
 
     let record = app.wait_for_state(msg.id(), TaskState::Failure).await;
     assert_eq!(record.retries, 0, "a refusal is not retried");
