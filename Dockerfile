@@ -48,8 +48,9 @@ ARG SERVICE
 # ca-certificates: TLS to SMTP relays, the shipping partner, S3, a managed PostgreSQL.
 # tzdata: beat-scheduler evaluates crontabs in Asia/Seoul.
 # curl: the container healthcheck (docker compose) and debugging from `kubectl exec`.
+# fonts-nanum: the Hangul font invoices and sales reports are set in (report-worker).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates tzdata curl \
+ && apt-get install -y --no-install-recommends ca-certificates tzdata curl fonts-nanum \
  && rm -rf /var/lib/apt/lists/*
 
 # A fixed numeric uid/gid so Kubernetes' runAsNonRoot can verify it without /etc/passwd.

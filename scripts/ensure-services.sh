@@ -3,6 +3,8 @@
 # RabbitMQ on 127.0.0.1:5672 (guest/guest) and Redis on 127.0.0.1:6379 (the Redis result backend's
 # tests). Installs them from Debian packages when missing, starts
 # them when stopped, then waits (bounded) until both accept connections. Never stops anything.
+# Also installs what documents need: a font with Hangul glyphs (fonts-nanum: invoices and
+# reports are set in it) and poppler-utils (pdftotext, pdftoppm: the tests read the PDFs back).
 # Idempotent; takes well under a second when both are already up. Prints one line per service.
 set -euo pipefail
 
@@ -146,6 +148,17 @@ ensure_redis() {
     echo "redis: started on $redis_host:$redis_port"
 }
 
+ensure_documents() {
+    local missing=()
+    [[ -f /usr/share/fonts/truetype/nanum/NanumGothic.ttf ]] || missing+=(fonts-nanum)
+    command -v pdftotext >/dev/null 2>&1 || missing+=(poppler-utils)
+    if ((${#missing[@]} > 0)); then
+        apt_install "${missing[@]}"
+    fi
+    echo "documents: fonts-nanum and poppler-utils installed"
+}
+
 ensure_postgres
 ensure_rabbitmq
 ensure_redis
+ensure_documents

@@ -1,9 +1,9 @@
 //! Settings of the email-worker, from the environment, validated at start.
 
-use lettre::message::Mailbox;
 use shopfds_broker::{BrokerSettings, WorkerSettings};
 use shopfds_results::ResultSettings;
-use shopfds_service::{ConfigError, Env, SecretUrl, ServiceSettings, ShellSettings};
+use shopfds_mail::MailSettings;
+use shopfds_service::{ConfigError, Env, ServiceSettings, ShellSettings};
 use shopfds_store::DatabaseSettings;
 
 use crate::partner::PartnerSettings;
@@ -19,11 +19,8 @@ pub struct Settings {
     pub worker: WorkerSettings,
     /// `RESULT_BACKEND` and its batch settings.
     pub results: ResultSettings,
-    /// `SMTP_URL`: `smtp://host:port` (plain), `smtp://host:587?tls=required` (STARTTLS) or
-    /// `smtps://user:pass@host:465`. Default `smtp://127.0.0.1:1025`. Logged without its password.
-    pub smtp_url: SecretUrl,
-    /// `MAIL_FROM`, default `ShopFDS <noreply@shopfds.com>`.
-    pub mail_from: Mailbox,
+    /// `SMTP_URL`, `MAIL_FROM`.
+    pub mail: MailSettings,
     /// `SHIPPING_PARTNER_URL`, `SHIPPING_PARTNER_TOKEN`, `SHIPPING_PARTNER_TIMEOUT_SECS`.
     pub partner: PartnerSettings,
 }
@@ -40,17 +37,13 @@ impl ServiceSettings for Settings {
             database.max_connections =
                 u32::try_from(worker.concurrency.saturating_add(4)).unwrap_or(u32::MAX);
         }
-        let mail_from = env.string("MAIL_FROM", "ShopFDS <noreply@shopfds.com>");
         Ok(Settings {
             shell: ShellSettings::read(env, SERVICE, "127.0.0.1:9101")?,
             broker: BrokerSettings::read(env, SERVICE)?,
             database,
             worker,
             results: ResultSettings::read(env)?,
-            smtp_url: env.url("SMTP_URL", "smtp://127.0.0.1:1025", &["smtp", "smtps"])?,
-            mail_from: mail_from.parse().map_err(|_| {
-                ConfigError::new("MAIL_FROM", format!("{mail_from:?} is not a mailbox"))
-            })?,
+            mail: MailSettings::read(env)?,
             partner: PartnerSettings::read(env)?,
         })
     }

@@ -27,10 +27,7 @@ impl Application {
     /// operations port (port 0 picks a free one, for tests).
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let store = Store::connect(&settings.database).await?;
-        let mailer = Arc::new(Mailer::new(
-            settings.smtp_url.expose(),
-            settings.mail_from.clone(),
-        )?);
+        let mailer = Arc::new(Mailer::new(&settings.mail)?);
         let partner = Partner::new(settings.partner.clone())?;
         let ops_listener = shopfds_service::bind_ops(&settings.shell).await?;
         Ok(Application {

@@ -155,7 +155,7 @@ pub async fn spawn_email_worker_with(options: Options) -> TestApp {
             .map_or_else(|| db.url(), |proxy| db.url_via(proxy.port())),
     );
     settings.database.max_connections = u32::try_from(options.concurrency + 4).unwrap();
-    settings.smtp_url = shopfds_service::SecretUrl::new(smtp.url());
+    settings.mail.smtp_url = shopfds_service::SecretUrl::new(smtp.url());
     settings.shell.ops_addr = "127.0.0.1:0".parse().unwrap();
     settings.worker.concurrency = options.concurrency;
     settings.worker.shutdown_grace = options.shutdown_grace;

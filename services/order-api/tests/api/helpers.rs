@@ -224,7 +224,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         "email-worker-test",
     ));
     worker.database = DatabaseSettings::with_url(db.url());
-    worker.smtp_url = shopfds_service::SecretUrl::new(smtp.url());
+    worker.mail.smtp_url = shopfds_service::SecretUrl::new(smtp.url());
     worker.shell.ops_addr = "127.0.0.1:0".parse().expect("addr");
     worker.worker.shutdown_grace = Duration::from_secs(5);
     let worker = email_worker::Application::build(worker)

@@ -1,0 +1,194 @@
+//! Charts drawn by plotters as SVG, for [`crate::Layout::chart`]: bars for one value per
+//! category (revenue per day, top products), lines for several series over the same
+//! categories (FDS decisions per day). Labels are set in the document's font, so Korean
+//! product names and titles render.
+
+use plotters::prelude::*;
+
+use crate::{DocumentError, DocumentFont};
+
+/// The drawing size in SVG pixels; [`crate::Layout::chart`] scales it to the page.
+pub const WIDTH: u32 = 720;
+pub const HEIGHT: u32 = 300;
+
+const PALETTE: [RGBColor; 4] = [
+    RGBColor(52, 101, 164),
+    RGBColor(78, 154, 6),
+    RGBColor(245, 121, 0),
+    RGBColor(204, 0, 0),
+];
+
+/// One value per category.
+#[derive(Debug, Clone, Default)]
+pub struct BarChart {
+    pub title: String,
+    pub labels: Vec<String>,
+    pub values: Vec<f64>,
+}
+
+impl BarChart {
+    pub fn svg(&self, font: &DocumentFont) -> Result<String, DocumentError> {
+        font.register_with_plotters()?;
+        let max = self.values.iter().copied().fold(0.0_f64, f64::max);
+        let count = self.labels.len().max(1);
+        let mut svg = String::new();
+        {
+            let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
+            root.fill(&WHITE).map_err(chart_error)?;
+            let mut chart = ChartBuilder::on(&root)
+                .caption(&self.title, ("sans-serif", 18))
+                .margin(8)
+                .x_label_area_size(34)
+                .y_label_area_size(78)
+                .build_cartesian_2d((0..count).into_segmented(), 0.0..headroom(max))
+                .map_err(chart_error)?;
+            let labels = &self.labels;
+            chart
+                .configure_mesh()
+                .disable_x_mesh()
+                .x_labels(count.min(16))
+                .x_label_formatter(&|x| segment_label(labels, x))
+                .y_label_formatter(&|v| thousands(*v))
+                .label_style(("sans-serif", 12))
+                .draw()
+                .map_err(chart_error)?;
+            chart
+                .draw_series(
+                    Histogram::vertical(&chart)
+                        .style(PALETTE[0].filled())
+                        .margin(6)
+                        .data(self.values.iter().enumerate().map(|(i, v)| (i, *v))),
+                )
+                .map_err(chart_error)?;
+            root.present().map_err(chart_error)?;
+        }
+        Ok(svg)
+    }
+}
+
+/// Several series over the same categories, with a legend.
+#[derive(Debug, Clone, Default)]
+pub struct LineChart {
+    pub title: String,
+    pub labels: Vec<String>,
+    pub series: Vec<(String, Vec<f64>)>,
+}
+
+impl LineChart {
+    pub fn svg(&self, font: &DocumentFont) -> Result<String, DocumentError> {
+        font.register_with_plotters()?;
+        let max = self
+            .series
+            .iter()
+            .flat_map(|(_, values)| values.iter().copied())
+            .fold(0.0_f64, f64::max);
+        let count = self.labels.len().max(1);
+        let mut svg = String::new();
+        {
+            let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
+            root.fill(&WHITE).map_err(chart_error)?;
+            let mut chart = ChartBuilder::on(&root)
+                .caption(&self.title, ("sans-serif", 18))
+                .margin(8)
+                .x_label_area_size(34)
+                .y_label_area_size(60)
+                .build_cartesian_2d((0..count).into_segmented(), 0.0..headroom(max))
+                .map_err(chart_error)?;
+            let labels = &self.labels;
+            chart
+                .configure_mesh()
+                .disable_x_mesh()
+                .x_labels(count.min(16))
+                .x_label_formatter(&|x| segment_label(labels, x))
+                .y_label_formatter(&|v| thousands(*v))
+                // Small counts get one label per whole number, not repeated rounded ones.
+                .y_labels(integer_ticks(max))
+                .label_style(("sans-serif", 12))
+                .draw()
+                .map_err(chart_error)?;
+            for (index, (name, values)) in self.series.iter().enumerate() {
+                let color = PALETTE[index % PALETTE.len()];
+                chart
+                    .draw_series(LineSeries::new(
+                        values
+                            .iter()
+                            .enumerate()
+                            .map(|(i, v)| (SegmentValue::CenterOf(i), *v)),
+                        color.stroke_width(2),
+                    ))
+                    .map_err(chart_error)?
+                    .label(name)
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+                    });
+            }
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK.mix(0.3))
+                .label_font(("sans-serif", 12))
+                .position(SeriesLabelPosition::UpperLeft)
+                .draw()
+                .map_err(chart_error)?;
+            root.present().map_err(chart_error)?;
+        }
+        Ok(svg)
+    }
+}
+
+fn chart_error<E: std::fmt::Display>(e: E) -> DocumentError {
+    DocumentError::Chart(e.to_string())
+}
+
+/// The top of the value axis: a tenth above the largest value, 1 when all are 0.
+fn headroom(max: f64) -> f64 {
+    if max > 0.0 { max * 1.1 } else { 1.0 }
+}
+
+/// How many value labels: one per whole number up to 10, else plotters' default.
+fn integer_ticks(max: f64) -> usize {
+    if max < 10.0 {
+        // max is in 0..10 here: the cast cannot overflow.
+        (max.ceil() as usize + 1).max(2)
+    } else {
+        10
+    }
+}
+
+fn segment_label(labels: &[String], x: &SegmentValue<usize>) -> String {
+    match x {
+        SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => {
+            labels.get(*i).cloned().unwrap_or_default()
+        }
+        SegmentValue::Last => String::new(),
+    }
+}
+
+/// `1234567.0` → `1,234,567` (axis labels are whole amounts or counts).
+pub fn thousands(value: f64) -> String {
+    let rounded = value.round();
+    let negative = rounded < 0.0;
+    let digits = format!("{:.0}", rounded.abs());
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if negative { format!("-{out}") } else { out }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_groups_digits() {
+        assert_eq!(thousands(0.0), "0");
+        assert_eq!(thousands(999.0), "999");
+        assert_eq!(thousands(1000.0), "1,000");
+        assert_eq!(thousands(1234567.4), "1,234,567");
+        assert_eq!(thousands(-45000.0), "-45,000");
+    }
+}
