@@ -50,18 +50,14 @@ impl StorageSettings {
             (None, Some(dir)) => Some(StorageLocation::Dir(PathBuf::from(dir))),
             (None, None) => None,
         };
-        let s3 = matches!(location, Some(StorageLocation::S3 { .. }));
+        // Read whatever the location, so the configuration table lists them; used for S3 only.
         Ok(StorageSettings {
             location,
-            access_key_id: if s3 { env.get("AWS_ACCESS_KEY_ID") } else { None },
-            secret_access_key: if s3 {
-                env.secret("AWS_SECRET_ACCESS_KEY")
-            } else {
-                None
-            },
-            region: if s3 { env.get("AWS_REGION") } else { None },
-            endpoint: if s3 { env.get("AWS_ENDPOINT") } else { None },
-            allow_http: s3 && env.flag("AWS_ALLOW_HTTP", false)?,
+            access_key_id: env.get("AWS_ACCESS_KEY_ID"),
+            secret_access_key: env.secret("AWS_SECRET_ACCESS_KEY"),
+            region: env.get("AWS_REGION"),
+            endpoint: env.get("AWS_ENDPOINT"),
+            allow_http: env.flag("AWS_ALLOW_HTTP", false)?,
         })
     }
 

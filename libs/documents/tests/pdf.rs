@@ -19,7 +19,11 @@ fn tool(name: &str, args: &[&str], pdf: &[u8]) -> String {
     let out = command
         .output()
         .unwrap_or_else(|e| panic!("{name} (poppler-utils; `make test` installs it): {e}"));
-    assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -29,7 +33,10 @@ fn korean_text_tables_and_charts_extract_from_the_pdf() {
     let mut doc = Layout::new(&font, "청구서 테스트");
     doc.title("청구서 / Invoice");
     doc.key_values(&[
-        ("주문번호", "5f0c6a52-7c0e-4d8a-9d0b-3a1c2b4e5f60".to_owned()),
+        (
+            "주문번호",
+            "5f0c6a52-7c0e-4d8a-9d0b-3a1c2b4e5f60".to_owned(),
+        ),
         ("배송지", "세종대로 110, Seoul 04524, KR".to_owned()),
     ]);
     doc.heading("품목");
@@ -39,7 +46,13 @@ fn korean_text_tables_and_charts_extract_from_the_pdf() {
         Column::right("금액", 2.0),
     ];
     let rows: Vec<Vec<String>> = (1..=60)
-        .map(|i| vec![format!("무선 키보드 {i}"), i.to_string(), format!("₩{},000", 45 * i)])
+        .map(|i| {
+            vec![
+                format!("무선 키보드 {i}"),
+                i.to_string(),
+                format!("₩{},000", 45 * i),
+            ]
+        })
         .collect();
     doc.table(&columns, &rows);
     doc.totals(&[("합계", "₩90,000".to_owned())]);
@@ -58,13 +71,20 @@ fn korean_text_tables_and_charts_extract_from_the_pdf() {
         ],
     };
     doc.chart(&lines.svg(&font).unwrap(), 200.0).unwrap();
-    assert!(doc.page_count() >= 2, "60 rows and two charts fit one page?");
+    assert!(
+        doc.page_count() >= 2,
+        "60 rows and two charts fit one page?"
+    );
     let pdf = doc.finish().unwrap();
     if let Ok(out) = std::env::var("DOCUMENTS_TEST_PDF") {
         std::fs::write(out, &pdf).unwrap();
     }
     assert!(pdf.starts_with(b"%PDF-"));
-    assert!(pdf.len() < 400_000, "the font is subset: {} bytes", pdf.len());
+    assert!(
+        pdf.len() < 400_000,
+        "the font is subset: {} bytes",
+        pdf.len()
+    );
 
     let text = tool("pdftotext", &["-layout"], &pdf);
     for expected in [

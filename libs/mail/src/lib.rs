@@ -160,8 +160,14 @@ mod tests {
     #[test]
     fn names_a_bad_sender_or_server() {
         let bad_from = MailSettings::read(&Env::from_pairs([("MAIL_FROM", "not a mailbox")]));
-        assert_eq!(bad_from.err().map(|e| e.variable), Some("MAIL_FROM".to_owned()));
+        assert_eq!(
+            bad_from.err().map(|e| e.variable),
+            Some("MAIL_FROM".to_owned())
+        );
         let bad_url = MailSettings::read(&Env::from_pairs([("SMTP_URL", "http://x")]));
-        assert_eq!(bad_url.err().map(|e| e.variable), Some("SMTP_URL".to_owned()));
+        assert_eq!(
+            bad_url.err().map(|e| e.variable),
+            Some("SMTP_URL".to_owned())
+        );
     }
 }

@@ -1,8 +1,8 @@
 //! Settings of the email-worker, from the environment, validated at start.
 
 use shopfds_broker::{BrokerSettings, WorkerSettings};
-use shopfds_results::ResultSettings;
 use shopfds_mail::MailSettings;
+use shopfds_results::ResultSettings;
 use shopfds_service::{ConfigError, Env, ServiceSettings, ShellSettings};
 use shopfds_store::DatabaseSettings;
 

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use shopfds_broker::BrokerSettings;
+use shopfds_documents::StorageSettings;
 use shopfds_results::ResultSettings;
 use shopfds_service::{ConfigError, Env, ServiceSettings, ShellSettings};
 use shopfds_store::DatabaseSettings;
@@ -34,6 +35,9 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// API keys, trusted proxies, amount limits, `FDS_API_KEY` ([`SecuritySettings`]).
     pub security: SecuritySettings,
+    /// `STORAGE_DIR` / `STORAGE_URL`: where invoices and sales reports are read from (report-worker
+    /// writes them); unset: those downloads answer 503.
+    pub storage: StorageSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -84,6 +88,7 @@ impl ServiceSettings for Settings {
             request_timeout: env.secs("REQUEST_TIMEOUT_SECS", Duration::from_secs(10))?,
             shutdown_grace: env.secs("SHUTDOWN_GRACE_SECS", Duration::from_secs(30))?,
             security: SecuritySettings::read(env)?,
+            storage: StorageSettings::read(env)?,
         })
     }
 

@@ -35,6 +35,9 @@ pub struct AppState {
     pub trusted_proxies: Arc<[IpNet]>,
     /// Checks the API key of every `/v1` request ([`auth::authorize`]).
     pub auth: Authenticator,
+    /// Invoices and sales reports (`STORAGE_DIR` / `STORAGE_URL`); `None`: their downloads
+    /// answer 503.
+    pub storage: Option<shopfds_documents::Storage>,
 }
 
 pub struct Application {
@@ -59,6 +62,7 @@ impl Application {
             .with_api_key(settings.security.fds_api_key.as_ref())?;
         let auth = Authenticator::new(&settings.security.auth, Some(store.api_keys()));
         let results = settings.results.reader(&store, &settings.broker).await?;
+        let storage = settings.storage.open().map_err(anyhow::Error::msg)?;
         let router = router(
             AppState {
                 store: store.clone(),
@@ -67,6 +71,7 @@ impl Application {
                 limits: settings.security.limits,
                 trusted_proxies: settings.security.trusted_proxies.clone().into(),
                 auth,
+                storage,
             },
             &settings,
         );

@@ -1,6 +1,8 @@
 //! Settings of the report-worker, from the environment, validated at start.
 
 use shopfds_broker::{BrokerSettings, WorkerSettings};
+use shopfds_documents::{FontSettings, StorageSettings};
+use shopfds_mail::MailSettings;
 use shopfds_results::ResultSettings;
 use shopfds_service::{ConfigError, Env, ServiceSettings, ShellSettings};
 use shopfds_store::DatabaseSettings;
@@ -22,9 +24,14 @@ pub struct Settings {
     pub worker: WorkerSettings,
     /// `RESULT_BACKEND` and its batch settings.
     pub results: ResultSettings,
-    /// `STORAGE_DIR`: the directory archives are written to (under `activity-logs/`; created if
-    /// missing); unset: `archive_old_logs` is refused with the reason.
-    pub object_store_dir: Option<std::path::PathBuf>,
+    /// `STORAGE_DIR` / `STORAGE_URL`: where invoices, reports and log archives are written;
+    /// unset: the tasks that write there are refused with the reason.
+    pub storage: StorageSettings,
+    /// `PDF_FONT`: the font documents are set in (default: Debian's fonts-nanum), loaded and
+    /// checked at start.
+    pub font: FontSettings,
+    /// `SMTP_URL`, `MAIL_FROM`: sales reports are mailed.
+    pub mail: MailSettings,
     /// `ARCHIVE_BATCH_SIZE` (default 10000): log lines per archive object.
     pub archive_batch_size: i64,
 }
@@ -39,7 +46,9 @@ impl ServiceSettings for Settings {
             database: DatabaseSettings::read(env)?,
             worker: WorkerSettings::read(env, SERVICE, DEFAULT_QUEUES, DEFAULT_CONCURRENCY, 1)?,
             results: ResultSettings::read(env)?,
-            object_store_dir: env.get("STORAGE_DIR").map(std::path::PathBuf::from),
+            storage: StorageSettings::read(env)?,
+            font: FontSettings::read(env)?,
+            mail: MailSettings::read(env)?,
             archive_batch_size: env.positive("ARCHIVE_BATCH_SIZE", 10_000)?,
         })
     }

@@ -1,16 +1,16 @@
-//! Wires the worker: result store, the object store of archives, task registry, operations
-//! endpoints.
+//! Wires the worker: result store, the object store of documents and archives, the font
+//! documents are set in, the SMTP transport, task registry, operations endpoints.
 //!
-//! The registry holds `archive_old_logs` (see [`crate::tasks`]); a message for any other task
-//! (the report tasks are not built yet) is dead-lettered to `failed.<queue>` with "unknown task
-//! … no handler registered" rather than acknowledged or left to pile up.
+//! A message for a task not in the registry (see [`crate::tasks`]) is dead-lettered to
+//! `failed.<queue>` with "unknown task … no handler registered" rather than acknowledged or left
+//! to pile up.
 
 use std::sync::Arc;
 
 use anyhow::Context;
-use object_store::ObjectStore;
-use object_store::local::LocalFileSystem;
 use shopfds_broker::{Registry, Worker};
+use shopfds_documents::{DocumentFont, Storage};
+use shopfds_mail::Mailer;
 use shopfds_service::Supervisor;
 use shopfds_store::Store;
 use tokio::net::TcpListener;
@@ -21,30 +21,34 @@ use crate::Settings;
 pub struct Application {
     settings: Settings,
     store: Store,
-    objects: Option<Arc<dyn ObjectStore>>,
+    storage: Option<Storage>,
+    font: DocumentFont,
+    mailer: Arc<Mailer>,
     ops_listener: TcpListener,
 }
 
 impl Application {
-    /// Connects the database (running migrations) and binds the operations port (port 0 picks a
+    /// Loads the font (a missing one stops the start with the reason), opens the object store,
+    /// connects the database (running migrations) and binds the operations port (port 0 picks a
     /// free one, for tests).
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let font = settings.font.load().context("PDF_FONT")?;
+        let storage = settings.storage.open().map_err(anyhow::Error::msg)?;
+        if storage.is_none() {
+            tracing::warn!(
+                "neither STORAGE_DIR nor STORAGE_URL is set: invoices, reports and log archives \
+                 are refused until one is"
+            );
+        }
+        let mailer = Arc::new(Mailer::new(&settings.mail)?);
         let store = Store::connect(&settings.database).await?;
-        let objects = match &settings.object_store_dir {
-            Some(dir) => {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("STORAGE_DIR: cannot create {}", dir.display()))?;
-                let local = LocalFileSystem::new_with_prefix(dir)
-                    .with_context(|| format!("STORAGE_DIR: {}", dir.display()))?;
-                Some(Arc::new(local) as Arc<dyn ObjectStore>)
-            }
-            None => None,
-        };
         let ops_listener = shopfds_service::bind_ops(&settings.shell).await?;
         Ok(Application {
             settings,
             store,
-            objects,
+            storage,
+            font,
+            mailer,
             ops_listener,
         })
     }
@@ -60,9 +64,13 @@ impl Application {
         let mut registry = Registry::new();
         crate::tasks::register(
             &mut registry,
-            self.store.clone(),
-            self.objects.clone(),
-            self.settings.archive_batch_size,
+            crate::tasks::Deps {
+                store: self.store.clone(),
+                storage: self.storage.clone(),
+                font: self.font.clone(),
+                mailer: self.mailer.clone(),
+                archive_batch_size: self.settings.archive_batch_size,
+            },
         );
         registry
     }

@@ -27,7 +27,7 @@ pub const PREFIX: &str = "activity-logs";
 
 pub struct ArchiveOldLogsTask {
     pub store: Store,
-    /// `STORAGE_DIR`; `None`: the task is refused with the reason.
+    /// `STORAGE_DIR` / `STORAGE_URL`; `None`: the task is refused with the reason.
     pub objects: Option<Arc<dyn ObjectStore>>,
     /// Lines per object (`ARCHIVE_BATCH_SIZE`).
     pub batch_size: i64,
@@ -47,7 +47,7 @@ impl Task for ArchiveOldLogsTask {
     async fn run(&self, args: ArchiveOldLogs, _: TaskContext) -> Result<Value, TaskError> {
         let Some(objects) = &self.objects else {
             return Err(TaskError::permanent(
-                "STORAGE_DIR is not set: nowhere to archive the logs",
+                "neither STORAGE_DIR nor STORAGE_URL is set: nowhere to archive the logs",
             ));
         };
         let cutoff = Utc::now() - Days::days(i64::from(args.older_than_days));

@@ -1,24 +1,32 @@
-//! The tasks this worker runs. `archive_old_logs` is the first; the report tasks are not built
-//! yet (their messages are dead-lettered as unknown tasks).
+//! The tasks this worker runs, registered with what they need ([`Deps`]).
 
 pub mod archive;
 
 use std::sync::Arc;
 
-use object_store::ObjectStore;
 use shopfds_broker::Registry;
+use shopfds_documents::{DocumentFont, Storage};
+use shopfds_mail::Mailer;
 use shopfds_store::Store;
 
-/// Registers every task of this worker with its dependencies.
-pub fn register(
-    registry: &mut Registry,
-    store: Store,
-    objects: Option<Arc<dyn ObjectStore>>,
-    batch_size: i64,
-) {
+/// What the tasks need, built once by [`crate::Application::build`].
+#[derive(Clone)]
+pub struct Deps {
+    pub store: Store,
+    /// `STORAGE_DIR` / `STORAGE_URL`; `None`: the tasks that write documents are refused.
+    pub storage: Option<Storage>,
+    /// The font documents are set in (`PDF_FONT`).
+    pub font: DocumentFont,
+    pub mailer: Arc<Mailer>,
+    /// Log lines per archive object (`ARCHIVE_BATCH_SIZE`).
+    pub archive_batch_size: i64,
+}
+
+/// Registers every task of this worker.
+pub fn register(registry: &mut Registry, deps: Deps) {
     registry.task(archive::ArchiveOldLogsTask {
-        store,
-        objects,
-        batch_size,
+        store: deps.store.clone(),
+        objects: deps.storage.as_ref().map(|s| s.objects()),
+        batch_size: deps.archive_batch_size,
     });
 }
