@@ -465,28 +465,3 @@ fn signatures_option(sig: &Signature, key: &str) -> Option<Vec<Signature>> {
         _ => None,
     }
 }
-
-/// The scenario's order canvas (seed 004): `group(send_order_confirmation_email,
-/// chain(generate_invoice_pdf → send_invoice_email), register_shipment)`, each called with
-/// `order_id`. The invoice email receives the PDF task's result as first argument.
-pub fn order_canvas(order_id: &str) -> Signature {
-    let order = || {
-        let mut kwargs = Map::new();
-        kwargs.insert("order_id".to_owned(), json!(order_id));
-        kwargs
-    };
-    Signature::group(vec![
-        Signature::new(tasks::SEND_ORDER_CONFIRMATION_EMAIL, order()),
-        Signature::chain(vec![
-            Signature::new(tasks::GENERATE_INVOICE_PDF, order()),
-            Signature::new(tasks::SEND_INVOICE_EMAIL, order()),
-        ]),
-        Signature::new(tasks::REGISTER_SHIPMENT, order()),
-    ])
-}
-
-/// The messages to publish for an order: [`order_canvas`] applied, one message per queue it
-/// starts on (confirmation email, invoice PDF, shipment).
-pub fn order_messages(order_id: &str) -> Result<Vec<Planned>, CanvasError> {
-    apply(&order_canvas(order_id), Apply::root())
-}

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 use shopfds_broker::{Outgoing, Registry, TaskContext, TaskError, TaskOptions, WorkerSettings};
-use shopfds_protocol::canvas::{Apply, Planned, apply, order_messages};
+use shopfds_protocol::canvas::{Apply, Planned, apply};
 use shopfds_protocol::{Signature, TaskState, tasks};
 use shopfds_testkit::celery::send_canvas;
 
@@ -379,7 +379,21 @@ async fn the_order_canvas_runs_every_part_once_and_mails_the_invoice_after_its_p
     let tw = spawn_worker_with(registry, settings).await;
 
     let order_id = "ord-5f0c6a52";
-    let planned = order_messages(order_id).unwrap();
+    // The scenario's canvas (seed 004), the shape of order-api's plan.
+    let call = |task: &str| {
+        let mut kwargs = serde_json::Map::new();
+        kwargs.insert("order_id".to_owned(), serde_json::json!(order_id));
+        Signature::new(task, kwargs)
+    };
+    let canvas = Signature::group(vec![
+        call(tasks::SEND_ORDER_CONFIRMATION_EMAIL),
+        Signature::chain(vec![
+            call(tasks::GENERATE_INVOICE_PDF),
+            call(tasks::SEND_INVOICE_EMAIL),
+        ]),
+        call(tasks::REGISTER_SHIPMENT),
+    ]);
+    let planned = apply(&canvas, Apply::root()).unwrap();
     let queues: Vec<&str> = planned.iter().map(|p| p.queue.as_str()).collect();
     assert_eq!(queues, ["email", "reports", "default"]);
     let invoice_email_id = planned[1].message.embed.chain.as_ref().unwrap()[0]

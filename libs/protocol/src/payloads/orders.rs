@@ -1,5 +1,5 @@
 //! Arguments of the order tasks: the confirmation email, the invoice PDF and its email, the
-//! shipment registration (the per-order canvas of `crate::canvas::order_canvas`).
+//! shipment registration (the per-order canvas, planned by order-api's `domain::plan`).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

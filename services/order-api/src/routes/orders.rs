@@ -20,8 +20,6 @@ use axum::{Extension, Json};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use shopfds_auth::{Principal, Scope};
-use shopfds_protocol::payloads::{EvaluateTransaction, OrderTask};
-use shopfds_protocol::{Signature, TaskArgs, TaskMessage, tasks};
 use shopfds_store::{
     CreateOutcome, IdempotencyRequest, NewOrder, NewOrderItem, OrderRecord, OutboxMessage,
     PendingTask, StoredResponse,
@@ -29,6 +27,7 @@ use shopfds_store::{
 use uuid::Uuid;
 
 use crate::domain::ValidOrder;
+use crate::domain::plan::{self, Decided};
 use crate::error::ApiError;
 use crate::startup::AppState;
 
@@ -68,39 +67,32 @@ pub async fn create(
     let status = verdict.order_status();
     let fds = verdict.json;
 
-    // The order's tasks, each a Celery message, the way a Python producer would send them.
-    // Scored in real time: the confirmation goes out unless the order is blocked. Decided by
-    // the fallback: the order is evaluated first, when an fds-worker is up, and the
-    // confirmation follows as the next link of that chain (the mail task skips a blocked order).
-    let confirmation = TaskMessage::new(
-        tasks::SEND_ORDER_CONFIRMATION_EMAIL,
-        OrderTask { order_id }.to_kwargs(),
-    );
-    let mut planned = Vec::with_capacity(1);
-    let mut chained = Vec::new();
-    if verdict.fallback {
-        let mut evaluation = TaskMessage::new(
-            tasks::EVALUATE_TRANSACTION,
-            EvaluateTransaction { order_id }.to_kwargs(),
-        );
-        let next = Signature::new(confirmation.task(), confirmation.kwargs.clone())
-            .immutable()
-            .with_option("task_id", confirmation.id());
-        evaluation.embed.chain = Some(vec![next]);
-        planned.push(evaluation);
-        chained.push(confirmation);
-    } else if status != "blocked" {
-        planned.push(confirmation);
-    }
-    let mut outbox = Vec::with_capacity(planned.len());
-    let mut pending = Vec::with_capacity(planned.len() + chained.len());
+    // The order's tasks (domain::plan): the scenario's canvas, after an evaluation when the
+    // score came from the fallback, nothing when blocked. Each message is a Celery message, the
+    // way a Python producer would send it; every task gets its PENDING row.
+    let decided = if verdict.fallback {
+        Decided::Fallback
+    } else if status == "blocked" {
+        Decided::Blocked
+    } else {
+        Decided::Accepted
+    };
+    let plan = plan::plan(order_id, decided)
+        .map_err(|e| ApiError::Internal(format!("the order's canvas: {}", e.message)))?;
+    let outbox: Vec<OutboxMessage> = plan
+        .messages
+        .iter()
+        .map(|p| OutboxMessage::task(&p.message, &p.queue))
+        .collect();
+    let mut pending = Vec::with_capacity(plan.tasks.len());
     let mut task_ids = Map::new();
-    for msg in &planned {
-        outbox.push(OutboxMessage::task(msg, tasks::queue_for(msg.task())));
-    }
-    for msg in planned.iter().chain(&chained) {
-        pending.push(PendingTask::task(msg, tasks::queue_for(msg.task())));
-        task_ids.insert(msg.task().to_owned(), Value::String(msg.id().to_owned()));
+    for task in &plan.tasks {
+        pending.push(PendingTask {
+            task_id: task.id.clone(),
+            name: task.name.clone(),
+            queue: task.queue.clone(),
+        });
+        task_ids.insert(task.name.clone(), Value::String(task.id.clone()));
     }
 
     let req = &order.request;

@@ -102,10 +102,11 @@ async fn orders_are_accepted_while_the_broker_is_down_and_mailed_once_it_is_back
         .unwrap()
         .to_owned();
 
-    // The task waits in the outbox, PENDING, and no mail goes out.
+    // The canvas' three first messages (confirmation, invoice PDF, shipment) wait in the
+    // outbox, their tasks PENDING, and no mail goes out.
     let task: Value = app.get_json(&format!("/v1/tasks/{task_id}")).await;
     assert_eq!(task["state"], "PENDING");
-    assert_eq!(app.store.outbox().pending().await.unwrap(), 1);
+    assert_eq!(app.store.outbox().pending().await.unwrap(), 3);
     assert!(app.smtp.messages().unwrap().is_empty());
 
     // RabbitMQ becomes reachable: the relay reconnects by itself and the mail goes out.
