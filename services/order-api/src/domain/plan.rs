@@ -17,9 +17,9 @@
 //! The plan is a Celery canvas, frozen here so every task id is known before anything is
 //! written: the ids go into the answer, the PENDING rows and the outbox in one transaction.
 
+use shopfds_protocol::canvas::SignatureKind;
 use shopfds_protocol::canvas::{Apply, CanvasError, Planned, apply};
 use shopfds_protocol::payloads::{EvaluateTransaction, OrderTask};
-use shopfds_protocol::canvas::SignatureKind;
 use shopfds_protocol::{Signature, TaskArgs, tasks};
 use uuid::Uuid;
 
@@ -160,11 +160,17 @@ mod tests {
         );
         assert_eq!(next.len(), 1);
         assert_eq!(next[0].task, tasks::SEND_INVOICE_EMAIL);
-        assert!(!next[0].immutable, "the invoice mail takes the PDF's result");
+        assert!(
+            !next[0].immutable,
+            "the invoice mail takes the PDF's result"
+        );
         assert_eq!(next[0].task_id(), Some(plan.tasks[2].id.as_str()));
         // Every id is distinct and is the id of what is published.
         for (planned, published) in [(0, 0), (1, 1), (3, 2)] {
-            assert_eq!(plan.tasks[planned].id, plan.messages[published].message.id());
+            assert_eq!(
+                plan.tasks[planned].id,
+                plan.messages[published].message.id()
+            );
         }
         let mut ids: Vec<&str> = plan.tasks.iter().map(|t| t.id.as_str()).collect();
         ids.sort_unstable();
