@@ -23,6 +23,7 @@ pub mod celery;
 pub mod celery_results;
 pub mod keys;
 pub mod net;
+pub mod partner;
 pub mod pg;
 pub mod process;
 pub mod python;

@@ -1,5 +1,5 @@
 //! The service processes of a local run: order-api once, email-worker and fds-worker twice each,
-//! started from the real binaries with their logs in the run's directory. The fleet kills,
+//! report-worker once, started from the real binaries with their logs in the run's directory. The fleet kills,
 //! terminates and restarts them on the fault runner's orders, and tells a crash (an exit nobody
 //! asked for, a panic in a log) from an exit it caused.
 
@@ -15,7 +15,7 @@ use shopfds_testkit::process::ChildGuard;
 use crate::plan::WorkerKind;
 
 /// Variables of the caller's environment that would change what the services do.
-const CLEARED: [&str; 15] = [
+const CLEARED: [&str; 18] = [
     "API_KEYS",
     "FDS_API_KEY",
     "TRUSTED_PROXIES",
@@ -31,6 +31,9 @@ const CLEARED: [&str; 15] = [
     "FDS_FALLBACK_DECISION",
     "MAIL_FROM",
     "DATABASE_MAX_CONNECTIONS",
+    "STORAGE_URL",
+    "SHIPPING_PARTNER_TOKEN",
+    "SHIPPING_PARTNER_RATE_LIMIT",
 ];
 
 /// A worker's grace period after SIGTERM (`WORKER_SHUTDOWN_GRACE_SECS`): short, so tasks are
@@ -90,6 +93,10 @@ pub struct Wiring {
     pub database_url: String,
     pub broker_url: String,
     pub smtp_url: String,
+    /// `SHIPPING_PARTNER_URL`: the partner stub.
+    pub partner_url: String,
+    /// `STORAGE_DIR` of order-api, email-worker and report-worker: invoices.
+    pub storage_dir: PathBuf,
 }
 
 /// Ports of a fleet: order-api's HTTP port, each process's ops port (order-api's last); and the
@@ -121,11 +128,13 @@ impl Fleet {
         let mut processes = Vec::new();
         let mut ops = Vec::new();
         let grpc = shopfds_testkit::stable_port();
+        let storage = wiring.storage_dir.display().to_string();
         for (kind, i) in [
             (WorkerKind::Fds, 1),
             (WorkerKind::Fds, 2),
             (WorkerKind::Email, 1),
             (WorkerKind::Email, 2),
+            (WorkerKind::Report, 1),
         ] {
             let name = format!("{}-{i}", kind.binary());
             let port = shopfds_testkit::stable_port();
@@ -137,7 +146,15 @@ impl Fleet {
                 WORKER_GRACE_SECS.to_string(),
             ));
             match kind {
-                WorkerKind::Email => env.push(("SMTP_URL".into(), wiring.smtp_url.clone())),
+                WorkerKind::Email => {
+                    env.push(("SMTP_URL".into(), wiring.smtp_url.clone()));
+                    env.push(("SHIPPING_PARTNER_URL".into(), wiring.partner_url.clone()));
+                    env.push(("STORAGE_DIR".into(), storage.clone()));
+                }
+                WorkerKind::Report => {
+                    env.push(("SMTP_URL".into(), wiring.smtp_url.clone()));
+                    env.push(("STORAGE_DIR".into(), storage.clone()));
+                }
                 WorkerKind::Fds => {
                     env.push(("API_KEYS".into(), fds_key.entry.clone()));
                     // order-api scores on the first; the second has a port of its own.
@@ -161,6 +178,7 @@ impl Fleet {
         env.push(("RELAY_POLL_INTERVAL_MS".into(), "200".into()));
         env.push(("API_KEYS".into(), api_key.entry.clone()));
         env.push(("FDS_API_KEY".into(), fds_key.key.clone()));
+        env.push(("STORAGE_DIR".into(), storage));
         processes.push(Process::new(
             Role::OrderApi,
             "order-api".into(),

@@ -57,12 +57,17 @@ pub struct Orders {
     pub states: HashMap<String, String>,
     /// Orders with a once-only confirmation record (`order-confirmation:<id>`).
     pub confirmations_recorded: HashSet<String>,
+    /// Orders with a tracking number from the shipping partner.
+    pub shipped: HashSet<String>,
+    /// Orders with an invoice.
+    pub invoiced: HashSet<String>,
 }
 
 pub async fn orders(db: &PgPool, prefix: &str, accepted: &Accepted) -> anyhow::Result<Orders> {
-    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+    let rows: Vec<(String, String, i64, bool, bool)> = sqlx::query_as(
         "SELECT o.id::text, o.status, \
-                (SELECT count(*) FROM order_items i WHERE i.order_id = o.id) \
+                (SELECT count(*) FROM order_items i WHERE i.order_id = o.id), \
+                o.tracking_number IS NOT NULL, o.invoice_url IS NOT NULL \
          FROM orders o WHERE starts_with(o.customer_id, $1)",
     )
     .bind(prefix)
@@ -95,11 +100,21 @@ pub async fn orders(db: &PgPool, prefix: &str, accepted: &Accepted) -> anyhow::R
     .fetch_all(db)
     .await
     .context("reading once-only records")?;
+    let with = |pick: fn(&(String, String, i64, bool, bool)) -> bool| -> HashSet<String> {
+        rows.iter()
+            .filter(|r| pick(r))
+            .map(|r| r.0.clone())
+            .collect()
+    };
+    let shipped = with(|r| r.3);
+    let invoiced = with(|r| r.4);
     Ok(Orders {
         rows: rows
             .into_iter()
-            .map(|(id, status, items)| (id, (status, items)))
+            .map(|(id, status, items, _, _)| (id, (status, items)))
             .collect(),
+        shipped,
+        invoiced,
         unsent_outbox,
         states: states.into_iter().collect(),
         confirmations_recorded: recorded.into_iter().collect(),
@@ -125,16 +140,33 @@ impl Orders {
     }
 }
 
-/// Confirmation mails received, by order id, with their arrival times (the files' mtimes).
+/// The mails an order gets, by the prefix of their Message-ID (`<prefix><order id>@…`, see the
+/// README): its confirmation and its invoice.
+pub const MAIL_KINDS: [(&str, &str); 2] = [
+    ("confirmation", "order-confirmation."),
+    ("invoice", "invoice."),
+];
+
+/// Mails received, by kind (as [`MAIL_KINDS`] names them) and order id, with their arrival
+/// times (the files' mtimes).
 #[derive(Debug, Default)]
 pub struct Mails {
-    pub by_order: HashMap<String, Vec<SystemTime>>,
+    pub by_kind: HashMap<&'static str, HashMap<String, Vec<SystemTime>>>,
     /// Messages whose Message-ID names no order of this run.
     pub unmatched: usize,
 }
 
-/// Reads the SMTP sink's directory (`NNNNNN.eml`); an order's confirmation carries
-/// `Message-ID: <order-confirmation.<order id>@…>` (see the README).
+impl Mails {
+    /// The copies of `kind`'s mail to `order`, by arrival time.
+    pub fn of(&self, kind: &str, order: &str) -> &[SystemTime] {
+        self.by_kind
+            .get(kind)
+            .and_then(|orders| orders.get(order))
+            .map_or(&[], Vec::as_slice)
+    }
+}
+
+/// Reads the SMTP sink's directory (`NNNNNN.eml`) and sorts each message by its Message-ID.
 pub fn mails(dir: &Path, accepted: &Accepted) -> anyhow::Result<Mails> {
     let mut mails = Mails::default();
     for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
@@ -145,16 +177,22 @@ pub fn mails(dir: &Path, accepted: &Accepted) -> anyhow::Result<Mails> {
         let raw = std::fs::read(&path)?;
         let arrived = std::fs::metadata(&path)?.modified()?;
         let mail = shopfds_testkit::smtp::ReceivedMail::parse(String::new(), Vec::new(), raw)?;
-        let order = mail
+        let id = mail
             .header("Message-ID")
-            .map(|id| id.trim().trim_start_matches('<'))
-            .and_then(|id| id.strip_prefix("order-confirmation."))
-            .and_then(|id| id.split('@').next())
-            .filter(|id| accepted.orders.contains_key(*id));
-        match order {
-            Some(order) => mails
-                .by_order
-                .entry(order.to_owned())
+            .map(|id| id.trim().trim_start_matches('<').to_owned())
+            .unwrap_or_default();
+        let matched = MAIL_KINDS.iter().find_map(|(kind, prefix)| {
+            id.strip_prefix(prefix)
+                .and_then(|rest| rest.split('@').next())
+                .filter(|order| accepted.orders.contains_key(*order))
+                .map(|order| (*kind, order.to_owned()))
+        });
+        match matched {
+            Some((kind, order)) => mails
+                .by_kind
+                .entry(kind)
+                .or_default()
+                .entry(order)
                 .or_default()
                 .push(arrived),
             None => mails.unmatched += 1,
@@ -248,6 +286,7 @@ mod tests {
         let files = [
             format!("<order-confirmation.{order}@shopfds.com>"),
             format!("<order-confirmation.{order}@shopfds.com>"),
+            format!("<invoice.{order}@shopfds.com>"),
             "<order-confirmation.00000000-0000-0000-0000-000000000000@shopfds.com>".to_owned(),
             "<something-else@shopfds.com>".to_owned(),
         ];
@@ -260,8 +299,9 @@ mod tests {
             .orders
             .insert(order.to_owned(), "accepted".to_owned());
         let mails = mails(dir.path(), &accepted).unwrap();
-        assert_eq!(mails.by_order.get(order).map(Vec::len), Some(2));
-        assert_eq!(mails.by_order.len(), 1);
+        assert_eq!(mails.of("confirmation", order).len(), 2);
+        assert_eq!(mails.of("invoice", order).len(), 1);
+        assert_eq!(mails.by_kind["confirmation"].len(), 1);
         assert_eq!(mails.unmatched, 2);
     }
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use shopfds_testkit::net::TcpProxy;
+use shopfds_testkit::partner::PartnerStub;
 use shopfds_testkit::pg::TestDatabase;
 use shopfds_testkit::rabbit_node::RabbitNode;
 use shopfds_testkit::smtp::SmtpSink;
@@ -46,19 +47,25 @@ pub async fn run(
     bin_dir: &Path,
     log_dir: &Path,
 ) -> anyhow::Result<Report> {
-    eprintln!("chaos: starting a RabbitMQ node, a database, an SMTP sink and 5 services");
+    eprintln!(
+        "chaos: starting a RabbitMQ node, a database, an SMTP sink, a shipping partner and 6 services"
+    );
     let mut node = RabbitNode::start().await.context("RabbitMQ node")?;
     let db = TestDatabase::create().await.context("database")?;
     let proxy = TcpProxy::open_stable(([127, 0, 0, 1], 5432).into())
         .await
         .context("PostgreSQL proxy")?;
     let smtp = SmtpSink::start().await.context("SMTP sink")?;
+    let partner = PartnerStub::start().await.context("partner stub")?;
     let wiring = Wiring {
         bin_dir: bin_dir.to_path_buf(),
         log_dir: log_dir.to_path_buf(),
         database_url: db.url().replace(":5432/", &format!(":{}/", proxy.port())),
         broker_url: node.url(),
         smtp_url: smtp.url(),
+        partner_url: partner.url(),
+        // Beside the logs: the invoices stay for a look when the run fails.
+        storage_dir: log_dir.join("storage"),
     };
     let (fleet, ports) = Fleet::start(&wiring).await?;
     let fleet = Arc::new(Mutex::new(fleet));
@@ -277,14 +284,60 @@ fn mail_rows(
 ) {
     let blocked = |id: &str| orders.rows.get(id).is_some_and(|(s, _)| s == "blocked");
     let expected: Vec<&String> = accepted.orders.keys().filter(|id| !blocked(id)).collect();
-    let copies = |id: &str| mails.by_order.get(id).map_or(0, Vec::len);
+    report.figure(
+        "orders blocked (no mail, invoice or shipment expected)",
+        accepted.orders.len() - expected.len(),
+    );
+    for (kind, _) in ledger::MAIL_KINDS {
+        kind_rows(report, kind, &expected, mails, health, started);
+    }
+    report.check(
+        "mails to a blocked order or no order of the run",
+        mails.unmatched
+            + accepted
+                .orders
+                .keys()
+                .filter(|id| {
+                    blocked(id)
+                        && ledger::MAIL_KINDS
+                            .iter()
+                            .any(|(kind, _)| !mails.of(kind, id).is_empty())
+                })
+                .count(),
+    );
+    report.check(
+        "orders without their invoice",
+        expected
+            .iter()
+            .filter(|id| !orders.invoiced.contains(id.as_str()))
+            .count(),
+    );
+    report.check(
+        "orders without a tracking number",
+        expected
+            .iter()
+            .filter(|id| !orders.shipped.contains(id.as_str()))
+            .count(),
+    );
+}
+
+/// Lost and doubled mails of one kind (confirmation, invoice).
+fn kind_rows(
+    report: &mut Report,
+    kind: &str,
+    expected: &[&String],
+    mails: &ledger::Mails,
+    health: &Health,
+    started: SystemTime,
+) {
+    let copies = |id: &str| mails.of(kind, id).len();
     let doubled: Vec<&String> = expected
         .iter()
         .copied()
         .filter(|id| copies(id) > 1)
         .collect();
     let in_kill_window = |id: &str| {
-        let first = mails.by_order.get(id).and_then(|t| t.iter().min().copied());
+        let first = mails.of(kind, id).iter().min().copied();
         first.is_some_and(|first| {
             health
                 .email_kills
@@ -299,41 +352,29 @@ fn mail_rows(
     // When each copy arrived, to match a doubled mail with the fault log on stderr.
     for id in doubled.iter().filter(|id| !in_kill_window(id)).take(5) {
         let mut at: Vec<f64> = mails
-            .by_order
-            .get(*id)
-            .map(|times| {
-                times
-                    .iter()
-                    .map(|t| t.duration_since(started).map_or(0.0, |d| d.as_secs_f64()))
-                    .collect()
-            })
-            .unwrap_or_default();
+            .of(kind, id)
+            .iter()
+            .map(|t| t.duration_since(started).map_or(0.0, |d| d.as_secs_f64()))
+            .collect();
         at.sort_by(f64::total_cmp);
         let at: Vec<String> = at.iter().map(|t| format!("{t:.1} s")).collect();
-        report.note(format!("doubled: order {id}, copies at {}", at.join(", ")));
+        report.note(format!(
+            "doubled {kind}: order {id}, copies at {}",
+            at.join(", ")
+        ));
     }
     report.figure(
-        "orders blocked (no mail expected)",
-        accepted.orders.len() - expected.len(),
-    );
-    report.figure(
-        "mailed exactly once",
+        format!("{kind} mailed exactly once"),
         expected.iter().filter(|id| copies(id) == 1).count(),
     );
     report.check(
-        "mails lost (accepted, never mailed)",
+        format!("{kind} mails lost (accepted, never mailed)"),
         expected.iter().filter(|id| copies(id) == 0).count(),
     );
-    report.check("mails doubled", doubled.len() - in_window);
-    report.figure("mails doubled in the SIGKILL window", in_window);
-    report.check(
-        "mails to a blocked order or no order of the run",
-        mails.unmatched
-            + accepted
-                .orders
-                .keys()
-                .filter(|id| blocked(id) && copies(id) > 0)
-                .count(),
+    report.check(format!("{kind} mails doubled"), doubled.len() - in_window);
+    report.figure(
+        format!("{kind} mails doubled in the SIGKILL window"),
+        in_window,
     );
 }
 

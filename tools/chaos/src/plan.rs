@@ -8,11 +8,14 @@ use std::time::Duration;
 
 use crate::rng::Rng;
 
-/// The worker binaries the harness runs twice each, so one can die while the other carries on.
+/// The worker binaries of a local run: email-worker and fds-worker twice each, so one can die
+/// while the other carries on (the faults hit these); report-worker once, left alone (it makes
+/// the orders' invoices).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum WorkerKind {
     Email,
     Fds,
+    Report,
 }
 
 impl WorkerKind {
@@ -20,6 +23,7 @@ impl WorkerKind {
         match self {
             WorkerKind::Email => "email-worker",
             WorkerKind::Fds => "fds-worker",
+            WorkerKind::Report => "report-worker",
         }
     }
 }
