@@ -1,6 +1,7 @@
 # The verbs a person types. `make demo` and `make test` set up what they need themselves:
-# PostgreSQL and RabbitMQ (installed from Debian packages and started where missing) and a
-# Python virtualenv with stock Celery and aiosmtpd for the interoperability tests and the demo.
+# PostgreSQL, RabbitMQ and Redis (installed from Debian packages and started where missing), the
+# Hangul font documents are set in and poppler-utils (Debian's fonts-nanum, poppler-utils), and
+# a Python virtualenv with stock Celery and aiosmtpd for the interoperability tests and the demo.
 
 SHELL := /bin/bash
 # Builds are kept outside the clone, so a fresh clone (CI) reuses earlier compilations.
