@@ -82,9 +82,7 @@ pub mod tasks {
     pub fn queue_for(task: &str) -> &'static str {
         match task {
             SEND_ORDER_CONFIRMATION_EMAIL | SEND_INVOICE_EMAIL => "email",
-            GENERATE_INVOICE_PDF | GENERATE_SALES_REPORT | GENERATE_DAILY_SALES_REPORT => {
-                "reports"
-            }
+            GENERATE_INVOICE_PDF | GENERATE_SALES_REPORT | GENERATE_DAILY_SALES_REPORT => "reports",
             BATCH_FDS_EVALUATION | EVALUATE_TRANSACTION | UPDATE_THREAT_INTELLIGENCE => "fds",
             ARCHIVE_OLD_LOGS => "maintenance",
             _ => "default",

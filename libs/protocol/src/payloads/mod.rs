@@ -21,7 +21,9 @@ pub mod reports;
 pub use fds::{BatchFdsEvaluation, EvaluateTransaction, UpdateThreatIntelligence};
 pub use maintenance::{ArchiveOldLogs, HealthCheck, ReprocessFailedTasks};
 pub use orders::{OrderTask, SendInvoiceEmail};
-pub use reports::{GenerateDailySalesReport, GenerateSalesReport, MAX_REPORT_DAYS, ReportRangeError};
+pub use reports::{
+    GenerateDailySalesReport, GenerateSalesReport, MAX_REPORT_DAYS, ReportRangeError,
+};
 
 #[cfg(test)]
 pub(crate) mod test_support {
