@@ -201,8 +201,15 @@ async fn requests_are_checked_scoped_and_foreign_ids_are_404() {
         "{start_after_end}"
     );
 
-    // Scope `reports` (or admin); a storefront's key is refused.
+    // A key is needed, with scope `reports` (or admin); a storefront's key is refused.
     let good = json!({"start_date": "2026-11-01", "end_date": "2026-11-07"});
+    let anonymous = reqwest::Client::new()
+        .post(format!("{}/v1/reports/sales", app.address))
+        .json(&good)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
     let refused = post_report(&app, &app.keys.shop, &good).await;
     assert_eq!(refused.status(), 403);
     let refused: Value = refused.json().await.unwrap();
