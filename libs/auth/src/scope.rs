@@ -10,7 +10,8 @@ pub enum Scope {
     OrdersWrite,
     /// `GET /v1/orders/{id}`, `GET /v1/tasks/{id}`.
     OrdersRead,
-    /// Reports (no HTTP route yet; reserved so keys can be issued for it).
+    /// Sales reports: `POST /v1/reports/sales`, `GET /v1/reports/sales/{task_id}`,
+    /// `GET /v1/reports/{task_id}/pdf`.
     Reports,
     /// fds-worker's `Score` RPC: order-api's own key.
     FdsScore,

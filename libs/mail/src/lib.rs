@@ -129,6 +129,12 @@ fn attachment(a: &Attachment) -> Result<SinglePart, TaskError> {
     Ok(LettreAttachment::new(a.filename.clone()).body(a.bytes.clone(), content_type))
 }
 
+/// Whether `s` is one email address (`local@domain`, no display name), as [`Mailer::send`]
+/// accepts a recipient.
+pub fn is_address(s: &str) -> bool {
+    s.parse::<lettre::Address>().is_ok()
+}
+
 /// `s` with HTML's five special characters escaped, for customer input in HTML mail.
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -155,6 +161,14 @@ mod tests {
             escape("<b>\"Kim\" & 'Lee'</b>"),
             "&lt;b&gt;&quot;Kim&quot; &amp; &#39;Lee&#39;&lt;/b&gt;"
         );
+    }
+
+    #[test]
+    fn tells_an_address_from_anything_else() {
+        assert!(is_address("ops@example.com"));
+        for not in ["u-1", "", "a@", "@b", "Kim <kim@example.com>", "a b@c.d"] {
+            assert!(!is_address(not), "{not:?}");
+        }
     }
 
     #[test]

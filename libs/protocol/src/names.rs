@@ -57,12 +57,13 @@ pub mod tasks {
     pub const EVALUATE_TRANSACTION: &str = "evaluate_transaction";
     pub const UPDATE_THREAT_INTELLIGENCE: &str = "update_threat_intelligence";
     pub const GENERATE_SALES_REPORT: &str = "generate_sales_report";
+    pub const GENERATE_DAILY_SALES_REPORT: &str = "generate_daily_sales_report";
     pub const ARCHIVE_OLD_LOGS: &str = "archive_old_logs";
     pub const REPROCESS_FAILED_TASKS: &str = "reprocess_failed_tasks";
     pub const HEALTH_CHECK: &str = "health_check";
 
     /// Every task name above; `crate::signatures::TASK_SIGNATURES` gives each its arguments.
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 12] = [
         SEND_ORDER_CONFIRMATION_EMAIL,
         GENERATE_INVOICE_PDF,
         SEND_INVOICE_EMAIL,
@@ -71,6 +72,7 @@ pub mod tasks {
         EVALUATE_TRANSACTION,
         UPDATE_THREAT_INTELLIGENCE,
         GENERATE_SALES_REPORT,
+        GENERATE_DAILY_SALES_REPORT,
         ARCHIVE_OLD_LOGS,
         REPROCESS_FAILED_TASKS,
         HEALTH_CHECK,
@@ -80,7 +82,7 @@ pub mod tasks {
     pub fn queue_for(task: &str) -> &'static str {
         match task {
             SEND_ORDER_CONFIRMATION_EMAIL | SEND_INVOICE_EMAIL => "email",
-            GENERATE_INVOICE_PDF | GENERATE_SALES_REPORT => "reports",
+            GENERATE_INVOICE_PDF | GENERATE_SALES_REPORT | GENERATE_DAILY_SALES_REPORT => "reports",
             BATCH_FDS_EVALUATION | EVALUATE_TRANSACTION | UPDATE_THREAT_INTELLIGENCE => "fds",
             ARCHIVE_OLD_LOGS => "maintenance",
             _ => "default",
@@ -113,6 +115,10 @@ mod tests {
             "email"
         );
         assert_eq!(tasks::queue_for(tasks::GENERATE_INVOICE_PDF), "reports");
+        assert_eq!(
+            tasks::queue_for(tasks::GENERATE_DAILY_SALES_REPORT),
+            "reports"
+        );
         assert_eq!(tasks::queue_for(tasks::REGISTER_SHIPMENT), "default");
         assert_eq!(tasks::queue_for(tasks::BATCH_FDS_EVALUATION), "fds");
         assert_eq!(tasks::queue_for(tasks::ARCHIVE_OLD_LOGS), "maintenance");

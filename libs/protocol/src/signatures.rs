@@ -11,8 +11,9 @@
 use crate::message::TaskArgs;
 use crate::names::tasks;
 use crate::payloads::{
-    ArchiveOldLogs, BatchFdsEvaluation, EvaluateTransaction, GenerateSalesReport, HealthCheck,
-    OrderTask, ReprocessFailedTasks, SendInvoiceEmail, UpdateThreatIntelligence,
+    ArchiveOldLogs, BatchFdsEvaluation, EvaluateTransaction, GenerateDailySalesReport,
+    GenerateSalesReport, HealthCheck, OrderTask, ReprocessFailedTasks, SendInvoiceEmail,
+    UpdateThreatIntelligence,
 };
 
 /// A task's name and its Python signature (without `self`).
@@ -50,6 +51,7 @@ pub const TASK_SIGNATURES: [TaskSignature; tasks::ALL.len()] = [
     TaskSignature::of::<EvaluateTransaction>(tasks::EVALUATE_TRANSACTION),
     TaskSignature::of::<UpdateThreatIntelligence>(tasks::UPDATE_THREAT_INTELLIGENCE),
     TaskSignature::of::<GenerateSalesReport>(tasks::GENERATE_SALES_REPORT),
+    TaskSignature::of::<GenerateDailySalesReport>(tasks::GENERATE_DAILY_SALES_REPORT),
     TaskSignature::of::<ArchiveOldLogs>(tasks::ARCHIVE_OLD_LOGS),
     TaskSignature::of::<ReprocessFailedTasks>(tasks::REPROCESS_FAILED_TASKS),
     TaskSignature::of::<HealthCheck>(tasks::HEALTH_CHECK),

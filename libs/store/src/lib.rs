@@ -21,7 +21,8 @@
 //! - [`fds_batch`] (`store.fds_batch()`): the batch re-evaluation's reads and writes (inside a
 //!   once-only transaction);
 //! - [`threat_intel`] (`store.threat_intel()`): the stored versions of the threat-intelligence
-//!   feed.
+//!   feed;
+//! - [`sales`] (`store.sales()`): sales figures of a period for the sales reports, summed in SQL.
 //!
 //! Functions that take a caller's transaction or connection (to commit with a once-only record,
 //! say) are free functions in their repository's module.
@@ -56,6 +57,7 @@ pub mod orders;
 pub mod outbox;
 pub mod rate_limits;
 pub mod results;
+pub mod sales;
 pub mod settings;
 pub mod threat_intel;
 pub mod tls;
@@ -76,6 +78,7 @@ pub use orders::{NewOrder, NewOrderItem, OrderRecord, Orders};
 pub use outbox::{OUTBOX_CHANNEL, Outbox, OutboxMessage, OutboxRow, PendingTask};
 pub use rate_limits::{RateLimits, Slot};
 pub use results::{Results, TaskRecord, TaskStateUpdate};
+pub use sales::{DailySales, ProductSales, Sales, SalesData};
 pub use settings::DatabaseSettings;
 pub use sqlx;
 pub use threat_intel::{SavedThreatIntel, ThreatIntel, ThreatIntelRecord};
@@ -208,6 +211,11 @@ impl Store {
     /// The threat-intelligence feed's stored versions.
     pub fn threat_intel(&self) -> ThreatIntel {
         ThreatIntel::new(self.pool.clone())
+    }
+
+    /// Sales figures of a period, for the sales reports.
+    pub fn sales(&self) -> Sales {
+        Sales::new(self.pool.clone())
     }
 }
 

@@ -25,6 +25,10 @@ pub fn required_scope(method: &Method, route: Option<&str>) -> Scope {
     match (method, route) {
         (&Method::POST, Some("/v1/orders")) => Scope::OrdersWrite,
         (&Method::GET, Some("/v1/orders/{id}" | "/v1/tasks/{id}")) => Scope::OrdersRead,
+        (&Method::POST, Some("/v1/reports/sales"))
+        | (&Method::GET, Some("/v1/reports/sales/{task_id}" | "/v1/reports/{task_id}/pdf")) => {
+            Scope::Reports
+        }
         _ => Scope::Admin,
     }
 }
@@ -142,6 +146,17 @@ mod tests {
             required_scope(&Method::GET, Some("/v1/tasks/{id}")),
             Scope::OrdersRead
         );
+        for (method, route) in [
+            (Method::POST, "/v1/reports/sales"),
+            (Method::GET, "/v1/reports/sales/{task_id}"),
+            (Method::GET, "/v1/reports/{task_id}/pdf"),
+        ] {
+            assert_eq!(
+                required_scope(&method, Some(route)),
+                Scope::Reports,
+                "{route}"
+            );
+        }
         assert_eq!(
             required_scope(&Method::DELETE, Some("/v1/orders/{id}")),
             Scope::Admin

@@ -25,6 +25,9 @@ pub enum ApiError {
     Forbidden(shopfds_auth::Scope),
     #[error("the database is unreachable; nothing was written")]
     Unavailable,
+    /// A stored document cannot be read: no object store configured, or it did not answer.
+    #[error("{0}")]
+    StorageUnavailable(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -79,7 +82,9 @@ impl IntoResponse for ApiError {
             ),
             ApiError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated", None),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "insufficient_scope", None),
-            ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None),
+            ApiError::Unavailable | ApiError::StorageUnavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None)
+            }
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
         };
         // Internal details stay in the logs, not in the response.

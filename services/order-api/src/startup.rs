@@ -144,6 +144,9 @@ fn router(state: AppState, settings: &Settings) -> Router {
         .route("/v1/orders", post(routes::orders::create))
         .route("/v1/orders/{id}", get(routes::orders::get))
         .route("/v1/tasks/{id}", get(routes::tasks::get))
+        .route("/v1/reports/sales", post(routes::reports::create))
+        .route("/v1/reports/sales/{task_id}", get(routes::reports::status))
+        .route("/v1/reports/{task_id}/pdf", get(routes::reports::pdf))
         .route_layer(axum::middleware::from_fn_with_state(
             state.auth.clone(),
             auth::authorize,

@@ -34,6 +34,9 @@ pub struct Settings {
     pub mail: MailSettings,
     /// `ARCHIVE_BATCH_SIZE` (default 10000): log lines per archive object.
     pub archive_batch_size: i64,
+    /// `REPORT_MAIL_TO` (optional): where a sales report goes when its `user_id` is not an
+    /// email address (the daily report has none); unset: such a report is stored, not mailed.
+    pub report_mail_to: Option<String>,
 }
 
 impl ServiceSettings for Settings {
@@ -50,11 +53,23 @@ impl ServiceSettings for Settings {
             font: FontSettings::read(env)?,
             mail: MailSettings::read(env)?,
             archive_batch_size: env.positive("ARCHIVE_BATCH_SIZE", 10_000)?,
+            report_mail_to: report_mail_to(env)?,
         })
     }
 
     fn shell(&self) -> &ShellSettings {
         &self.shell
+    }
+}
+
+/// `REPORT_MAIL_TO`: one email address, or unset.
+fn report_mail_to(env: &Env) -> Result<Option<String>, ConfigError> {
+    match env.get("REPORT_MAIL_TO") {
+        Some(to) if !shopfds_mail::is_address(&to) => Err(ConfigError::new(
+            "REPORT_MAIL_TO",
+            format!("{to:?} is not one email address (reports@example.com)"),
+        )),
+        to => Ok(to),
     }
 }
 

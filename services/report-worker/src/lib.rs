@@ -1,6 +1,7 @@
 //! report-worker: the worker of queues `reports` and `maintenance` (sales reports, invoices, log
-//! archiving). It runs `archive_old_logs`; the report and invoice handlers come in later
-//! changes, and until then their messages are dead-lettered as unknown tasks.
+//! archiving). It runs `archive_old_logs`, `generate_sales_report` and
+//! `generate_daily_sales_report`; the invoice handler comes in a later change, and until then
+//! its messages are dead-lettered as unknown tasks.
 
 pub mod config;
 pub mod startup;

@@ -1,4 +1,4 @@
-//! report-worker: consumes queues `reports` and `maintenance` (no task handlers yet: messages are dead-lettered).
+//! report-worker: consumes queues `reports` and `maintenance` (sales reports, log archiving).
 
 use std::process::ExitCode;
 

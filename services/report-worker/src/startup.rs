@@ -70,6 +70,7 @@ impl Application {
                 font: self.font.clone(),
                 mailer: self.mailer.clone(),
                 archive_batch_size: self.settings.archive_batch_size,
+                report_mail_to: self.settings.report_mail_to.clone(),
             },
         );
         registry

@@ -10,7 +10,7 @@
 //! |---|---|
 //! | [`orders`] | `send_order_confirmation_email`, `generate_invoice_pdf`, `register_shipment` ([`OrderTask`]), `send_invoice_email` ([`SendInvoiceEmail`]) |
 //! | [`fds`] | `evaluate_transaction`, `batch_fds_evaluation`, `update_threat_intelligence` |
-//! | [`reports`] | `generate_sales_report` |
+//! | [`reports`] | `generate_sales_report`, `generate_daily_sales_report` |
 //! | [`maintenance`] | `archive_old_logs`, `reprocess_failed_tasks`, `health_check` |
 
 pub mod fds;
@@ -21,7 +21,9 @@ pub mod reports;
 pub use fds::{BatchFdsEvaluation, EvaluateTransaction, UpdateThreatIntelligence};
 pub use maintenance::{ArchiveOldLogs, HealthCheck, ReprocessFailedTasks};
 pub use orders::{OrderTask, SendInvoiceEmail};
-pub use reports::GenerateSalesReport;
+pub use reports::{
+    GenerateDailySalesReport, GenerateSalesReport, MAX_REPORT_DAYS, ReportRangeError,
+};
 
 #[cfg(test)]
 pub(crate) mod test_support {

@@ -3,6 +3,7 @@
 
 mod helpers;
 mod rate_limits;
+mod sales;
 mod tls;
 
 use std::collections::HashMap;

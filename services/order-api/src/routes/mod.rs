@@ -1,6 +1,7 @@
 //! HTTP routes of the public API.
 
 pub mod orders;
+pub mod reports;
 pub mod tasks;
 
 /// An id from a path as an error message may quote it: at most 64 characters, so a huge path

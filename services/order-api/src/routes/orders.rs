@@ -222,7 +222,7 @@ fn order_json(o: &OrderRecord) -> Value {
 
 /// The body must be declared JSON: `application/json` or `application/<anything>+json`, with
 /// any parameters (`; charset=utf-8`). Missing or anything else is `415`.
-fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+pub(super) fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     let essence = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

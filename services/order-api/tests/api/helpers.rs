@@ -1,6 +1,6 @@
 //! `spawn_app()`: order-api on a free port with its own database and RabbitMQ vhost, the
 //! email-worker consuming that vhost, and a real SMTP server; optionally with the broker or the
-//! database behind a proxy the test can cut.
+//! database behind a proxy the test can cut, and report-worker with a storage directory.
 
 use std::time::{Duration, Instant};
 
@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use shopfds_auth::Scope;
 use shopfds_broker::BrokerSettings;
 use shopfds_config::Env;
+use shopfds_documents::StorageSettings;
 use shopfds_store::{DatabaseSettings, Store};
 use shopfds_testkit::keys::{TestKey, auth_settings};
 use shopfds_testkit::net::TcpProxy;
@@ -44,6 +45,9 @@ pub struct Options {
     pub housekeeping_every: Option<Duration>,
     /// gRPC between order-api and fds-worker over TLS (`FDS_GRPC_URL` then `https://`).
     pub fds_tls: Option<FdsTlsVars>,
+    /// report-worker consumes too, and it and order-api share a storage directory
+    /// (`STORAGE_DIR`); without it order-api has no storage.
+    pub report_worker: bool,
 }
 
 /// The TLS variables of fds-worker (`GRPC_TLS_*`) and of order-api (`FDS_GRPC_*`), read as the
@@ -66,6 +70,8 @@ pub struct Keys {
     pub writer: TestKey,
     /// `fds:score`: order-api's key to fds-worker.
     pub fds: TestKey,
+    /// `reports` only.
+    pub reports: TestKey,
 }
 
 impl Keys {
@@ -76,16 +82,18 @@ impl Keys {
             reader: TestKey::new(&[Scope::OrdersRead]),
             writer: TestKey::new(&[Scope::OrdersWrite]),
             fds: TestKey::new(&[Scope::FdsScore]),
+            reports: TestKey::new(&[Scope::Reports]),
         }
     }
 
-    fn all(&self) -> [&TestKey; 5] {
+    fn all(&self) -> [&TestKey; 6] {
         [
             &self.admin,
             &self.shop,
             &self.reader,
             &self.writer,
             &self.fds,
+            &self.reports,
         ]
     }
 }
@@ -102,6 +110,8 @@ pub struct TestApp {
     pub smtp: SmtpSink,
     pub broker_proxy: Option<TcpProxy>,
     pub database_proxy: Option<TcpProxy>,
+    /// `STORAGE_DIR` of order-api and report-worker, with [`Options::report_worker`].
+    pub storage: Option<tempfile::TempDir>,
     shutdown: CancellationToken,
     handles: Vec<JoinHandle<anyhow::Result<()>>>,
     _vhost: TestVhost,
@@ -179,6 +189,12 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     if let Some(every) = options.housekeeping_every {
         settings.housekeeping.every = every;
     }
+    let storage = options
+        .report_worker
+        .then(|| tempfile::tempdir().expect("storage directory"));
+    if let Some(dir) = &storage {
+        settings.storage = StorageSettings::dir(dir.path());
+    }
     let shutdown = CancellationToken::new();
     let mut handles = Vec::new();
     if !options.fds_down {
@@ -231,6 +247,22 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         .await
         .expect("email-worker builds");
     handles.push(tokio::spawn(worker.run_until_stopped(shutdown.clone())));
+    if let Some(dir) = &storage {
+        let mut reports = report_worker::Settings::from_env().expect("report-worker settings");
+        reports.broker = fast_reconnect(BrokerSettings::with_url(
+            vhost.amqp_url(),
+            "report-worker-test",
+        ));
+        reports.database = DatabaseSettings::with_url(db.url());
+        reports.mail.smtp_url = shopfds_service::SecretUrl::new(smtp.url());
+        reports.shell.ops_addr = "127.0.0.1:0".parse().expect("addr");
+        reports.worker.shutdown_grace = Duration::from_secs(5);
+        reports.storage = StorageSettings::dir(dir.path());
+        let reports = report_worker::Application::build(reports)
+            .await
+            .expect("report-worker builds");
+        handles.push(tokio::spawn(reports.run_until_stopped(shutdown.clone())));
+    }
 
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(
@@ -250,6 +282,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         smtp,
         broker_proxy,
         database_proxy,
+        storage,
         shutdown,
         handles,
         _vhost: vhost,

@@ -8,6 +8,7 @@ mod edge;
 mod fds_tls;
 mod helpers;
 mod housekeeping;
+mod reports;
 
 use std::time::Duration;
 

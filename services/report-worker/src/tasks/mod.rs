@@ -1,6 +1,7 @@
 //! The tasks this worker runs, registered with what they need ([`Deps`]).
 
 pub mod archive;
+pub mod sales_report;
 
 use std::sync::Arc;
 
@@ -20,6 +21,8 @@ pub struct Deps {
     pub mailer: Arc<Mailer>,
     /// Log lines per archive object (`ARCHIVE_BATCH_SIZE`).
     pub archive_batch_size: i64,
+    /// `REPORT_MAIL_TO`: the recipient of sales reports whose `user_id` is no email address.
+    pub report_mail_to: Option<String>,
 }
 
 /// Registers every task of this worker.
@@ -29,4 +32,7 @@ pub fn register(registry: &mut Registry, deps: Deps) {
         objects: deps.storage.as_ref().map(|s| s.objects()),
         batch_size: deps.archive_batch_size,
     });
+    let reports = sales_report::SalesReports::new(&deps);
+    registry.task(sales_report::GenerateSalesReportTask(reports.clone()));
+    registry.task(sales_report::GenerateDailySalesReportTask(reports));
 }

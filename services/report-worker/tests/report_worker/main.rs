@@ -35,6 +35,7 @@ async fn an_invalid_variable_is_named_on_stderr_and_the_exit_is_non_zero() {
             ("WORKER_MAX_MESSAGE_BYTES", "0"),
             ("WORKER_PREFETCH_BYTES", "lots"),
             ("WORKER_ETA_HORIZON_SECS", "-1"),
+            ("REPORT_MAIL_TO", "not-an-address"),
         ],
     )
     .await
