@@ -1,6 +1,7 @@
 //! Settings of the email-worker, from the environment, validated at start.
 
 use shopfds_broker::{BrokerSettings, WorkerSettings};
+use shopfds_documents::StorageSettings;
 use shopfds_mail::MailSettings;
 use shopfds_results::ResultSettings;
 use shopfds_service::{ConfigError, Env, ServiceSettings, ShellSettings};
@@ -23,6 +24,9 @@ pub struct Settings {
     pub mail: MailSettings,
     /// `SHIPPING_PARTNER_URL`, `SHIPPING_PARTNER_TOKEN`, `SHIPPING_PARTNER_TIMEOUT_SECS`.
     pub partner: PartnerSettings,
+    /// `STORAGE_DIR` / `STORAGE_URL`: where report-worker writes the invoices this worker
+    /// attaches; unset: `send_invoice_email` is refused with the reason.
+    pub storage: StorageSettings,
 }
 
 impl ServiceSettings for Settings {
@@ -45,6 +49,7 @@ impl ServiceSettings for Settings {
             results: ResultSettings::read(env)?,
             mail: MailSettings::read(env)?,
             partner: PartnerSettings::read(env)?,
+            storage: StorageSettings::read(env)?,
         })
     }
 

@@ -63,3 +63,31 @@ fn address_line(address: &serde_json::Value) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+/// `[ShopFDS] 청구서 (Order …)`: the invoice mail's text; the PDF is attached by the task.
+pub fn invoice(order: &OrderRecord) -> Mail {
+    let subject = format!("[ShopFDS] 청구서 (Order {})", order.id);
+    let total = format_amount(order.total, &order.currency);
+    let text = format!(
+        "{name}님, 주문하신 상품의 청구서를 첨부해 드립니다.\nYour invoice is attached.\n\n\
+         주문번호 / Order: {id}\n합계 / Total: {total}\n",
+        name = order.customer_name,
+        id = order.id,
+    );
+    let html = format!(
+        "<!DOCTYPE html><html lang=\"ko\"><head><meta charset=\"utf-8\"><title>{subject}</title></head><body>\
+         <h1>청구서</h1><p>{name}님, 주문하신 상품의 청구서를 첨부해 드립니다.</p>\
+         <p>주문번호 / Order: <strong>{id}</strong><br>합계 / Total: <strong>{total}</strong></p>\
+         <p>첨부 파일 / Attached: invoice-{id}.pdf</p></body></html>",
+        subject = escape(&subject),
+        name = escape(&order.customer_name),
+        id = order.id,
+        total = escape(&total),
+    );
+    Mail {
+        subject,
+        text,
+        html,
+        attachments: Vec::new(),
+    }
+}

@@ -1,9 +1,10 @@
-//! Wires the worker: result store, SMTP transport, the shipping partner's client, task registry,
-//! operations endpoints.
+//! Wires the worker: result store, SMTP transport, the shipping partner's client, the object
+//! store of invoices, task registry, operations endpoints.
 
 use std::sync::Arc;
 
 use shopfds_broker::{Registry, Worker};
+use shopfds_documents::Storage;
 use shopfds_service::Supervisor;
 use shopfds_store::Store;
 use tokio::net::TcpListener;
@@ -19,6 +20,7 @@ pub struct Application {
     store: Store,
     mailer: Arc<Mailer>,
     partner: Partner,
+    storage: Option<Storage>,
     ops_listener: TcpListener,
 }
 
@@ -29,12 +31,14 @@ impl Application {
         let store = Store::connect(&settings.database).await?;
         let mailer = Arc::new(Mailer::new(&settings.mail)?);
         let partner = Partner::new(settings.partner.clone())?;
+        let storage = settings.storage.open().map_err(anyhow::Error::msg)?;
         let ops_listener = shopfds_service::bind_ops(&settings.shell).await?;
         Ok(Application {
             settings,
             store,
             mailer,
             partner,
+            storage,
             ops_listener,
         })
     }
@@ -52,6 +56,7 @@ impl Application {
             &mut registry,
             self.mailer.clone(),
             self.partner.clone(),
+            self.storage.clone(),
             self.store.clone(),
             &self.settings.worker.hostname,
         );

@@ -24,7 +24,9 @@ use crate::error::ApiError;
 pub fn required_scope(method: &Method, route: Option<&str>) -> Scope {
     match (method, route) {
         (&Method::POST, Some("/v1/orders")) => Scope::OrdersWrite,
-        (&Method::GET, Some("/v1/orders/{id}" | "/v1/tasks/{id}")) => Scope::OrdersRead,
+        (&Method::GET, Some("/v1/orders/{id}" | "/v1/orders/{id}/invoice" | "/v1/tasks/{id}")) => {
+            Scope::OrdersRead
+        }
         (&Method::POST, Some("/v1/reports/sales"))
         | (&Method::GET, Some("/v1/reports/sales/{task_id}" | "/v1/reports/{task_id}/pdf")) => {
             Scope::Reports
@@ -144,6 +146,10 @@ mod tests {
         );
         assert_eq!(
             required_scope(&Method::GET, Some("/v1/tasks/{id}")),
+            Scope::OrdersRead
+        );
+        assert_eq!(
+            required_scope(&Method::GET, Some("/v1/orders/{id}/invoice")),
             Scope::OrdersRead
         );
         for (method, route) in [

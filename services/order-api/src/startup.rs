@@ -143,6 +143,7 @@ fn router(state: AppState, settings: &Settings) -> Router {
     let api = Router::new()
         .route("/v1/orders", post(routes::orders::create))
         .route("/v1/orders/{id}", get(routes::orders::get))
+        .route("/v1/orders/{id}/invoice", get(routes::orders::invoice))
         .route("/v1/tasks/{id}", get(routes::tasks::get))
         .route("/v1/reports/sales", post(routes::reports::create))
         .route("/v1/reports/sales/{task_id}", get(routes::reports::status))

@@ -1,12 +1,14 @@
 //! The tasks this worker runs, registered with their options.
 
 pub mod health;
+pub mod invoice_email;
 pub mod order_confirmation;
 pub mod shipment;
 
 use std::sync::Arc;
 
 use shopfds_broker::Registry;
+use shopfds_documents::Storage;
 use shopfds_store::Store;
 
 use crate::mail::Mailer;
@@ -17,12 +19,18 @@ pub fn register(
     registry: &mut Registry,
     mailer: Arc<Mailer>,
     partner: Partner,
+    storage: Option<Storage>,
     store: Store,
     worker: &str,
 ) {
     registry.task(order_confirmation::SendOrderConfirmation {
         mailer: mailer.clone(),
         store: store.clone(),
+    });
+    registry.task(invoice_email::SendInvoice {
+        mailer: mailer.clone(),
+        store: store.clone(),
+        storage,
     });
     registry.task(shipment::RegisterShipment {
         partner: partner.clone(),

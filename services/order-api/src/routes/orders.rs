@@ -187,17 +187,42 @@ pub async fn get(
     Extension(caller): Extension<Principal>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let order = order(&state, id).await?;
+    Ok(Json(shown_to(&caller, order_json(&order))))
+}
+
+/// `GET /v1/orders/{id}/invoice`: the invoice PDF once `generate_invoice_pdf` has written it.
+pub async fn invoice(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let order = order(&state, id).await?;
+    let path = order
+        .invoice_url
+        .as_deref()
+        .ok_or_else(|| ApiError::NotFound(format!("order {} has no invoice yet", order.id)))?;
+    let bytes = super::document(&state, path).await?;
+    Ok(super::pdf_response(
+        bytes,
+        &format!("invoice-{}.pdf", order.id),
+    ))
+}
+
+/// The order the path names; 404 for an unknown or malformed id.
+async fn order(
+    state: &AppState,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<OrderRecord, ApiError> {
     // A path that is not UTF-8 (`%FF`) is no order id either.
     let id = id.map(|Path(id)| id).unwrap_or_default();
     let not_found = || ApiError::NotFound(format!("no order with id {:?}", super::shown(&id)));
     let order_id = Uuid::parse_str(&id).map_err(|_| not_found())?;
-    let order = state
+    state
         .store
         .orders()
         .get(order_id)
         .await?
-        .ok_or_else(not_found)?;
-    Ok(Json(shown_to(&caller, order_json(&order))))
+        .ok_or_else(not_found)
 }
 
 fn order_json(o: &OrderRecord) -> Value {
@@ -214,7 +239,8 @@ fn order_json(o: &OrderRecord) -> Value {
         "fds": o.fds,
         "tasks": o.tasks,
         "tracking_number": o.tracking_number,
-        "invoice_url": o.invoice_url,
+        // The stored object's path stays inside; the caller gets the download's address.
+        "invoice_url": o.invoice_url.as_ref().map(|_| format!("/v1/orders/{}/invoice", o.id)),
         "created_at": o.created_at,
         "updated_at": o.updated_at,
     })

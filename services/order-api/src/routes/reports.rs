@@ -11,7 +11,7 @@
 use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde_json::{Value, json};
@@ -68,30 +68,9 @@ pub async fn pdf(
             record.task_id, record.state
         ))
     })?;
-    let storage = state.storage.as_ref().ok_or_else(|| {
-        ApiError::StorageUnavailable(
-            "no document storage is configured (STORAGE_DIR or STORAGE_URL)".to_owned(),
-        )
-    })?;
-    let bytes = storage
-        .get(path)
-        .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, path, storage = storage.describe(), "report PDF unreadable");
-            ApiError::StorageUnavailable("the document storage did not answer".to_owned())
-        })?
-        .ok_or_else(|| ApiError::NotFound(format!("the PDF {path:?} is not in storage")))?;
+    let bytes = super::document(&state, path).await?;
     let file = path.rsplit('/').next().unwrap_or("report.pdf");
-    let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{file}\""))
-        .unwrap_or_else(|_| HeaderValue::from_static("attachment"));
-    let mut response = (StatusCode::OK, bytes).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/pdf"),
-    );
-    headers.insert(header::CONTENT_DISPOSITION, disposition);
-    Ok(response)
+    Ok(super::pdf_response(bytes, file))
 }
 
 /// The task `id` names, when it is a sales report; else 404.

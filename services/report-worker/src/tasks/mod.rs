@@ -1,6 +1,7 @@
 //! The tasks this worker runs, registered with what they need ([`Deps`]).
 
 pub mod archive;
+pub mod invoice;
 pub mod sales_report;
 
 use std::sync::Arc;
@@ -31,6 +32,11 @@ pub fn register(registry: &mut Registry, deps: Deps) {
         store: deps.store.clone(),
         objects: deps.storage.as_ref().map(|s| s.objects()),
         batch_size: deps.archive_batch_size,
+    });
+    registry.task(invoice::GenerateInvoicePdf {
+        store: deps.store.clone(),
+        storage: deps.storage.clone(),
+        font: deps.font.clone(),
     });
     let reports = sales_report::SalesReports::new(&deps);
     registry.task(sales_report::GenerateSalesReportTask(reports.clone()));
