@@ -24,6 +24,7 @@ pub mod celery_results;
 pub mod keys;
 pub mod net;
 pub mod partner;
+pub mod pdf;
 pub mod pg;
 pub mod process;
 pub mod python;

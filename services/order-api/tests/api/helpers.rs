@@ -16,6 +16,7 @@ use shopfds_documents::StorageSettings;
 use shopfds_store::{DatabaseSettings, Store};
 use shopfds_testkit::keys::{TestKey, auth_settings};
 use shopfds_testkit::net::TcpProxy;
+use shopfds_testkit::partner::PartnerStub;
 use shopfds_testkit::pg::TestDatabase;
 use shopfds_testkit::rabbit::TestVhost;
 use shopfds_testkit::smtp::{ReceivedMail, SmtpSink};
@@ -48,6 +49,9 @@ pub struct Options {
     /// report-worker consumes too, and it and order-api share a storage directory
     /// (`STORAGE_DIR`); without it order-api has no storage.
     pub report_worker: bool,
+    /// The shipping partner's API (testkit's `PartnerStub`) for email-worker's
+    /// `register_shipment`; without it the shipments are dead-lettered (no partner URL).
+    pub partner: bool,
 }
 
 /// The TLS variables of fds-worker (`GRPC_TLS_*`) and of order-api (`FDS_GRPC_*`), read as the
@@ -110,8 +114,11 @@ pub struct TestApp {
     pub smtp: SmtpSink,
     pub broker_proxy: Option<TcpProxy>,
     pub database_proxy: Option<TcpProxy>,
-    /// `STORAGE_DIR` of order-api and report-worker, with [`Options::report_worker`].
+    /// `STORAGE_DIR` of order-api, report-worker and email-worker, with
+    /// [`Options::report_worker`].
     pub storage: Option<tempfile::TempDir>,
+    /// With [`Options::partner`].
+    pub partner: Option<PartnerStub>,
     shutdown: CancellationToken,
     handles: Vec<JoinHandle<anyhow::Result<()>>>,
     _vhost: TestVhost,
@@ -243,6 +250,17 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     worker.mail.smtp_url = shopfds_service::SecretUrl::new(smtp.url());
     worker.shell.ops_addr = "127.0.0.1:0".parse().expect("addr");
     worker.worker.shutdown_grace = Duration::from_secs(5);
+    if let Some(dir) = &storage {
+        worker.storage = StorageSettings::dir(dir.path());
+    }
+    let partner = if options.partner {
+        Some(PartnerStub::start().await.expect("partner stub"))
+    } else {
+        None
+    };
+    if let Some(partner) = &partner {
+        worker.partner.url = Some(shopfds_service::SecretUrl::new(partner.url()));
+    }
     let worker = email_worker::Application::build(worker)
         .await
         .expect("email-worker builds");
@@ -283,6 +301,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         broker_proxy,
         database_proxy,
         storage,
+        partner,
         shutdown,
         handles,
         _vhost: vhost,

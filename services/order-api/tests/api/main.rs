@@ -9,6 +9,7 @@ mod fds_tls;
 mod helpers;
 mod housekeeping;
 mod reports;
+mod scenario;
 
 use std::time::Duration;
 

@@ -1,8 +1,6 @@
 //! `spawn_report_worker()`: the real `Application` in-process against its own database, vhost,
 //! SMTP sink and a storage directory; orders written on chosen instants; the polling helpers.
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -257,25 +255,7 @@ impl TestApp {
 
 /// The text of a PDF, laid out (`pdftotext -layout`, poppler-utils).
 pub fn pdf_text(pdf: &[u8]) -> String {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let path = dir.path().join("report.pdf");
-    std::fs::write(&path, pdf).expect("write the PDF");
-    text_of(&path)
-}
-
-fn text_of(path: &Path) -> String {
-    let out = Command::new("pdftotext")
-        .arg("-layout")
-        .arg(path)
-        .arg("-")
-        .output()
-        .unwrap_or_else(|e| panic!("pdftotext (poppler-utils; `make test` installs it): {e}"));
-    assert!(
-        out.status.success(),
-        "pdftotext: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    shopfds_testkit::pdf::text(pdf).expect("pdftotext")
 }
 
 /// The value on the line of `label` in `pdftotext -layout` output.
