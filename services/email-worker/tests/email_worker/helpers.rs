@@ -9,6 +9,7 @@ use lapin::options::BasicGetOptions;
 use serde_json::{Map, Value, json};
 use shopfds_broker::amqp::table_to_json;
 use shopfds_broker::{BrokerSettings, Outgoing, Publisher, QueueType, topology};
+use shopfds_documents::StorageSettings;
 use shopfds_protocol::TaskState;
 use shopfds_store::{DatabaseSettings, NewOrder, NewOrderItem, Store, StoredResponse, TaskRecord};
 use shopfds_testkit::net::TcpProxy;
@@ -35,6 +36,8 @@ pub struct TestApp {
     handle: Option<JoinHandle<anyhow::Result<()>>>,
     pub smtp: SmtpSink,
     pub vhost: TestVhost,
+    /// The worker's `STORAGE_DIR`, where the invoice mail finds the PDFs.
+    pub storage: tempfile::TempDir,
     _db: TestDatabase,
 }
 
@@ -163,6 +166,8 @@ pub async fn spawn_email_worker_with(options: Options) -> TestApp {
     settings.partner.url = options.partner_url.map(shopfds_service::SecretUrl::new);
     settings.partner.token = Some(shopfds_service::Secret::new("partner-token"));
     settings.partner.rate_limit = options.partner_rate_limit;
+    let storage = tempfile::tempdir().expect("storage directory");
+    settings.storage = StorageSettings::dir(storage.path());
 
     let store = Store::connect(&DatabaseSettings::with_url(db.url()))
         .await
@@ -193,6 +198,7 @@ pub async fn spawn_email_worker_with(options: Options) -> TestApp {
         handle: Some(handle),
         smtp,
         vhost,
+        storage,
         _db: db,
     }
 }

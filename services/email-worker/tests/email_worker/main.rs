@@ -4,6 +4,7 @@
 
 mod deep_header;
 mod helpers;
+mod invoice;
 mod outages;
 mod refused_topology;
 mod shipment;

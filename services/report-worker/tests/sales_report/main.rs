@@ -7,11 +7,14 @@
 //!   address, without REPORT_MAIL_TO, is stored and not mailed;
 //! - a start after the end and a period over 366 days: FAILURE at once, no retry, dead-lettered
 //!   with the reason; a worker without storage refuses naming STORAGE_DIR and STORAGE_URL;
-//! - the daily report covers yesterday in Seoul and goes to REPORT_MAIL_TO.
+//! - the daily report covers yesterday in Seoul and goes to REPORT_MAIL_TO;
+//! - `generate_invoice_pdf` ([`invoice`]): the invoice's text, written once, none for a blocked
+//!   order, an unknown order dead-lettered.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod helpers;
+mod invoice;
 
 use chrono::Utc;
 use helpers::{Options, TestApp, line, pdf_text, spawn_report_worker, value_of};
