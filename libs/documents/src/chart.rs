@@ -40,7 +40,7 @@ impl BarChart {
                 .margin(8)
                 .x_label_area_size(34)
                 .y_label_area_size(78)
-                .build_cartesian_2d((0..count).into_segmented(), 0.0..headroom(max))
+                .build_cartesian_2d(categories(count), 0.0..headroom(max))
                 .map_err(chart_error)?;
             let labels = &self.labels;
             chart
@@ -92,7 +92,7 @@ impl LineChart {
                 .margin(8)
                 .x_label_area_size(34)
                 .y_label_area_size(60)
-                .build_cartesian_2d((0..count).into_segmented(), 0.0..headroom(max))
+                .build_cartesian_2d(categories(count), 0.0..headroom(max))
                 .map_err(chart_error)?;
             let labels = &self.labels;
             chart
@@ -122,6 +122,15 @@ impl LineChart {
                         PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
                     });
             }
+            // A marker on every point: a series of one day is a dot, not nothing.
+            for (index, (_, values)) in self.series.iter().enumerate() {
+                let color = PALETTE[index % PALETTE.len()];
+                chart
+                    .draw_series(values.iter().enumerate().map(|(i, v)| {
+                        Circle::new((SegmentValue::CenterOf(i), *v), 3, color.filled())
+                    }))
+                    .map_err(chart_error)?;
+            }
             chart
                 .configure_series_labels()
                 .background_style(WHITE.mix(0.8))
@@ -134,6 +143,14 @@ impl LineChart {
         }
         Ok(svg)
     }
+}
+
+/// One segment per category. plotters' integer ranges include their end, so `0..count` would
+/// add an empty slot after the last bar.
+fn categories(
+    count: usize,
+) -> plotters::coord::ranged1d::SegmentedCoord<plotters::coord::types::RangedCoordusize> {
+    (0..count.saturating_sub(1)).into_segmented()
 }
 
 fn chart_error<E: std::fmt::Display>(e: E) -> DocumentError {
