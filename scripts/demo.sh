@@ -150,7 +150,8 @@ echo "the partner's bookings: $(curl -fsS "http://127.0.0.1:$partner_port/shipme
 
 step "GET /v1/orders/$order_id/invoice: the PDF (its text, as pdftotext reads it)"
 curl -fsS "${shop[@]}" -o "$demo/invoice.pdf" "$api/v1/orders/$order_id/invoice"
-echo "$demo/invoice.pdf: $(wc -c <"$demo/invoice.pdf") bytes"
+echo "$demo/invoice.pdf: $(wc -c <"$demo/invoice.pdf") bytes (first page as a picture: $demo/invoice-1.png)"
+pdftoppm -png -r 80 -f 1 -l 1 "$demo/invoice.pdf" "$demo/invoice"
 pdftotext -layout "$demo/invoice.pdf" - | sed -e '/^\s*$/d' | head -n 30
 
 step "The mails the SMTP server received"
@@ -190,7 +191,8 @@ for _ in $(seq 1 600); do
 done
 [[ "$status" == "completed" ]] || { echo "demo: the report ended '$status'" >&2; exit 1; }
 curl -fsS "${report_auth[@]}" -o "$demo/sales-report.pdf" "$api/v1/reports/$report_id/pdf"
-echo "$demo/sales-report.pdf: $(wc -c <"$demo/sales-report.pdf") bytes"
+echo "$demo/sales-report.pdf: $(wc -c <"$demo/sales-report.pdf") bytes (its pages as pictures: $demo/sales-report-*.png)"
+pdftoppm -png -r 80 "$demo/sales-report.pdf" "$demo/sales-report"
 pdftotext -layout "$demo/sales-report.pdf" - | sed -e '/^\s*$/d' | head -n 25
 
 step "Revoking the storefront's key (refused within API_KEYS_CACHE_SECS, 30 s by default)"

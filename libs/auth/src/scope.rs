@@ -8,7 +8,7 @@ use std::str::FromStr;
 pub enum Scope {
     /// `POST /v1/orders`.
     OrdersWrite,
-    /// `GET /v1/orders/{id}`, `GET /v1/tasks/{id}`.
+    /// `GET /v1/orders/{id}`, `GET /v1/orders/{id}/invoice`, `GET /v1/tasks/{id}`.
     OrdersRead,
     /// Sales reports: `POST /v1/reports/sales`, `GET /v1/reports/sales/{task_id}`,
     /// `GET /v1/reports/{task_id}/pdf`.

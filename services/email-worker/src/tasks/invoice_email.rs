@@ -69,11 +69,7 @@ impl Task for SendInvoice {
             .map_err(database)?;
         if let Some(first) = once.already_done() {
             tracing::info!(%order_id, "invoice already mailed; not sending again");
-            let mut result = first.clone();
-            if let Some(obj) = result.as_object_mut() {
-                obj.insert("status".to_owned(), json!("already_sent"));
-            }
-            return Ok(result);
+            return Ok(super::already_sent(first));
         }
         let order = self
             .store

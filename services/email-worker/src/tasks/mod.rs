@@ -43,3 +43,13 @@ pub fn register(
         worker: worker.to_owned(),
     });
 }
+
+/// What a mail task answers when its once-only record says the mail went out before: the first
+/// send's result, its `status` made `already_sent`.
+fn already_sent(first: &serde_json::Value) -> serde_json::Value {
+    let mut result = first.clone();
+    if let Some(obj) = result.as_object_mut() {
+        obj.insert("status".to_owned(), serde_json::json!("already_sent"));
+    }
+    result
+}

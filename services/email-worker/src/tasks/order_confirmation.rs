@@ -60,11 +60,7 @@ pub async fn run(
         .map_err(database)?;
     if let Some(first) = once.already_done() {
         tracing::info!(%order_id, "confirmation already sent; not sending again");
-        let mut result = first.clone();
-        if let Some(obj) = result.as_object_mut() {
-            obj.insert("status".to_owned(), json!("already_sent"));
-        }
-        return Ok(result);
+        return Ok(super::already_sent(first));
     }
     let order = store
         .orders()
