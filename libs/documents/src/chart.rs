@@ -56,7 +56,7 @@ impl BarChart {
                 .draw_series(
                     Histogram::vertical(&chart)
                         .style(PALETTE[0].filled())
-                        .margin(6)
+                        .margin(bar_margin(count))
                         .data(self.values.iter().enumerate().map(|(i, v)| (i, *v))),
                 )
                 .map_err(chart_error)?;
@@ -143,6 +143,17 @@ impl LineChart {
         }
         Ok(svg)
     }
+}
+
+/// The space left and right of a bar, in SVG pixels: bars at most `MAX_BAR` wide, so one or two
+/// categories do not fill the chart with a slab.
+fn bar_margin(count: usize) -> u32 {
+    const PLOT_WIDTH: usize = WIDTH as usize - 94;
+    const MAX_BAR: usize = 90;
+    let segment = PLOT_WIDTH / count.max(1);
+    u32::try_from(segment.saturating_sub(MAX_BAR) / 2)
+        .unwrap_or(0)
+        .max(6)
 }
 
 /// One segment per category. plotters' integer ranges include their end, so `0..count` would
