@@ -30,7 +30,7 @@ impl BarChart {
     pub fn svg(&self, font: &DocumentFont) -> Result<String, DocumentError> {
         font.register_with_plotters()?;
         let max = self.values.iter().copied().fold(0.0_f64, f64::max);
-        let count = self.labels.len().max(1);
+        let (count, offset) = slots(self.labels.len());
         let mut svg = String::new();
         {
             let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
@@ -47,7 +47,7 @@ impl BarChart {
                 .configure_mesh()
                 .disable_x_mesh()
                 .x_labels(count.min(16))
-                .x_label_formatter(&|x| segment_label(labels, x))
+                .x_label_formatter(&|x| segment_label(labels, x, offset))
                 .y_label_formatter(&|v| thousands(*v))
                 .label_style(("sans-serif", 12))
                 .draw()
@@ -57,7 +57,12 @@ impl BarChart {
                     Histogram::vertical(&chart)
                         .style(PALETTE[0].filled())
                         .margin(bar_margin(count))
-                        .data(self.values.iter().enumerate().map(|(i, v)| (i, *v))),
+                        .data(
+                            self.values
+                                .iter()
+                                .enumerate()
+                                .map(|(i, v)| (i + offset, *v)),
+                        ),
                 )
                 .map_err(chart_error)?;
             root.present().map_err(chart_error)?;
@@ -82,7 +87,7 @@ impl LineChart {
             .iter()
             .flat_map(|(_, values)| values.iter().copied())
             .fold(0.0_f64, f64::max);
-        let count = self.labels.len().max(1);
+        let (count, offset) = slots(self.labels.len());
         let mut svg = String::new();
         {
             let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
@@ -99,7 +104,7 @@ impl LineChart {
                 .configure_mesh()
                 .disable_x_mesh()
                 .x_labels(count.min(16))
-                .x_label_formatter(&|x| segment_label(labels, x))
+                .x_label_formatter(&|x| segment_label(labels, x, offset))
                 .y_label_formatter(&|v| thousands(*v))
                 // Small counts get one label per whole number, not repeated rounded ones.
                 .y_labels(integer_ticks(max))
@@ -113,7 +118,7 @@ impl LineChart {
                         values
                             .iter()
                             .enumerate()
-                            .map(|(i, v)| (SegmentValue::CenterOf(i), *v)),
+                            .map(|(i, v)| (SegmentValue::CenterOf(i + offset), *v)),
                         color.stroke_width(2),
                     ))
                     .map_err(chart_error)?
@@ -127,7 +132,7 @@ impl LineChart {
                 let color = PALETTE[index % PALETTE.len()];
                 chart
                     .draw_series(values.iter().enumerate().map(|(i, v)| {
-                        Circle::new((SegmentValue::CenterOf(i), *v), 3, color.filled())
+                        Circle::new((SegmentValue::CenterOf(i + offset), *v), 3, color.filled())
                     }))
                     .map_err(chart_error)?;
             }
@@ -183,11 +188,23 @@ fn integer_ticks(max: f64) -> usize {
     }
 }
 
-fn segment_label(labels: &[String], x: &SegmentValue<usize>) -> String {
+/// How many slots the axis has and where the first category sits: one category alone is put in
+/// the middle of three slots (plotters cannot map a range of one value), others fill the axis.
+fn slots(categories: usize) -> (usize, usize) {
+    if categories <= 1 {
+        (3, 1)
+    } else {
+        (categories, 0)
+    }
+}
+
+fn segment_label(labels: &[String], x: &SegmentValue<usize>, offset: usize) -> String {
     match x {
-        SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => {
-            labels.get(*i).cloned().unwrap_or_default()
-        }
+        SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => i
+            .checked_sub(offset)
+            .and_then(|i| labels.get(i))
+            .cloned()
+            .unwrap_or_default(),
         SegmentValue::Last => String::new(),
     }
 }
@@ -210,6 +227,66 @@ pub fn thousands(value: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The bars' horizontal centers, from the SVG (the bars are the rectangles in the first
+    /// palette color).
+    fn bar_centers(svg: &str) -> Vec<f64> {
+        let attr = |tag: &str, name: &str| -> f64 {
+            let start = tag.find(&format!(" {name}=\"")).unwrap() + name.len() + 3;
+            tag[start..].split('"').next().unwrap().parse().unwrap()
+        };
+        svg.split("<rect")
+            .filter(|tag| tag.contains("fill=\"#3465A4\""))
+            .map(|tag| attr(tag, "x") + attr(tag, "width") / 2.0)
+            .collect()
+    }
+
+    #[test]
+    fn one_category_is_a_bar_in_the_middle_and_several_fill_the_axis() {
+        let font = crate::FontSettings::default().load().unwrap();
+        let one = BarChart {
+            title: "t".to_owned(),
+            labels: vec!["12-06".to_owned()],
+            values: vec![90_000.0],
+        };
+        let svg = one.svg(&font).unwrap();
+        let centers = bar_centers(&svg);
+        assert_eq!(centers.len(), 1, "{centers:?}");
+        let middle = f64::from(WIDTH) / 2.0;
+        assert!(
+            (centers[0] - middle).abs() < f64::from(WIDTH) / 8.0,
+            "{centers:?}"
+        );
+        // Its label stands under it.
+        let label = svg
+            .split("<text")
+            .find(|tag| tag.contains("12-06"))
+            .unwrap();
+        let x: f64 = label
+            .split("x=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            (x - centers[0]).abs() < 10.0,
+            "label at {x}, bar at {centers:?}"
+        );
+
+        let three = BarChart {
+            title: "t".to_owned(),
+            labels: vec!["a".to_owned(), "b".to_owned(), "c".to_owned()],
+            values: vec![1.0, 2.0, 3.0],
+        };
+        let mut centers = bar_centers(&three.svg(&font).unwrap());
+        centers.sort_by(f64::total_cmp);
+        assert_eq!(centers.len(), 3, "{centers:?}");
+        // Evenly spaced, the last in the right third (no empty slot after it).
+        assert!(centers[2] > f64::from(WIDTH) * 2.0 / 3.0, "{centers:?}");
+        let gaps = (centers[1] - centers[0], centers[2] - centers[1]);
+        assert!((gaps.0 - gaps.1).abs() < 2.0, "{centers:?}");
+    }
 
     #[test]
     fn thousands_groups_digits() {
