@@ -172,6 +172,16 @@ impl Storage {
         &self.describe
     }
 
+    /// Whether the store answers: a `HEAD` of an object that need not exist (found or not found
+    /// both mean it answered). For the worker's dependency probe, so a task that met the store
+    /// down waits for it instead of spending its retries.
+    pub async fn check(&self) -> Result<(), String> {
+        match self.store.head(&Path::from("health/probe")).await {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     /// Writes `bytes` at `path` (`invoices/<order>.pdf`), replacing what was there: writing the
     /// same document twice leaves one.
     pub async fn put(&self, path: &str, bytes: Vec<u8>) -> Result<Stored, object_store::Error> {
@@ -268,6 +278,7 @@ mod tests {
         );
         assert!(dir.path().join("docs/invoices/a.pdf").is_file());
         assert_eq!(storage.get("invoices/b.pdf").await.unwrap(), None);
+        assert_eq!(storage.check().await, Ok(()));
         assert!(storage.put("../escape.pdf", Vec::new()).await.is_err());
     }
 }

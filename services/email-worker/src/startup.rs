@@ -74,11 +74,29 @@ impl Application {
             &mut parts,
             self.ops_listener,
             &s.shell,
-            Worker::new(s.broker, s.worker, registry, backend),
+            storage_probe(
+                Worker::new(s.broker, s.worker, registry, backend),
+                &self.storage,
+            ),
             shopfds_results::database_check(&self.store),
         );
         let outcome = parts.join(grace).await;
         self.store.close().await;
         outcome
+    }
+}
+
+/// A task that found the object store unreachable waits, with the worker, until it answers
+/// (the store joins the worker's dependency probes), instead of spending its retries.
+fn storage_probe(worker: Worker, storage: &Option<shopfds_documents::Storage>) -> Worker {
+    match storage.clone() {
+        Some(storage) => worker.with_probe(
+            "object store",
+            shopfds_telemetry::ops::check(move || {
+                let storage = storage.clone();
+                async move { storage.check().await }
+            }),
+        ),
+        None => worker,
     }
 }

@@ -16,8 +16,8 @@
 //! 5. "Sending email..." ([`deliver`]): once per task id, to `user_id` or `REPORT_MAIL_TO`.
 //!
 //! The result: `{"status": "completed", "pdf_path", "period", "totals", "mailed_to", "mail"}`.
-//! A database, object store or SMTP server that does not answer is retried (a database the
-//! worker cannot reach at all waits without spending retries).
+//! An SMTP server that does not answer is retried; a database or object store the worker cannot
+//! reach makes the task wait, with the worker, until it answers, without spending retries.
 
 pub mod aggregate;
 pub mod data;
@@ -99,7 +99,7 @@ impl SalesReports {
         };
         let path = pdf_path(&period, ctx.id());
         storage.put(&path, pdf.clone()).await.map_err(|e| {
-            TaskError::transient(format!("object store {}: {e}", storage.describe()))
+            TaskError::unavailable("object store", format!("{}: {e}", storage.describe()))
         })?;
 
         ctx.progress(5, STEPS, "Sending email...").await;
