@@ -30,7 +30,9 @@ pub mod process;
 pub mod python;
 pub mod rabbit;
 pub mod rabbit_node;
+
 pub mod raw_http;
+pub mod s3;
 pub mod service;
 pub mod smtp;
 pub mod tls;

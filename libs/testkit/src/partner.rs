@@ -29,8 +29,9 @@ pub struct Booking {
 
 pub struct PartnerStub {
     port: u16,
-    _dir: tempfile::TempDir,
+    // Dropped first, while its log file still exists.
     child: ChildGuard,
+    _dir: tempfile::TempDir,
 }
 
 impl PartnerStub {
