@@ -20,6 +20,7 @@
 
 mod broker;
 mod ops;
+pub mod relay;
 mod run;
 mod settings;
 mod supervisor;

@@ -47,6 +47,7 @@ macro_rules! repository {
 
 pub mod activity_logs;
 pub mod api_keys;
+pub mod beat;
 pub mod chords;
 pub mod error;
 pub mod fds;
@@ -68,6 +69,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
 pub use activity_logs::{ActivityLine, ActivityLogs, ArchiveBatch};
 pub use api_keys::{ApiKeyRecord, ApiKeys, NewApiKey};
+pub use beat::{Beat, ScheduleRow};
 pub use chords::{ChordError, ChordPart, ChordProgress, ChordRecord, Chords};
 pub use error::StoreError;
 pub use fds::{FdsDecision, FdsResultRecord, FdsResults, FdsSource, NewFdsResult};

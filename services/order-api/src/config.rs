@@ -6,6 +6,7 @@ use std::time::Duration;
 use shopfds_broker::BrokerSettings;
 use shopfds_documents::StorageSettings;
 use shopfds_results::ResultSettings;
+use shopfds_service::relay::RelaySettings;
 use shopfds_service::{ConfigError, Env, ServiceSettings, ShellSettings};
 use shopfds_store::DatabaseSettings;
 
@@ -38,38 +39,6 @@ pub struct Settings {
     /// `STORAGE_DIR` / `STORAGE_URL`: where invoices and sales reports are read from (report-worker
     /// writes them); unset: those downloads answer 503.
     pub storage: StorageSettings,
-}
-
-#[derive(Debug, Clone)]
-pub struct RelaySettings {
-    /// `RELAY_ENABLED` (default true): run the outbox relay in this process.
-    pub enabled: bool,
-    /// `RELAY_BATCH_SIZE` (default 100): rows published per confirm round trip.
-    pub batch_size: i64,
-    /// `RELAY_POLL_INTERVAL_MS` (default 1000): a safety net; relays are woken by NOTIFY.
-    pub poll_interval: Duration,
-}
-
-impl Default for RelaySettings {
-    fn default() -> Self {
-        RelaySettings {
-            enabled: true,
-            batch_size: 100,
-            poll_interval: Duration::from_secs(1),
-        }
-    }
-}
-
-impl RelaySettings {
-    /// `RELAY_ENABLED`, `RELAY_BATCH_SIZE`, `RELAY_POLL_INTERVAL_MS`.
-    pub fn read(env: &Env) -> Result<Self, ConfigError> {
-        let defaults = RelaySettings::default();
-        Ok(RelaySettings {
-            enabled: env.flag("RELAY_ENABLED", defaults.enabled)?,
-            batch_size: env.positive("RELAY_BATCH_SIZE", defaults.batch_size)?,
-            poll_interval: env.millis("RELAY_POLL_INTERVAL_MS", defaults.poll_interval)?,
-        })
-    }
 }
 
 impl ServiceSettings for Settings {

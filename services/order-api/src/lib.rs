@@ -10,7 +10,6 @@ pub mod fds;
 pub mod fds_tls;
 pub mod housekeeping;
 pub mod keys;
-pub mod relay;
 pub mod routes;
 pub mod security;
 pub mod startup;

@@ -20,7 +20,7 @@ use tower_http::trace::TraceLayer;
 use crate::config::Settings;
 use crate::domain::AmountLimits;
 use crate::fds::FdsClient;
-use crate::{auth, housekeeping, relay, routes};
+use crate::{auth, housekeeping, routes};
 
 /// What handlers share.
 #[derive(Clone)]
@@ -112,7 +112,7 @@ impl Application {
         if s.relay.enabled {
             parts.spawn(
                 "outbox relay",
-                relay::run(
+                shopfds_service::relay::run(
                     self.store.clone(),
                     s.broker.clone(),
                     s.relay.clone(),
@@ -127,7 +127,11 @@ impl Application {
         // Every replica, relaying or not, reports the same table (the alert takes the max).
         parts.spawn(
             "outbox gauge",
-            relay::report_pending(self.store.clone(), s.relay.poll_interval, token.clone()),
+            shopfds_service::relay::report_pending(
+                self.store.clone(),
+                s.relay.poll_interval,
+                token.clone(),
+            ),
         );
         let http = s.shell.http.clone();
         parts.spawn("api", async move {

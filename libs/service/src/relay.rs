@@ -1,9 +1,9 @@
 //! The outbox relay: publishes committed outbox rows to RabbitMQ with publisher confirms and
 //! marks a row sent only after its confirm. The store side (rows claimed with `FOR UPDATE SKIP
-//! LOCKED`, so several order-api replicas relay side by side without sending a row twice; rows
+//! LOCKED`, so several replicas (of order-api, of beat-scheduler) relay side by side without sending a row twice; rows
 //! mapped back to their messages; sent or failed marked) is `shopfds_store::outbox`; this loop
 //! keeps a confirmed publisher, is woken by PostgreSQL `NOTIFY` at commit and polls as a safety
-//! net. It does nothing else: the purges run in [`crate::housekeeping`].
+//! net. It does nothing else (order-api's housekeeping purges sent rows).
 //!
 //! While RabbitMQ is unreachable rows simply wait; when it is back the relay reconnects and
 //! drains them. A crash between the confirm and the commit publishes a row again (at-least-once),
@@ -20,8 +20,41 @@ use shopfds_broker::{BrokerSettings, Publisher, topology};
 use shopfds_store::Store;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::RelaySettings;
+use shopfds_config::{ConfigError, Env};
 
+/// `RELAY_ENABLED`, `RELAY_BATCH_SIZE`, `RELAY_POLL_INTERVAL_MS`.
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    /// `RELAY_ENABLED` (default true): run the outbox relay in this process.
+    pub enabled: bool,
+    /// `RELAY_BATCH_SIZE` (default 100): rows published per confirm round trip.
+    pub batch_size: i64,
+    /// `RELAY_POLL_INTERVAL_MS` (default 1000): a safety net; relays are woken by NOTIFY.
+    pub poll_interval: Duration,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        RelaySettings {
+            enabled: true,
+            batch_size: 100,
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+impl RelaySettings {
+    pub fn read(env: &Env) -> Result<Self, ConfigError> {
+        let defaults = RelaySettings::default();
+        Ok(RelaySettings {
+            enabled: env.flag("RELAY_ENABLED", defaults.enabled)?,
+            batch_size: env.positive("RELAY_BATCH_SIZE", defaults.batch_size)?,
+            poll_interval: env.millis("RELAY_POLL_INTERVAL_MS", defaults.poll_interval)?,
+        })
+    }
+}
+
+/// Publishes the outbox until `shutdown`, reconnecting to the broker as needed.
 pub async fn run(
     store: Store,
     broker: BrokerSettings,
