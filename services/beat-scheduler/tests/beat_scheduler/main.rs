@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod replicas;
+
 use std::time::{Duration, Instant};
 
 use shopfds_testkit::net::TcpProxy;
@@ -35,7 +37,8 @@ async fn an_invalid_variable_is_named_on_stderr_and_the_exit_is_non_zero() {
 
 /// `broker` in `/readyz` is the state of the scheduler's own connection: ready while the
 /// topology is declared on it, 503 once it is cut, ready again after it reconnects, and a probe
-/// opens no connection (all broker traffic goes through a proxy that counts connections).
+/// opens no connection (all broker traffic goes through a proxy that counts connections: two,
+/// the topology's and the outbox relay's).
 #[tokio::test]
 async fn readyz_follows_its_own_connection_and_probes_open_none() {
     let vhost = tokio::task::spawn_blocking(TestVhost::create)
@@ -50,10 +53,19 @@ async fn readyz_follows_its_own_connection_and_probes_open_none() {
         .await
         .unwrap();
     service.wait_ready(Duration::from_secs(30)).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while proxy.accepted() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the relay did not connect: {}",
+            service.child.describe()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     for _ in 0..100 {
         assert_eq!(service.get("/readyz").await.unwrap().0, 200);
     }
-    assert_eq!(proxy.accepted(), 1, "{}", service.child.describe());
+    assert_eq!(proxy.accepted(), 2, "{}", service.child.describe());
 
     proxy.cut().await;
     let deadline = Instant::now() + Duration::from_secs(30);
