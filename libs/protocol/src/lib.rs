@@ -22,5 +22,5 @@ pub use message::{
     TimeLimit,
 };
 pub use names::{WORK_QUEUES, tasks};
-pub use signatures::{TASK_SIGNATURES, TaskSignature, task_signature};
+pub use signatures::{TASK_SIGNATURES, TaskSignature, check_arguments, task_signature};
 pub use state::TaskState;

@@ -383,7 +383,10 @@ pub trait TaskArgs: serde::de::DeserializeOwned + Serialize {
     }
 }
 
-fn bind_args<T: TaskArgs>(args: &[Value], kwargs: &Map<String, Value>) -> Result<T, ProtocolError> {
+pub(crate) fn bind_args<T: TaskArgs>(
+    args: &[Value],
+    kwargs: &Map<String, Value>,
+) -> Result<T, ProtocolError> {
     if args.len() > T::PARAMS.len() {
         return Err(ProtocolError::InvalidArgument {
             name: "args".to_owned(),

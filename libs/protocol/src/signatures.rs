@@ -119,3 +119,65 @@ mod tests {
         required_matches_serde::<ReprocessFailedTasks>();
     }
 }
+
+/// Whether `args` and `kwargs` bind to task `task`'s argument type, as a worker would bind them
+/// (unknown, missing and mistyped arguments are named); an unknown task is an error too. For
+/// producers that build a call from a person's input (an edited dead letter).
+pub fn check_arguments(
+    task: &str,
+    args: &[serde_json::Value],
+    kwargs: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(), crate::message::ProtocolError> {
+    fn check<T: TaskArgs>(
+        args: &[serde_json::Value],
+        kwargs: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), crate::message::ProtocolError> {
+        crate::message::bind_args::<T>(args, kwargs).map(|_| ())
+    }
+    match task {
+        tasks::SEND_ORDER_CONFIRMATION_EMAIL
+        | tasks::GENERATE_INVOICE_PDF
+        | tasks::REGISTER_SHIPMENT => check::<OrderTask>(args, kwargs),
+        tasks::SEND_INVOICE_EMAIL => check::<SendInvoiceEmail>(args, kwargs),
+        tasks::BATCH_FDS_EVALUATION => check::<BatchFdsEvaluation>(args, kwargs),
+        tasks::EVALUATE_TRANSACTION => check::<EvaluateTransaction>(args, kwargs),
+        tasks::UPDATE_THREAT_INTELLIGENCE => check::<UpdateThreatIntelligence>(args, kwargs),
+        tasks::GENERATE_SALES_REPORT => check::<GenerateSalesReport>(args, kwargs),
+        tasks::GENERATE_DAILY_SALES_REPORT => check::<GenerateDailySalesReport>(args, kwargs),
+        tasks::ARCHIVE_OLD_LOGS => check::<ArchiveOldLogs>(args, kwargs),
+        tasks::REPROCESS_FAILED_TASKS => check::<ReprocessFailedTasks>(args, kwargs),
+        tasks::HEALTH_CHECK => check::<HealthCheck>(args, kwargs),
+        other => Err(crate::message::ProtocolError::InvalidArgument {
+            name: "task".to_owned(),
+            message: format!("unknown task {other:?}"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod check_tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn every_task_is_checked_and_a_bad_argument_is_named() {
+        for name in tasks::ALL {
+            // Every name has a binding (an unknown-task error would name `task`).
+            let outcome = check_arguments(name, &[], &serde_json::Map::new());
+            if let Err(crate::message::ProtocolError::InvalidArgument { name: culprit, .. }) =
+                &outcome
+            {
+                assert_ne!(culprit, "task", "{name} has no binding");
+            }
+        }
+        let kwargs = json!({"order_id": "not-a-uuid"});
+        let err = check_arguments(tasks::REGISTER_SHIPMENT, &[], kwargs.as_object().unwrap());
+        assert!(
+            matches!(err, Err(crate::message::ProtocolError::InvalidArgument { ref name, .. }) if name == "order_id"),
+            "{err:?}"
+        );
+        let ok = json!({"order_id": "5f0c6a52-7c0e-4d8a-9d0b-3a1c2b4e5f60"});
+        assert!(check_arguments(tasks::REGISTER_SHIPMENT, &[], ok.as_object().unwrap()).is_ok());
+    }
+}

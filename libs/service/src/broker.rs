@@ -34,12 +34,26 @@ pub fn spawn_topology(
     broker: BrokerSettings,
     database: Check,
 ) {
+    spawn_topology_with(parts, ops_listener, shell, broker, database, None);
+}
+
+/// [`spawn_topology`], with `api` served on the ops port beside the ops endpoints (the
+/// dlq-reprocessor's DLQ API).
+pub fn spawn_topology_with(
+    parts: &mut Supervisor,
+    ops_listener: TcpListener,
+    shell: &ShellSettings,
+    broker: BrokerSettings,
+    database: Check,
+    api: Option<axum::Router>,
+) {
     let (state, watched) = shopfds_broker::state::channel();
-    serve_ops(
+    crate::ops::serve_ops_with(
         parts,
         ops_listener,
         shopfds_broker::ops::readiness(database, watched),
         shell,
+        api,
     );
     let token = parts.token();
     parts.spawn("topology", service::keep_topology(broker, state, token));

@@ -22,9 +22,24 @@ pub fn serve_ops(
     readiness: Readiness,
     shell: &ShellSettings,
 ) {
+    serve_ops_with(parts, listener, readiness, shell, None);
+}
+
+/// [`serve_ops`] with `api`'s routes on the same port.
+pub fn serve_ops_with(
+    parts: &mut Supervisor,
+    listener: TcpListener,
+    readiness: Readiness,
+    shell: &ShellSettings,
+    api: Option<axum::Router>,
+) {
     let http = shell.http.clone();
     let token = parts.token();
+    let router = match api {
+        Some(api) => shopfds_telemetry::ops::router(readiness).merge(api),
+        None => shopfds_telemetry::ops::router(readiness),
+    };
     parts.spawn("ops", async move {
-        shopfds_telemetry::ops::serve_with(listener, readiness, &http, token).await
+        shopfds_telemetry::server::serve(listener, router, &http, token).await
     });
 }

@@ -1,9 +1,13 @@
-//! dlq-reprocessor: will inspect, replay and purge the dead-letter queues `failed.<queue>`. Those
-//! operations come in a later change; for now it connects to PostgreSQL (migrating it) and
-//! RabbitMQ, declares the topology and serves the operations endpoints.
+//! dlq-reprocessor: the dead-letter workbench. It lists the dead-letter queues and their
+//! messages, replays them (one, a filtered set, or all; with edited arguments; parking a message
+//! replayed too often), and purges a queue when told twice — over an HTTP API on its operations
+//! port ([`api`]) and from the command line ([`cli`]), on the same code ([`workbench`]).
 
+pub mod api;
+pub mod cli;
 pub mod config;
 pub mod startup;
+pub mod workbench;
 
 pub use config::Settings;
 pub use startup::Application;

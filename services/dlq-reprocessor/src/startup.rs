@@ -1,14 +1,16 @@
-//! Wires the dlq-reprocessor: database (migrated), broker topology, operations endpoints.
-//!
-//! Nothing is published or consumed yet: the service declares the topology it will rely on,
-//! then serves `/healthz`, `/readyz` and `/metrics` until shutdown.
+//! Wires the dlq-reprocessor: database (migrated), broker topology, and the operations port
+//! serving `/healthz`, `/readyz`, `/metrics` and the DLQ API ([`crate::api`]).
 
+use std::sync::Arc;
+
+use shopfds_auth::Authenticator;
 use shopfds_service::Supervisor;
 use shopfds_store::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::Settings;
+use crate::workbench::Workbench;
 
 pub struct Application {
     settings: Settings,
@@ -39,13 +41,18 @@ impl Application {
     /// Serves the operations endpoints at once (so liveness holds while the broker is down),
     /// connects to the broker with backoff, declares the topology, then waits for `shutdown`.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let s = self.settings;
+        let workbench = Workbench::new(s.broker.clone(), self.store.clone(), s.limits);
+        let auth = Authenticator::new(&s.auth, Some(self.store.api_keys()));
+        let api = crate::api::router(Arc::new(workbench), auth);
         let mut parts = Supervisor::new(shutdown);
-        shopfds_service::spawn_topology(
+        shopfds_service::spawn_topology_with(
             &mut parts,
             self.ops_listener,
-            &self.settings.shell,
-            self.settings.broker,
+            &s.shell,
+            s.broker,
             shopfds_results::database_check(&self.store),
+            Some(api),
         );
         let outcome = parts.join(STOP_WITHIN).await;
         self.store.close().await;

@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod workbench;
+
 use shopfds_testkit::service::{TestService, assert_invalid_variables_named, assert_operational};
 
 const BIN: &str = env!("CARGO_BIN_EXE_dlq-reprocessor");
