@@ -25,7 +25,7 @@ const USAGE: &str = "usage:
 QUEUE: a work queue (email) or its dead-letter queue (failed.email)";
 
 /// The commands this binary takes instead of serving.
-pub const COMMANDS: [&str; 4] = ["queues", "list", "replay", "purge"];
+pub const COMMANDS: [&str; 6] = ["queues", "list", "replay", "purge", "help", "--help"];
 
 /// The CLI as a process: exit 0, or 1 with the error on stderr.
 pub fn main(args: &[String]) -> std::process::ExitCode {
@@ -51,6 +51,9 @@ pub async fn run(args: &[String], env: &Env) -> anyhow::Result<String> {
     let (command, rest) = args
         .split_first()
         .map_or(("help", &[][..]), |(c, r)| (c.as_str(), r));
+    if command == "help" || command == "--help" {
+        return Ok(format!("{USAGE}\n"));
+    }
     if !COMMANDS.contains(&command) {
         bail!("{USAGE}");
     }
