@@ -26,6 +26,8 @@ pub struct Settings {
     /// `RELAY_ENABLED`, `RELAY_BATCH_SIZE`, `RELAY_POLL_INTERVAL_MS`: the outbox relay that
     /// publishes the claimed slots.
     pub relay: RelaySettings,
+    /// `API_KEYS`, `API_KEYS_CACHE_SECS`: the schedules API's callers, who need scope `admin`.
+    pub auth: shopfds_auth::AuthSettings,
 }
 
 impl ServiceSettings for Settings {
@@ -46,6 +48,7 @@ impl ServiceSettings for Settings {
             schedule_file: env.file("BEAT_SCHEDULE_FILE")?,
             tick: env.millis("BEAT_TICK_MS", Duration::from_secs(1))?,
             relay: RelaySettings::read(env)?,
+            auth: shopfds_auth::AuthSettings::read(env)?,
         })
     }
 

@@ -7,8 +7,10 @@
 //! - [`ticker`]: each tick claims the due slots with their messages in one transaction (the
 //!   slot's primary key lets one replica through), and the outbox relay publishes them;
 //! - [`cli`]: `beat-scheduler list` and `beat-scheduler schedules …` (add, pause, resume,
-//!   remove), on the same database, taking effect within a tick.
+//!   remove), on the same database, taking effect within a tick; [`api`]: the same over HTTP on
+//!   the ops port.
 
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod file;

@@ -1,6 +1,6 @@
 //! Wires the beat-scheduler: database (migrated) with the schedule file seeded into it, the
-//! ticker that claims due slots, the outbox relay that publishes them, broker topology,
-//! operations endpoints.
+//! ticker that claims due slots, the outbox relay that publishes them, broker topology, and the
+//! operations port serving the schedules API ([`crate::api`]).
 
 use shopfds_service::Supervisor;
 use shopfds_store::Store;
@@ -44,13 +44,16 @@ impl Application {
     /// declares the topology, ticks and relays until `shutdown`.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let s = self.settings;
+        let auth = shopfds_auth::Authenticator::new(&s.auth, Some(self.store.api_keys()));
+        let api = crate::api::router(self.store.clone(), s.timezone, auth);
         let mut parts = Supervisor::new(shutdown);
-        shopfds_service::spawn_topology(
+        shopfds_service::spawn_topology_with(
             &mut parts,
             self.ops_listener,
             &s.shell,
             s.broker.clone(),
             shopfds_results::database_check(&self.store),
+            Some(api),
         );
         let ticker = Ticker {
             store: self.store.clone(),

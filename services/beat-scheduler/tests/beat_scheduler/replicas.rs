@@ -6,7 +6,9 @@
 //!   publishes exactly one message per slot;
 //! - a schedule added, paused and resumed with the CLI takes effect at the next tick of a running
 //!   ticker (no restart);
-//! - after downtime, `latest` publishes the most recent missed slot once and `skip` none.
+//! - after downtime, `latest` publishes the most recent missed slot once and `skip` none;
+//! - the HTTP API (an `admin` key) lists the schedules and adds and pauses one, which the next
+//!   tick follows.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -236,4 +238,109 @@ async fn after_downtime_latest_runs_the_last_missed_slot_once_and_skip_none() {
     // Both go on at their next slot.
     let next = ticker.tick(t0 + Span::minutes(91)).await.unwrap();
     assert_eq!(next.len(), 2, "{next:?}");
+}
+
+#[tokio::test]
+async fn the_http_api_adds_and_pauses_a_schedule_that_the_next_tick_follows() {
+    use shopfds_auth::Scope;
+    use shopfds_testkit::keys::{TestKey, auth_settings};
+
+    let db = TestDatabase::create().await.unwrap();
+    let vhost = tokio::task::spawn_blocking(TestVhost::create)
+        .await
+        .unwrap()
+        .unwrap();
+    let admin = TestKey::new(&[Scope::Admin]);
+    let mut settings = beat_scheduler::Settings::from_env().unwrap();
+    settings.database = DatabaseSettings::with_url(db.url());
+    settings.broker = BrokerSettings::with_url(vhost.amqp_url(), "beat-api-test");
+    settings.shell.ops_addr = "127.0.0.1:0".parse().unwrap();
+    settings.auth = auth_settings(&[&admin]);
+    settings.relay.enabled = false;
+    // The app's own ticker ticks once at start, then not for an hour: the test's ticker, on an
+    // injected clock, is the one that shows what the API changed.
+    settings.tick = Duration::from_secs(3600);
+    let app = beat_scheduler::Application::build(settings).await.unwrap();
+    let base = format!("http://127.0.0.1:{}", app.ops_port());
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    let client = reqwest::Client::new();
+    let ticker = replica(&db).await;
+
+    // The file's five are there, with their next runs; no key is 401.
+    assert_eq!(
+        client
+            .get(format!("{base}/v1/schedules"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let listed: serde_json::Value = client
+        .get(format!("{base}/v1/schedules"))
+        .bearer_auth(&admin.key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["timezone"], "Asia/Seoul");
+    assert_eq!(listed["schedules"].as_array().unwrap().len(), 5, "{listed}");
+    assert_eq!(
+        listed["schedules"][0]["next_runs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        5
+    );
+
+    // Added over HTTP: the next tick publishes it.
+    let saved = client
+        .put(format!("{base}/v1/schedules/minutely-health"))
+        .bearer_auth(&admin.key)
+        .json(&serde_json::json!({"task": "health_check", "every_secs": 60}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(saved.status(), 200);
+    let t0 = at("2026-12-05T00:00:00Z");
+    let claimed = ticker.tick(t0).await.unwrap();
+    assert!(
+        claimed.iter().any(|d| d.schedule == "minutely-health"),
+        "{claimed:?}"
+    );
+    // Paused over HTTP: the next tick does not.
+    let paused = client
+        .post(format!("{base}/v1/schedules/minutely-health/pause"))
+        .bearer_auth(&admin.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(paused.status(), 200);
+    let claimed = ticker.tick(t0 + Span::minutes(1)).await.unwrap();
+    assert!(
+        !claimed.iter().any(|d| d.schedule == "minutely-health"),
+        "{claimed:?}"
+    );
+    // A bad schedule is 422 naming what is wrong; an unknown one 404.
+    let bad = client
+        .put(format!("{base}/v1/schedules/x"))
+        .bearer_auth(&admin.key)
+        .json(&serde_json::json!({"task": "health_check", "cron": "* *"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 422);
+    assert!(bad.text().await.unwrap().contains("five are expected"));
+    let unknown = client
+        .delete(format!("{base}/v1/schedules/nope"))
+        .bearer_auth(&admin.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
 }
