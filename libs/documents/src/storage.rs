@@ -182,6 +182,15 @@ impl Storage {
         }
     }
 
+    /// [`Storage::check`] as a worker's dependency probe.
+    pub fn probe(&self) -> shopfds_telemetry::ops::Check {
+        let storage = self.clone();
+        shopfds_telemetry::ops::check(move || {
+            let storage = storage.clone();
+            async move { storage.check().await }
+        })
+    }
+
     /// Writes `bytes` at `path` (`invoices/<order>.pdf`), replacing what was there: writing the
     /// same document twice leaves one.
     pub async fn put(&self, path: &str, bytes: Vec<u8>) -> Result<Stored, object_store::Error> {

@@ -27,7 +27,7 @@ mod supervisor;
 
 pub use broker::{spawn_topology, spawn_topology_with, spawn_worker};
 pub use ops::{bind_ops, serve_ops, serve_ops_with};
-pub use run::{main, variables};
+pub use run::{command, main, variables};
 pub use settings::{ServiceSettings, ShellSettings};
 pub use shopfds_config::{ConfigError, Env, Secret, SecretUrl};
 pub use supervisor::{PartOutcome, Supervisor};

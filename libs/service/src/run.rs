@@ -69,3 +69,27 @@ pub fn variables<S: ServiceSettings>() -> Vec<String> {
     let _ = S::read(&env);
     env.variables()
 }
+
+/// Runs a command-line subcommand (`beat-scheduler list`, `dlq-reprocessor replay …`) on a
+/// current-thread runtime: what it returns is printed and the exit is 0; an error goes to
+/// stderr after `name:` and the exit is 1.
+pub fn command<F>(name: &str, run: F) -> std::process::ExitCode
+where
+    F: std::future::Future<Output = anyhow::Result<String>>,
+{
+    let outcome = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the Tokio runtime: {e}"))
+        .and_then(|runtime| runtime.block_on(run));
+    match outcome {
+        Ok(output) => {
+            print!("{output}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("{name}: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -28,21 +28,7 @@ const USAGE: &str = "usage:
 
 /// The CLI as a process: exit 0, or 1 with the error on stderr.
 pub fn main(args: &[String]) -> std::process::ExitCode {
-    let outcome = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the Tokio runtime")
-        .and_then(|runtime| runtime.block_on(run(args, &Env::process())));
-    match outcome {
-        Ok(output) => {
-            print!("{output}");
-            std::process::ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("beat-scheduler: {error:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    shopfds_service::command("beat-scheduler", run(args, &Env::process()))
 }
 
 /// Runs the CLI with `env`; what it prints.

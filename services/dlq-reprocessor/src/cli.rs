@@ -29,21 +29,7 @@ pub const COMMANDS: [&str; 6] = ["queues", "list", "replay", "purge", "help", "-
 
 /// The CLI as a process: exit 0, or 1 with the error on stderr.
 pub fn main(args: &[String]) -> std::process::ExitCode {
-    let outcome = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the Tokio runtime")
-        .and_then(|runtime| runtime.block_on(run(args, &Env::process())));
-    match outcome {
-        Ok(output) => {
-            print!("{output}");
-            std::process::ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("dlq-reprocessor: {error:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    shopfds_service::command("dlq-reprocessor", run(args, &Env::process()))
 }
 
 /// Runs the CLI with `env`; what it prints.

@@ -102,14 +102,8 @@ impl Application {
 /// A task that found the object store unreachable waits, with the worker, until it answers
 /// (the store joins the worker's dependency probes), instead of spending its retries.
 fn storage_probe(worker: Worker, storage: &Option<shopfds_documents::Storage>) -> Worker {
-    match storage.clone() {
-        Some(storage) => worker.with_probe(
-            "object store",
-            shopfds_telemetry::ops::check(move || {
-                let storage = storage.clone();
-                async move { storage.check().await }
-            }),
-        ),
+    match storage {
+        Some(storage) => worker.with_probe("object store", storage.probe()),
         None => worker,
     }
 }
