@@ -18,6 +18,7 @@
 //! server, consumers, relays), cancels all of them when one fails, and joins them within the
 //! grace period: shutdown happens in one place.
 
+pub mod admin;
 mod broker;
 mod ops;
 pub mod relay;

@@ -12,16 +12,16 @@
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, Request, State};
-use axum::http::{StatusCode, header};
-use axum::middleware::Next;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use chrono::Utc;
 use chrono_tz::Tz;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use shopfds_auth::{AuthError, Authenticator, Scope};
+use shopfds_auth::Authenticator;
+use shopfds_service::admin::error;
 use shopfds_store::Store;
 
 use crate::schedule::Schedule;
@@ -39,44 +39,11 @@ pub fn router(store: Store, timezone: Tz, auth: Authenticator) -> Router {
         .route("/v1/schedules/{name}", put(save).delete(remove))
         .route("/v1/schedules/{name}/pause", post(pause))
         .route("/v1/schedules/{name}/resume", post(resume))
-        .route_layer(axum::middleware::from_fn_with_state(auth, authorize))
+        .route_layer(axum::middleware::from_fn_with_state(
+            auth,
+            shopfds_service::admin::require_admin,
+        ))
         .with_state(Api { store, timezone })
-}
-
-async fn authorize(State(auth): State<Authenticator>, request: Request, next: Next) -> Response {
-    let header = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(|v| v.to_str().unwrap_or("invalid"));
-    match auth.authenticate_header(header).await {
-        Ok(principal) if principal.allows(Scope::Admin) => next.run(request).await,
-        Ok(_) => error(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "the API key lacks scope admin",
-        ),
-        Err(AuthError::Unavailable) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "the key table cannot be read",
-        ),
-        Err(e) => {
-            let mut response = error(StatusCode::UNAUTHORIZED, "unauthenticated", &e.to_string());
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                axum::http::HeaderValue::from_static("Bearer"),
-            );
-            response
-        }
-    }
-}
-
-fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    (
-        status,
-        Json(json!({"error": {"code": code, "message": message}})),
-    )
-        .into_response()
 }
 
 fn unavailable(e: impl std::fmt::Display) -> Response {

@@ -13,15 +13,15 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, Query, Request, State};
-use axum::http::{StatusCode, header};
-use axum::middleware::Next;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use shopfds_auth::{AuthError, Authenticator, Principal, Scope};
+use shopfds_auth::{Authenticator, Principal};
+use shopfds_service::admin::error;
 
 use crate::workbench::{Edit, Filter, Workbench, WorkbenchError};
 
@@ -32,51 +32,11 @@ pub fn router(workbench: Arc<Workbench>, auth: Authenticator) -> Router {
         .route("/v1/dlq/{queue}/messages", get(messages))
         .route("/v1/dlq/{queue}/replay", post(replay))
         .route("/v1/dlq/{queue}", delete(purge))
-        .route_layer(axum::middleware::from_fn_with_state(auth, authorize))
+        .route_layer(axum::middleware::from_fn_with_state(
+            auth,
+            shopfds_service::admin::require_admin,
+        ))
         .with_state(workbench)
-}
-
-async fn authorize(
-    State(auth): State<Authenticator>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let header = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(|v| v.to_str().unwrap_or("invalid"));
-    match auth.authenticate_header(header).await {
-        Ok(principal) if principal.allows(Scope::Admin) => {
-            request.extensions_mut().insert(principal);
-            next.run(request).await
-        }
-        Ok(_) => error(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "the API key lacks scope admin",
-        ),
-        Err(AuthError::Unavailable) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "the key table cannot be read",
-        ),
-        Err(e) => {
-            let mut response = error(StatusCode::UNAUTHORIZED, "unauthenticated", &e.to_string());
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                axum::http::HeaderValue::from_static("Bearer"),
-            );
-            response
-        }
-    }
-}
-
-fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    (
-        status,
-        Json(json!({"error": {"code": code, "message": message}})),
-    )
-        .into_response()
 }
 
 fn failure(e: WorkbenchError) -> Response {
