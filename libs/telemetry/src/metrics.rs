@@ -15,6 +15,23 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+/// `phase` label values of [`task_wait_seconds`]: where the time between a task being planned
+/// and starting went.
+pub mod phase {
+    /// Written to the transactional outbox, not yet published by the relay.
+    pub const OUTBOX: &str = "outbox";
+    /// Published (or its eta/backoff over), not yet delivered to a worker.
+    pub const BROKER: &str = "broker";
+    /// Delivered to this worker (prefetched), waiting for a free concurrency slot.
+    pub const PREFETCH: &str = "prefetch";
+    /// Held for its `eta`/`countdown` (in the broker's delay tree).
+    pub const ETA: &str = "eta";
+    /// Waiting for its task's rate-limit turn.
+    pub const RATE_LIMIT: &str = "rate_limit";
+    /// Held for the retry policy's backoff before this attempt.
+    pub const RETRY_BACKOFF: &str = "retry_backoff";
+}
+
 /// `outcome` label values of [`tasks_total`].
 pub mod outcome {
     pub const SUCCEEDED: &str = "succeeded";
@@ -45,6 +62,9 @@ struct Collectors {
     worker_dependency_down: IntGaugeVec,
     http_requests_total: IntCounterVec,
     http_request_duration_seconds: HistogramVec,
+    task_wait_seconds: HistogramVec,
+    tasks_in_flight: IntGaugeVec,
+    prefetched_messages: IntGaugeVec,
 }
 
 static COLLECTORS: LazyLock<Collectors> = LazyLock::new(build);
@@ -118,6 +138,31 @@ fn try_build() -> prometheus::Result<Collectors> {
         &["method", "route"],
     )?;
 
+    let task_wait_seconds = HistogramVec::new(
+        HistogramOpts::new(
+            "shopfds_task_wait_seconds",
+            "Why a task started late: the time between being planned and starting, split by \
+             phase (outbox, broker, prefetch, eta, rate_limit, retry_backoff), by queue and task.",
+        )
+        .buckets(TASK_DURATION_BUCKETS.to_vec()),
+        &["queue", "task", "phase"],
+    )?;
+    let tasks_in_flight = IntGaugeVec::new(
+        Opts::new(
+            "shopfds_tasks_in_flight",
+            "Tasks this worker is running now, by queue.",
+        ),
+        &["queue"],
+    )?;
+    let prefetched_messages = IntGaugeVec::new(
+        Opts::new(
+            "shopfds_prefetched_messages",
+            "Messages delivered to this worker and not yet settled (running, waiting for a \
+             slot, or being acknowledged), by queue: the prefetch in use.",
+        ),
+        &["queue"],
+    )?;
+
     registry.register(Box::new(tasks_total.clone()))?;
     registry.register(Box::new(task_duration_seconds.clone()))?;
     registry.register(Box::new(messages_published_total.clone()))?;
@@ -126,6 +171,9 @@ fn try_build() -> prometheus::Result<Collectors> {
     registry.register(Box::new(worker_dependency_down.clone()))?;
     registry.register(Box::new(http_requests_total.clone()))?;
     registry.register(Box::new(http_request_duration_seconds.clone()))?;
+    registry.register(Box::new(task_wait_seconds.clone()))?;
+    registry.register(Box::new(tasks_in_flight.clone()))?;
+    registry.register(Box::new(prefetched_messages.clone()))?;
 
     Ok(Collectors {
         registry,
@@ -137,6 +185,9 @@ fn try_build() -> prometheus::Result<Collectors> {
         worker_dependency_down,
         http_requests_total,
         http_request_duration_seconds,
+        task_wait_seconds,
+        tasks_in_flight,
+        prefetched_messages,
     })
 }
 
@@ -183,6 +234,21 @@ pub fn http_requests_total() -> &'static IntCounterVec {
 /// `shopfds_http_request_duration_seconds{method,route}`.
 pub fn http_request_duration_seconds() -> &'static HistogramVec {
     &COLLECTORS.http_request_duration_seconds
+}
+
+/// `shopfds_task_wait_seconds{queue,task,phase}`; `phase` is one of [`phase`].
+pub fn task_wait_seconds() -> &'static HistogramVec {
+    &COLLECTORS.task_wait_seconds
+}
+
+/// `shopfds_tasks_in_flight{queue}`.
+pub fn tasks_in_flight() -> &'static IntGaugeVec {
+    &COLLECTORS.tasks_in_flight
+}
+
+/// `shopfds_prefetched_messages{queue}`.
+pub fn prefetched_messages() -> &'static IntGaugeVec {
+    &COLLECTORS.prefetched_messages
 }
 
 /// The registry in Prometheus text exposition format (version 0.0.4).

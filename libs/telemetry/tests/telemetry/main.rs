@@ -438,6 +438,15 @@ fn every_collector_is_registered_once() {
     metrics::http_request_duration_seconds()
         .with_label_values(&["GET", "/registry_test"])
         .observe(0.01);
+    metrics::task_wait_seconds()
+        .with_label_values(&["fds", "registry_test", metrics::phase::BROKER])
+        .observe(0.01);
+    metrics::tasks_in_flight()
+        .with_label_values(&["fds"])
+        .set(1);
+    metrics::prefetched_messages()
+        .with_label_values(&["fds"])
+        .set(2);
 
     let mut names: Vec<String> = metrics::registry()
         .gather()
@@ -452,7 +461,10 @@ fn every_collector_is_registered_once() {
             "shopfds_http_requests_total",
             "shopfds_messages_published_total",
             "shopfds_outbox_pending",
+            "shopfds_prefetched_messages",
             "shopfds_task_duration_seconds",
+            "shopfds_task_wait_seconds",
+            "shopfds_tasks_in_flight",
             "shopfds_tasks_total",
         ]
     );
