@@ -15,6 +15,7 @@ Environment:
   BROKER_URL        amqp URL (default amqp://guest:guest@127.0.0.1:5672//)
   INTEROP_OUT       file the executions are appended to (no file, no record)
   SHOPFDS_QUEUE_TYPE  classic (default) or quorum: the x-queue-type of the work queues
+  SHOPFDS_TASK_EVENTS  1: send task events (as `celery worker -E`)
   SHOPFDS_RESULT_BACKEND  Celery's result_backend (e.g. redis://127.0.0.1:6379/0 or rpc://);
                     unset (default): no result backend and every task ignores its result
 """
@@ -104,6 +105,9 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     enable_utc=True,
     timezone="UTC",
+    # Task events (`-E`), for the monitoring tests that compare a stock worker's events with a
+    # Rust worker's.
+    worker_send_task_events=os.environ.get("SHOPFDS_TASK_EVENTS") == "1",
 )
 
 _out_lock = threading.Lock()
@@ -242,6 +246,15 @@ def health_check(self):
 
 
 # Test-only (not a ShopFDS task; named `interop.*` so the stub check skips it).
+@app.task(bind=True, name="interop.sleep")
+def sleep(self, seconds=1.0):
+    """Sleeps: a task that stays active while a test inspects the worker."""
+    _record(self, self.request.args, self.request.kwargs)
+    time.sleep(float(seconds))
+    return {"slept": seconds}
+
+
+
 @app.task(bind=True, name="interop.fail_permanently")
 def fail_permanently(self, reason="failed on purpose"):
     """Always raises ValueError(reason): a chord part that fails on a stock worker."""

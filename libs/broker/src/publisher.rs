@@ -113,8 +113,9 @@ impl Publisher {
         // awaiting them together lets one wake-up of the loop write many (at several times the
         // rate of one at a time). They are first polled in order, which fixes their order on
         // the channel.
+        let sent_ms = chrono::Utc::now().timestamp_millis();
         let publishes = futures::future::join_all(msgs.iter().map(|msg| {
-            let props = basic_properties(&msg.properties, &msg.headers);
+            let props = stamped(basic_properties(&msg.properties, &msg.headers), sent_ms);
             self.channel.basic_publish(
                 msg.exchange.as_str().into(),
                 msg.routing_key.as_str().into(),
@@ -169,4 +170,15 @@ impl Publisher {
         }
         results
     }
+}
+
+/// The properties with [`crate::monitor::lateness::SENT_HEADER`] set to `sent_ms`: when this
+/// copy was published, for the lateness phases of the task that runs it.
+fn stamped(props: lapin::BasicProperties, sent_ms: i64) -> lapin::BasicProperties {
+    let mut headers = props.headers().clone().unwrap_or_default();
+    headers.insert(
+        crate::monitor::lateness::SENT_HEADER.into(),
+        lapin::types::AMQPValue::LongLongInt(sent_ms),
+    );
+    props.with_headers(headers)
 }

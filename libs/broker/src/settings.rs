@@ -126,7 +126,17 @@ pub struct WorkerSettings {
     /// `WORKER_ETA_HORIZON_SECS`: an `eta` (or countdown) further ahead than this is refused:
     /// dead-lettered with the reason, state REJECTED. Default 30 days.
     pub eta_horizon: Duration,
+    /// `WORKER_SEND_TASK_EVENTS` (Celery's `worker_send_task_events`, `-E`): send task events
+    /// on `celeryev` from the start; the `enable_events` control command switches them on too.
+    /// Worker events (online, heartbeat, offline) are always sent. Default off.
+    pub send_task_events: bool,
+    /// `WORKER_REVOKE_EXPIRES_SECS`: how long a revoked task id is remembered (Celery's
+    /// `REVOKE_EXPIRES`). Default 3 h.
+    pub revoke_expires: Duration,
 }
+
+/// Default of [`WorkerSettings::revoke_expires`]: 3 h, as Celery.
+pub const DEFAULT_REVOKE_EXPIRES: Duration = Duration::from_secs(3 * 3600);
 
 /// Default of [`WorkerSettings::max_message_bytes`].
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
@@ -175,6 +185,8 @@ impl WorkerSettings {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             prefetch_bytes: DEFAULT_PREFETCH_BYTES,
             eta_horizon: DEFAULT_ETA_HORIZON,
+            send_task_events: false,
+            revoke_expires: DEFAULT_REVOKE_EXPIRES,
         }
     }
 
@@ -225,6 +237,11 @@ impl WorkerSettings {
         s.eta_horizon = Duration::from_secs(
             env.positive("WORKER_ETA_HORIZON_SECS", DEFAULT_ETA_HORIZON.as_secs())?,
         );
+        s.send_task_events = env.flag("WORKER_SEND_TASK_EVENTS", false)?;
+        s.revoke_expires = Duration::from_secs(env.positive(
+            "WORKER_REVOKE_EXPIRES_SECS",
+            DEFAULT_REVOKE_EXPIRES.as_secs(),
+        )?);
         Ok(s)
     }
 }

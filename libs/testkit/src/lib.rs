@@ -20,6 +20,7 @@ use anyhow::bail;
 
 pub mod binaries;
 pub mod celery;
+pub mod celery_monitor;
 pub mod celery_results;
 pub mod keys;
 pub mod net;

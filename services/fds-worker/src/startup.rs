@@ -105,7 +105,8 @@ impl Application {
             &mut parts,
             self.ops_listener,
             &s.shell,
-            Worker::new(s.broker, s.worker, registry, backend),
+            Worker::new(s.broker, s.worker, registry, backend)
+                .with_revoke_store(std::sync::Arc::new(self.store.revoked_tasks())),
             shopfds_results::database_check(&self.store),
         );
         let intel = crate::tasks::spawn_background(

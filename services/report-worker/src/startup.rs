@@ -88,7 +88,8 @@ impl Application {
             self.ops_listener,
             &s.shell,
             storage_probe(
-                Worker::new(s.broker, s.worker, registry, backend),
+                Worker::new(s.broker, s.worker, registry, backend)
+                    .with_revoke_store(std::sync::Arc::new(self.store.revoked_tasks())),
                 &self.storage,
             ),
             shopfds_results::database_check(&self.store),

@@ -30,7 +30,7 @@ use futures::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{BasicCancelOptions, BasicQosOptions};
 use lapin::{Channel, Connection};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -40,11 +40,13 @@ use super::backend::ResultBackend;
 use super::budget::Budget;
 use super::execute::Executor;
 use super::gate::Gate;
-use super::process::{RateLimiter, Runtime};
+use super::process::{Arrival, RateLimiter, Runtime};
 use super::task::Registry;
 use crate::amqp::{Backoff, close_quietly, connect_with_backoff, millis};
+use crate::monitor::control::Effect;
+use crate::monitor::{self, Monitor, Pool, RevokeStore, dispatch, pidbox};
 use crate::publisher::Publisher;
-use crate::{BrokerError, BrokerSettings, BrokerState, WorkerSettings, topology};
+use crate::{BrokerError, BrokerSettings, BrokerState, QueueConsumer, WorkerSettings, topology};
 use shopfds_telemetry::ops::Check;
 
 /// How long a consumer cancel may take at shutdown before the worker stops waiting for it.
@@ -60,18 +62,57 @@ const PUBLISHER_LOST_SETTLE: Duration = Duration::from_secs(5);
 type QueueDelivery = (
     String,
     Acks,
-    Result<Delivery, lapin::Error>,
+    (Result<Delivery, lapin::Error>, Arrival, Prefetched),
     Option<OwnedSemaphorePermit>,
 );
+
+/// One delivery counted in `shopfds_prefetched_messages` until dropped (settled, or dropped
+/// unsettled at the end of a session, when the broker requeues it).
+pub struct Prefetched(prometheus::IntGauge);
+
+impl Prefetched {
+    fn new(gauge: &prometheus::IntGauge) -> Prefetched {
+        gauge.inc();
+        Prefetched(gauge.clone())
+    }
+}
+
+impl Drop for Prefetched {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// One consumed queue's consumer: its channel and tag (kept open while tasks drain) and its
+/// acking task, which ends once the last task settled its delivery.
+struct QueueConsumerHandle {
+    queue: String,
+    channel: Channel,
+    tag: String,
+    acker: JoinHandle<()>,
+}
 
 /// What a session set up: the runtime bound to its connection, each consumer's channel and tag
 /// (kept open while tasks drain), and the merged deliveries.
 struct Session {
     runtime: Arc<Runtime>,
-    consumers: Vec<(Channel, String)>,
+    consumers: Vec<QueueConsumerHandle>,
     deliveries: SelectAll<BoxStream<'static, QueueDelivery>>,
-    /// Each channel's acking task; it ends once the last task settled its delivery.
-    ackers: Vec<JoinHandle<()>>,
+    /// The channel events go out on (worker-offline is sent on it at shutdown).
+    events: Channel,
+    /// The mailbox's task: answers remote control until aborted with the session.
+    pidbox: AbortOnDrop,
+    /// What control commands ask of the session (consumers to add or cancel).
+    effects: mpsc::UnboundedReceiver<Effect>,
+}
+
+/// Aborts the task when dropped.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// How one connection's session ended.
@@ -90,10 +131,14 @@ pub struct Worker {
     settings: WorkerSettings,
     registry: Arc<Registry>,
     backend: Arc<dyn ResultBackend>,
-    /// Per rate-limited task name; kept across reconnections.
+    /// Per task name; kept across reconnections.
     limiters: Arc<HashMap<String, RateLimiter>>,
-    /// Per consumed queue (same order as `settings.queues`), its own cap on running tasks.
-    queue_slots: Vec<Option<Arc<Semaphore>>>,
+    /// Per configured queue with a cap of its own, its cap on running tasks.
+    queue_slots: HashMap<String, Arc<Semaphore>>,
+    /// Tasks running at once over all queues (grown and shrunk by remote control).
+    pool: Pool,
+    /// Where revokes outlive restarts; without one they live in memory, as in Celery.
+    revoke_store: Option<Arc<dyn RevokeStore>>,
     /// Bytes of delivered, unsettled messages (`WORKER_PREFETCH_BYTES`).
     budget: Arc<Budget>,
     state: watch::Sender<BrokerState>,
@@ -112,12 +157,14 @@ impl Worker {
         let queue_slots = settings
             .queues
             .iter()
-            .map(|q| q.concurrency.map(|c| Arc::new(Semaphore::new(c))))
+            .filter_map(|q| Some((q.queue.clone(), Arc::new(Semaphore::new(q.concurrency?)))))
             .collect();
         let budget = Budget::new(settings.prefetch_bytes);
         Worker {
             broker,
             budget,
+            pool: Pool::new(settings.concurrency),
+            revoke_store: None,
             settings,
             registry: Arc::new(registry),
             backend,
@@ -135,6 +182,13 @@ impl Worker {
         self
     }
 
+    /// Keeps revokes in `store`, so they outlive restarts and reach workers that were offline
+    /// ([`crate::monitor::revoke`]).
+    pub fn with_revoke_store(mut self, store: Arc<dyn RevokeStore>) -> Self {
+        self.revoke_store = Some(store);
+        self
+    }
+
     /// The state of this worker's broker connection, kept current by [`Worker::run`]: read it
     /// for readiness (no I/O; see [`crate::state`]).
     pub fn broker_state(&self) -> watch::Receiver<BrokerState> {
@@ -144,7 +198,25 @@ impl Worker {
     /// Runs until `shutdown` is cancelled (see the module docs). Returns `Ok` on shutdown,
     /// whatever state the broker connection was in.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), BrokerError> {
-        let semaphore = Arc::new(Semaphore::new(self.settings.concurrency));
+        let monitor = Arc::new(Monitor::new(monitor::Parts {
+            broker: self.broker.clone(),
+            settings: self.settings.clone(),
+            registry: self.registry.clone(),
+            limiters: self.limiters.clone(),
+            pool: self.pool.clone(),
+            store: self.revoke_store.clone(),
+            backend: self.backend.name().to_owned(),
+        }));
+        monitor.set_shutdown(shutdown.clone());
+        let (events_channel, events_rx) = watch::channel(None);
+        let background = CancellationToken::new();
+        let _stop_background = background.clone().drop_guard();
+        tokio::spawn({
+            let (monitor, stop) = (monitor.clone(), background.clone());
+            async move { monitor.events.run(events_rx, stop).await }
+        });
+        tokio::spawn(tick(monitor.clone(), background.clone()));
+        let semaphore = self.pool.permits().clone();
         let tracker = TaskTracker::new();
         let abandon = CancellationToken::new();
         let gate = self.gate();
@@ -153,7 +225,13 @@ impl Worker {
             connect_with_backoff(&self.broker, &shutdown, &mut backoff, &self.state).await
         {
             let end = self
-                .session(&conn, &semaphore, &tracker, &shutdown, (&abandon, &gate))
+                .session(
+                    &conn,
+                    &semaphore,
+                    &tracker,
+                    &shutdown,
+                    (&abandon, &gate, &monitor, &events_channel),
+                )
                 .await;
             match end {
                 SessionEnd::Drained => {
@@ -241,17 +319,24 @@ impl Worker {
         semaphore: &Arc<Semaphore>,
         tracker: &TaskTracker,
         shutdown: &CancellationToken,
-        (abandon, gate): (&CancellationToken, &Gate),
+        (abandon, gate, monitor, events_channel): (
+            &CancellationToken,
+            &Gate,
+            &Arc<Monitor>,
+            &watch::Sender<Option<Channel>>,
+        ),
     ) -> SessionEnd {
         let setup = tokio::select! {
             _ = shutdown.cancelled() => return SessionEnd::Interrupted,
-            setup = self.setup(conn, abandon, gate) => setup,
+            setup = self.setup(conn, abandon, gate, monitor) => setup,
         };
         let Session {
             runtime,
-            consumers,
+            mut consumers,
             mut deliveries,
-            ackers,
+            events,
+            pidbox: _pidbox,
+            mut effects,
         } = match setup {
             Ok(session) => session,
             Err(error) => {
@@ -261,18 +346,21 @@ impl Worker {
                 };
             }
         };
+        events_channel.send_replace(Some(events.clone()));
+        monitor.heartbeat("worker-online");
         self.state.send_replace(BrokerState::Consuming);
-        tracing::info!(hostname = %self.settings.hostname, queues = ?self.settings.queues, concurrency = self.settings.concurrency, backend = self.backend.name(), "worker consuming");
+        tracing::info!(hostname = %self.settings.hostname, queues = ?self.settings.queues, concurrency = self.pool.size(), backend = self.backend.name(), task_events = monitor.events.tasks_enabled(), "worker consuming");
         let consumed = self
             .consume(
-                &mut deliveries,
+                conn,
+                (&mut deliveries, &mut consumers, &mut effects),
                 &runtime,
                 semaphore,
                 tracker,
-                shutdown,
-                abandon,
+                (shutdown, abandon),
             )
             .await;
+        events_channel.send_replace(None);
         if let Err(error) = consumed {
             if matches!(error, BrokerError::PublisherLost(_)) && conn.status().connected() {
                 // Only the publishing channel is gone (a follow-up to a missing exchange closes
@@ -285,8 +373,8 @@ impl Worker {
                 while !tracker.is_empty() && tokio::time::Instant::now() < deadline {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
-                for acker in ackers {
-                    let _ = tokio::time::timeout(CANCEL_TIMEOUT, acker).await;
+                for consumer in consumers {
+                    let _ = tokio::time::timeout(CANCEL_TIMEOUT, consumer.acker).await;
                 }
             }
             return SessionEnd::Failed {
@@ -303,30 +391,52 @@ impl Worker {
         // finished afterwards could not ack (its message would run again elsewhere).
         self.drain(tracker, abandon).await;
         // The last settlements are sent before the channels go.
-        for acker in ackers {
-            if tokio::time::timeout(CANCEL_TIMEOUT, acker).await.is_err() {
+        let mut channels = Vec::with_capacity(consumers.len());
+        for consumer in consumers {
+            if tokio::time::timeout(CANCEL_TIMEOUT, consumer.acker)
+                .await
+                .is_err()
+            {
                 tracing::warn!("acks still unsent at shutdown; the broker will redeliver");
             }
+            channels.push(consumer.channel);
         }
-        drop(consumers);
+        drop(channels);
+        // Monitors mark the worker offline at once rather than after missed heartbeats.
+        let offline = monitor.events.sender().event(
+            "worker-offline",
+            monitor.clock.forward(),
+            chrono::Utc::now(),
+            monitor.worker_fields(),
+        );
+        let hostname = &monitor.hostname;
+        let send = dispatch::publish(&events, hostname, "worker-offline", &offline);
+        let _ = tokio::time::timeout(CANCEL_TIMEOUT, send).await;
         SessionEnd::Drained
     }
 
-    /// Declares the topology, opens the publisher, and registers a consumer per queue.
+    /// Declares the topology, opens the publisher, starts the mailbox (which first takes in the
+    /// revokes that waited), and registers a consumer per queue.
     async fn setup(
         &self,
         conn: &Connection,
         abandon: &CancellationToken,
         gate: &Gate,
+        monitor: &Arc<Monitor>,
     ) -> Result<Session, BrokerError> {
         let setup = conn.create_channel().await?;
         topology::declare_for(&setup, &self.broker).await?;
         let _ = setup.close(200, "declared".into()).await;
 
+        let (effects_tx, effects) = mpsc::unbounded_channel();
+        let pidbox = AbortOnDrop(pidbox::start(monitor.clone(), conn, effects_tx).await?);
+        let events = conn.create_channel().await?;
+
         let runtime = Arc::new(Runtime {
             registry: self.registry.clone(),
             settings: self.settings.clone(),
             limiters: self.limiters.clone(),
+            monitor: monitor.clone(),
             executor: Executor {
                 backend: self.backend.clone(),
                 publisher: Publisher::new(conn).await?,
@@ -337,64 +447,171 @@ impl Worker {
                 abandon: abandon.clone(),
             },
         });
-        let mut streams = Vec::with_capacity(self.settings.queues.len());
-        let mut consumers = Vec::with_capacity(self.settings.queues.len());
-        let mut ackers = Vec::with_capacity(self.settings.queues.len());
-        for (consumer, slots) in self.settings.queues.iter().zip(&self.queue_slots) {
-            let channel = conn.create_channel().await?;
-            channel
-                .basic_qos(
-                    self.settings.prefetch_count(consumer),
-                    BasicQosOptions { global: false },
-                )
-                .await?;
-            let tag = format!("{}-{}", self.settings.hostname, consumer.queue);
-            let stream = self
-                .budget
-                .consume(channel.clone(), consumer.queue.clone(), tag.clone())
-                .await?;
-            let (acks, acker) = Acks::spawn(channel.clone());
-            ackers.push(acker);
-            consumers.push((channel, tag));
-            let queue = consumer.queue.clone();
-            streams.push(match slots.clone() {
-                None => stream
-                    .map(move |d| (queue.clone(), acks.clone(), d, None))
-                    .boxed(),
-                // A queue with its own cap is only read while it has a free slot; the slot
-                // travels with the message to the task that runs it.
-                Some(slots) => futures::stream::unfold(stream, move |mut stream| {
-                    let (queue, acks, slots) = (queue.clone(), acks.clone(), slots.clone());
-                    async move {
-                        let slot = slots.acquire_owned().await.ok()?;
-                        let next = stream.next().await?;
-                        Some(((queue, acks, next, Some(slot)), stream))
-                    }
-                })
-                .boxed(),
-            });
+        let queues = monitor.queues.lock().map(|q| q.clone()).unwrap_or_default();
+        let mut streams = Vec::with_capacity(queues.len());
+        let mut consumers = Vec::with_capacity(queues.len());
+        for consumer in &queues {
+            let (handle, stream) = self.open_queue(conn, consumer).await?;
+            consumers.push(handle);
+            streams.push(stream);
         }
         Ok(Session {
             runtime,
             consumers,
             deliveries: futures::stream::select_all(streams),
-            ackers,
+            events,
+            pidbox,
+            effects,
         })
     }
 
-    /// Hands deliveries to the runtime until `shutdown` fires (`Ok`) or the connection breaks.
+    /// Starts consuming one queue on a channel of its own, with its prefetch. Deliveries are
+    /// taken from the broker as they arrive (stamped with the time, for the prefetch wait) and
+    /// handed on in order.
+    async fn open_queue(
+        &self,
+        conn: &Connection,
+        consumer: &QueueConsumer,
+    ) -> Result<(QueueConsumerHandle, BoxStream<'static, QueueDelivery>), BrokerError> {
+        let channel = conn.create_channel().await?;
+        channel
+            .basic_qos(
+                self.settings.prefetch_count(consumer),
+                BasicQosOptions { global: false },
+            )
+            .await?;
+        let tag = format!("{}-{}", self.settings.hostname, consumer.queue);
+        let mut stream = self
+            .budget
+            .consume(channel.clone(), consumer.queue.clone(), tag.clone())
+            .await?;
+        let (acks, acker) = Acks::spawn(channel.clone());
+        let gauge = shopfds_telemetry::metrics::prefetched_messages()
+            .with_label_values(&[consumer.queue.as_str()]);
+        let (arrived, taken) = futures::channel::mpsc::unbounded();
+        tokio::spawn(async move {
+            while let Some(delivery) = stream.next().await {
+                let item = (delivery, Arrival::now(), Prefetched::new(&gauge));
+                if arrived.unbounded_send(item).is_err() {
+                    break;
+                }
+            }
+        });
+        let queue = consumer.queue.clone();
+        let stream = match self.queue_slots.get(&consumer.queue).cloned() {
+            None => taken
+                .map(move |d| (queue.clone(), acks.clone(), d, None))
+                .boxed(),
+            // A queue with its own cap is only read while it has a free slot; the slot
+            // travels with the message to the task that runs it.
+            Some(slots) => futures::stream::unfold(taken, move |mut taken| {
+                let (queue, acks, slots) = (queue.clone(), acks.clone(), slots.clone());
+                async move {
+                    let slot = slots.acquire_owned().await.ok()?;
+                    let next = taken.next().await?;
+                    Some(((queue, acks, next, Some(slot)), taken))
+                }
+            })
+            .boxed(),
+        };
+        let handle = QueueConsumerHandle {
+            queue: consumer.queue.clone(),
+            channel,
+            tag,
+            acker,
+        };
+        Ok((handle, stream))
+    }
+
+    /// Carries out what a control command asked of the session.
+    async fn apply_effect(
+        &self,
+        conn: &Connection,
+        effect: Effect,
+        deliveries: &mut SelectAll<BoxStream<'static, QueueDelivery>>,
+        consumers: &mut Vec<QueueConsumerHandle>,
+        monitor: &Monitor,
+    ) -> Result<(), BrokerError> {
+        match effect {
+            Effect::AddConsumer(queue) => {
+                if consumers.iter().any(|c| c.queue == queue) {
+                    return Ok(());
+                }
+                let consumer = self
+                    .settings
+                    .queues
+                    .iter()
+                    .find(|q| q.queue == queue)
+                    .cloned()
+                    .unwrap_or_else(|| QueueConsumer {
+                        queue: queue.clone(),
+                        prefetch_multiplier: self
+                            .settings
+                            .queues
+                            .first()
+                            .map_or(1, |q| q.prefetch_multiplier),
+                        concurrency: None,
+                    });
+                // A queue that does not exist closes the channel it was consumed on, not
+                // the session: declared passively first, on a channel of its own.
+                let probe = conn.create_channel().await?;
+                let exists = probe
+                    .queue_declare(
+                        queue.as_str().into(),
+                        lapin::options::QueueDeclareOptions {
+                            passive: true,
+                            ..Default::default()
+                        },
+                        lapin::types::FieldTable::default(),
+                    )
+                    .await;
+                if let Err(e) = exists {
+                    tracing::error!(queue = %queue, error = %e, "add_consumer: no such queue");
+                    return Ok(());
+                }
+                let _ = probe.close(200, "checked".into()).await;
+                let (handle, stream) = self.open_queue(conn, &consumer).await?;
+                consumers.push(handle);
+                deliveries.push(stream);
+                if let Ok(mut queues) = monitor.queues.lock() {
+                    queues.push(consumer);
+                }
+                tracing::info!(queue = %queue, "consuming from a queue added by remote control");
+            }
+            Effect::CancelConsumer(queue) => {
+                let Some(consumer) = consumers.iter().find(|c| c.queue == queue) else {
+                    return Ok(());
+                };
+                cancel_consumers(std::slice::from_ref(consumer)).await;
+                if let Ok(mut queues) = monitor.queues.lock() {
+                    queues.retain(|q| q.queue != queue);
+                }
+                tracing::info!(queue = %queue, "no longer consuming from a queue, by remote control");
+            }
+            Effect::None | Effect::Shutdown => {}
+        }
+        Ok(())
+    }
+
+    /// Hands deliveries to the runtime until `shutdown` fires (`Ok`) or the connection breaks;
+    /// carries out control commands' effects between deliveries.
     async fn consume(
         &self,
-        deliveries: &mut SelectAll<BoxStream<'static, QueueDelivery>>,
+        conn: &Connection,
+        (deliveries, consumers, effects): (
+            &mut SelectAll<BoxStream<'static, QueueDelivery>>,
+            &mut Vec<QueueConsumerHandle>,
+            &mut mpsc::UnboundedReceiver<Effect>,
+        ),
         runtime: &Arc<Runtime>,
         semaphore: &Arc<Semaphore>,
         tracker: &TaskTracker,
-        shutdown: &CancellationToken,
-        abandon: &CancellationToken,
+        (shutdown, abandon): (&CancellationToken, &CancellationToken),
     ) -> Result<(), BrokerError> {
         let publisher_lost = runtime.executor.publisher_lost.clone();
         let lost = || BrokerError::PublisherLost("reconnecting for a fresh channel".to_owned());
         let gate = &runtime.executor.gate;
+        let monitor = &runtime.monitor;
         loop {
             // While a dependency is down, no message is taken (see [`Gate`]).
             if !gate.is_open() {
@@ -407,13 +624,21 @@ impl Worker {
             let permit = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 _ = publisher_lost.cancelled() => return Err(lost()),
+                Some(effect) = effects.recv() => {
+                    self.apply_effect(conn, effect, deliveries, consumers, monitor).await?;
+                    continue;
+                }
                 permit = semaphore.clone().acquire_owned() => permit,
             };
             let Ok(permit) = permit else { return Ok(()) };
             let next = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 _ = publisher_lost.cancelled() => return Err(lost()),
-                next = deliveries.next() => next,
+                Some(effect) = effects.recv() => {
+                    self.apply_effect(conn, effect, deliveries, consumers, monitor).await?;
+                    continue;
+                }
+                next = deliveries.next(), if !deliveries.is_empty() => next,
             };
             match next {
                 None => {
@@ -421,8 +646,8 @@ impl Worker {
                         lapin::ErrorKind::InvalidConnectionState(lapin::ConnectionState::Closed),
                     )));
                 }
-                Some((_, _, Err(e), _)) => return Err(BrokerError::Amqp(e)),
-                Some((queue, acks, Ok(delivery), queue_slot)) => {
+                Some((_, _, (Err(e), _, _), _)) => return Err(BrokerError::Amqp(e)),
+                Some((queue, acks, (Ok(delivery), arrival, prefetched), queue_slot)) => {
                     let runtime = runtime.clone();
                     let abandon = abandon.clone();
                     let slot: Vec<_> = std::iter::once(permit).chain(queue_slot).collect();
@@ -434,11 +659,12 @@ impl Worker {
                     let on_panic = acks.clone();
                     tracker.spawn(async move {
                         let processed = std::panic::AssertUnwindSafe(
-                            runtime.process(delivery, acks, queue, slot, abandon),
+                            runtime.process(delivery, acks, queue, slot, (abandon, arrival)),
                         )
                         .catch_unwind()
                         .await;
                         drop(held);
+                        drop(prefetched);
                         // A bug of the runtime's own (a handler's panic is already a FAILURE)
                         // must not leave the message unacked for good: the queue's dead-letter
                         // arguments take it to `failed.<queue>`.
@@ -453,10 +679,29 @@ impl Worker {
     }
 }
 
+/// Every [`monitor::revoke::SYNC_SECS`]: a heartbeat, and the revokes other workers stored.
+async fn tick(monitor: Arc<Monitor>, stop: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_secs(monitor::revoke::SYNC_SECS));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every.tick().await;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        monitor.heartbeat("worker-heartbeat");
+        match monitor.revoked.sync().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(new = n, "revokes stored by other workers learned"),
+            Err(e) => tracing::debug!(error = %e, "cannot read stored revokes"),
+        }
+    }
+}
+
 /// Tells the broker to stop pushing messages to these consumers (their channels stay open, so
 /// tasks in flight can still settle on them).
-async fn cancel_consumers(consumers: &[(lapin::Channel, String)]) {
-    for (channel, tag) in consumers {
+async fn cancel_consumers(consumers: &[QueueConsumerHandle]) {
+    for QueueConsumerHandle { channel, tag, .. } in consumers {
         let cancel = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default());
         match tokio::time::timeout(CANCEL_TIMEOUT, cancel).await {
             Ok(Ok(())) => {}

@@ -18,6 +18,7 @@ use crate::publisher::Outgoing;
 /// and when it failed.
 pub fn dead_letter(delivery: &Delivery, queue: &str, reason: &str, now: DateTime<Utc>) -> Outgoing {
     let mut headers = headers(delivery);
+    headers.remove(crate::monitor::lateness::PLANNED_HEADER);
     headers.insert(REASON_HEADER.to_owned(), Value::String(reason.to_owned()));
     headers.insert(
         ORIGINAL_QUEUE_HEADER.to_owned(),
@@ -88,6 +89,8 @@ pub fn headers(delivery: &Delivery) -> Map<String, Value> {
 /// without a word.
 fn forward(delivery: &Delivery, queue: &str, mut headers: Map<String, Value>) -> Outgoing {
     headers.retain(|name, _| !is_dead_letter_record(name));
+    // The outbox wait was counted at the first delivery (see `monitor::lateness`).
+    headers.remove(crate::monitor::lateness::PLANNED_HEADER);
     Outgoing {
         exchange: queue.to_owned(),
         routing_key: queue.to_owned(),

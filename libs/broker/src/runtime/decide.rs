@@ -8,6 +8,7 @@
 //! | unknown task | REJECTED (`NotRegistered`) | – | dead-lettered |
 //! | chord the result backend cannot complete | FAILURE | – | dead-lettered |
 //! | expired (`expires` passed) | REVOKED | – | acked |
+//! | revoked by remote control (before it ran, or `terminate` while it ran) | REVOKED | – | acked |
 //! | `eta` further ahead than the horizon (`WORKER_ETA_HORIZON_SECS`) | REJECTED | – | dead-lettered with the reason |
 //! | `eta` more than 1 s ahead | – | – | sent through the delay tree, acked |
 //! | success | SUCCESS with the result | chain's next link, callbacks, chord part counted | acked after the state is durable |
@@ -82,6 +83,26 @@ pub fn triage(
     None
 }
 
+/// Will not run (expired or revoked): REVOKED, acked.
+fn revoked(facts: &Facts<'_>, msg: &TaskMessage, reason: String) -> Disposition {
+    let mut d = Disposition::settle(
+        Action::Revoke {
+            reason: reason.clone(),
+        },
+        Some(label::REVOKED),
+    );
+    if records(facts, msg) {
+        d.record = Some(update(
+            facts,
+            msg,
+            TaskState::Revoked,
+            None,
+            Some(error_json("TaskRevokedError", &reason)),
+        ));
+    }
+    d
+}
+
 /// The decision.
 pub fn decide(facts: &Facts<'_>, outcome: Outcome) -> Disposition {
     match (outcome, facts.message) {
@@ -137,24 +158,14 @@ pub fn decide(facts: &Facts<'_>, outcome: Outcome) -> Disposition {
         (Outcome::ChordUnsupported { reason }, Some(msg)) => {
             refused(facts, msg, reason, TaskState::Failure, "ChordError")
         }
-        (Outcome::Expired { at }, Some(msg)) => {
-            let reason = format!("expired at {at}");
-            let mut d = Disposition::settle(
-                Action::Revoke {
-                    reason: reason.clone(),
-                },
-                Some(label::REVOKED),
-            );
-            if records(facts, msg) {
-                d.record = Some(update(
-                    facts,
-                    msg,
-                    TaskState::Revoked,
-                    None,
-                    Some(error_json("TaskRevokedError", &reason)),
-                ));
-            }
-            d
+        (Outcome::Expired { at }, Some(msg)) => revoked(facts, msg, format!("expired at {at}")),
+        (Outcome::Revoked { terminated }, Some(msg)) => {
+            let reason = if terminated {
+                "revoked: terminated while running"
+            } else {
+                "revoked"
+            };
+            revoked(facts, msg, reason.to_owned())
         }
         (Outcome::EtaInFuture { eta }, Some(_)) => {
             let wait_ms = u64::try_from((eta - facts.now).num_milliseconds()).unwrap_or(0);

@@ -29,6 +29,10 @@ pub enum Outcome {
     Expired {
         at: DateTime<Utc>,
     },
+    /// Revoked by remote control (`revoke`); `terminated` if it was cut short while running.
+    Revoked {
+        terminated: bool,
+    },
     /// `eta` is further ahead than the worker's horizon (`WORKER_ETA_HORIZON_SECS`).
     EtaBeyondHorizon {
         eta: DateTime<Utc>,

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures::FutureExt;
 use lapin::message::Delivery;
 use shopfds_protocol::result::TaskStateUpdate;
@@ -20,20 +20,23 @@ use tracing::Instrument;
 
 use super::acks::Acks;
 use super::backend::StateChange;
-use super::decide::{Facts, Outcome, decide, expiry, triage};
+use super::decide::{Action, Disposition, Facts, Outcome, decide, expiry, triage};
 use super::effects::Effects;
 use super::execute::Executor;
 use super::options::{TaskError, TaskOptions};
 use super::task::{Registry, TaskContext};
 use crate::WorkerSettings;
+use crate::monitor::lateness::{self, Timeline};
+use crate::monitor::{Monitor, event};
 
 /// The longest time limit a message can ask for: about 31 years.
 pub const LONGEST_LIMIT: Duration = Duration::from_secs(1_000_000_000);
 
-/// One token bucket per rate-limited task name: the next free start time.
+/// One token bucket per task name: the next free start time, and the time between two starts
+/// (`None`: unlimited). Every registered task has one, so the `rate_limit` control command can
+/// limit any task from then on.
 pub struct RateLimiter {
-    interval: Duration,
-    next: std::sync::Mutex<Instant>,
+    state: std::sync::Mutex<(Option<Duration>, Instant)>,
 }
 
 impl RateLimiter {
@@ -41,33 +44,43 @@ impl RateLimiter {
         let now = Instant::now();
         registry
             .options()
-            .filter_map(|(name, options)| {
-                let limit = options.rate_limit?;
-                Some((
+            .map(|(name, options)| {
+                let interval = options.rate_limit.map(|limit| limit.interval());
+                (
                     name.to_owned(),
                     RateLimiter {
-                        interval: limit.interval(),
-                        next: std::sync::Mutex::new(now),
+                        state: std::sync::Mutex::new((interval, now)),
                     },
-                ))
+                )
             })
             .collect()
     }
 
-    /// Waits for this task's next start slot.
-    async fn acquire(&self) {
+    /// Sets the time between two starts from now on (`None`: unlimited).
+    pub fn set(&self, interval: Option<Duration>) {
+        if let Ok(mut state) = self.state.lock() {
+            *state = (interval, Instant::now());
+        }
+    }
+
+    /// Waits for this task's next start slot; how long it waited.
+    async fn acquire(&self) -> Duration {
         let now = Instant::now();
         let slot = {
-            let Ok(mut next) = self.next.lock() else {
-                return;
+            let Ok(mut state) = self.state.lock() else {
+                return Duration::ZERO;
             };
-            let slot = (*next).max(now);
-            *next = slot + self.interval;
+            let (Some(interval), next) = *state else {
+                return Duration::ZERO;
+            };
+            let slot = next.max(now);
+            state.1 = slot + interval;
             slot
         };
         if slot > now {
             tokio::time::sleep_until(slot.into()).await;
         }
+        slot.saturating_duration_since(now)
     }
 }
 
@@ -77,6 +90,24 @@ pub struct Runtime {
     pub settings: WorkerSettings,
     pub limiters: Arc<HashMap<String, RateLimiter>>,
     pub executor: Executor,
+    /// Events, the inventory, revokes and the limits set by remote control.
+    pub monitor: Arc<Monitor>,
+}
+
+/// When a delivery reached this worker.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival {
+    pub at: Instant,
+    pub wall: DateTime<Utc>,
+}
+
+impl Arrival {
+    pub fn now() -> Arrival {
+        Arrival {
+            at: Instant::now(),
+            wall: Utc::now(),
+        }
+    }
 }
 
 impl Runtime {
@@ -89,7 +120,7 @@ impl Runtime {
         acks: Acks,
         queue: String,
         slot: Vec<OwnedSemaphorePermit>,
-        abandon: CancellationToken,
+        (abandon, arrival): (CancellationToken, Arrival),
     ) {
         let msg = match decode(&delivery, self.settings.max_message_bytes) {
             Ok(msg) => msg,
@@ -99,6 +130,13 @@ impl Runtime {
                 task,
             }) => {
                 drop(slot);
+                if let Some(id) = &task_id {
+                    self.monitor
+                        .events
+                        .task(&self.monitor.clock, "task-rejected", || {
+                            event::rejected(id, false)
+                        });
+                }
                 let facts = self.facts(&queue, None, None);
                 let d = decide(
                     &facts,
@@ -112,15 +150,54 @@ impl Runtime {
                 return;
             }
         };
-        let span = tracing::info_span!("task", otel.name = %format!("run {}", msg.task()), task.name = %msg.task(), task.id = %msg.id(), queue = %queue, retries = msg.headers.retries);
+        self.monitor
+            .events
+            .task(&self.monitor.clock, "task-received", || {
+                event::received(&msg)
+            });
+        let span = tracing::info_span!(
+            "task",
+            otel.name = %format!("run {}", msg.task()),
+            task.name = %msg.task(),
+            task.id = %msg.id(),
+            queue = %queue,
+            retries = msg.headers.retries,
+            wait.outbox_s = tracing::field::Empty,
+            wait.eta_s = tracing::field::Empty,
+            wait.retry_backoff_s = tracing::field::Empty,
+            wait.broker_s = tracing::field::Empty,
+            wait.prefetch_s = tracing::field::Empty,
+            wait.rate_limit_s = tracing::field::Empty,
+        );
         if let Some(table) = delivery.properties.headers() {
             shopfds_telemetry::propagation::set_parent_from_amqp(&span, table);
         }
-        self.run(delivery, acks, queue, Arc::new(msg), slot, abandon)
-            .instrument(span)
-            .await;
+        let timeline = Timeline {
+            planned: lateness::stamp(&msg.headers.extra, lateness::PLANNED_HEADER),
+            sent: lateness::stamp(&msg.headers.extra, lateness::SENT_HEADER),
+            eta: msg.headers.eta,
+            retries: msg.headers.retries,
+            delivered: Some(arrival.wall),
+            prefetch: arrival.at.elapsed(),
+            rate_limit: Duration::ZERO,
+        };
+        self.run(
+            delivery,
+            acks,
+            queue,
+            Arc::new(msg),
+            slot,
+            abandon,
+            timeline,
+        )
+        .instrument(span)
+        .await;
     }
 
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one delivery's parts, passed once"
+    )]
     async fn run(
         &self,
         delivery: Delivery,
@@ -129,19 +206,28 @@ impl Runtime {
         message: Arc<TaskMessage>,
         slot: Vec<OwnedSemaphorePermit>,
         abandon: CancellationToken,
+        mut timeline: Timeline,
     ) {
         let entry = self.registry.get(message.task());
         let backend = &self.executor.backend;
-        if let Some(outcome) = triage(
-            &message,
-            entry.is_some(),
-            |m| backend.check_chord(m),
-            Utc::now(),
-            self.settings.eta_horizon,
-        ) {
+        let monitor = &self.monitor;
+        let early = if monitor.revoked.contains(message.id()) {
+            Some(Outcome::Revoked { terminated: false })
+        } else {
+            triage(
+                &message,
+                entry.is_some(),
+                |m| backend.check_chord(m),
+                Utc::now(),
+                self.settings.eta_horizon,
+            )
+        };
+        if let Some(outcome) = early {
             drop(slot);
             let facts = self.facts(&queue, Some(&message), entry.map(|(_, o)| o));
+            let note = Note::of(monitor, &outcome);
             let d = decide(&facts, outcome);
+            note.send(monitor, message.id(), &d);
             self.executor
                 .apply(&delivery, &acks, &queue, Some(&message), d)
                 .await;
@@ -167,12 +253,16 @@ impl Runtime {
             worker: self.executor.hostname.clone(),
             effects: effects.clone(),
         };
+        let queue_label: Arc<str> = Arc::from(queue.as_str());
+        let held = monitor
+            .inventory
+            .hold(&message, &queue_label, delivery.redelivered);
         let started = Instant::now();
         // Waiting for a rate-limit turn (which holds the slot, as in Celery) and STARTED may be
         // abandoned at shutdown like the run itself.
         let prepare = async {
             if let Some(limiter) = self.limiters.get(message.task()) {
-                limiter.acquire().await;
+                timeline.rate_limit = limiter.acquire().await;
             }
             if options.track_started && !ignore_result {
                 self.started(&message, &queue).await;
@@ -182,24 +272,47 @@ impl Runtime {
             () = prepare => true,
             () = abandon.cancelled() => false,
         };
-        let outcome = if prepared {
+        let outcome = if !prepared {
+            Outcome::Abandoned
+        } else if monitor.revoked.contains(message.id()) {
+            Outcome::Revoked { terminated: false }
+        } else {
+            observe_wait(&timeline, &queue, message.task());
+            held.start();
+            monitor.inventory.ran(message.task());
+            monitor.events.task(&monitor.clock, "task-started", || {
+                event::started(message.id(), std::process::id())
+            });
+            let in_flight =
+                shopfds_telemetry::metrics::tasks_in_flight().with_label_values(&[queue.as_str()]);
+            in_flight.inc();
             let limits = Limits {
                 soft,
                 hard,
                 soft_limit,
                 abandon: &abandon,
+                terminate: &held.terminate,
                 effects: &effects,
             };
-            run_limited(handler(ctx), limits).await
-        } else {
-            Outcome::Abandoned
+            let outcome = run_limited(handler(ctx), limits).await;
+            in_flight.dec();
+            outcome
         };
+        drop(held);
         drop(slot);
+        let runtime = started.elapsed();
         shopfds_telemetry::metrics::task_duration_seconds()
             .with_label_values(&[queue.as_str(), message.task()])
-            .observe(started.elapsed().as_secs_f64());
+            .observe(runtime.as_secs_f64());
         let facts = self.facts(&queue, Some(&message), Some(options));
+        let note = Note::of(monitor, &outcome);
         let d = decide(&facts, outcome);
+        note.send(monitor, message.id(), &d);
+        if let Note::Succeeded(result) = &note {
+            monitor.events.task(&monitor.clock, "task-succeeded", || {
+                event::succeeded(message.id(), result, runtime.as_secs_f64())
+            });
+        }
         self.executor
             .apply(&delivery, &acks, &queue, Some(&message), d)
             .await;
@@ -241,8 +354,8 @@ impl Runtime {
         }
     }
 
-    /// The hard and soft limits: the message's `timelimit` header, else the task's options,
-    /// else the worker's defaults; the soft limit is never past the hard one.
+    /// The hard and soft limits: the message's `timelimit` header, else those set by the
+    /// `time_limit` control command, else the task's options, else the worker's defaults; the soft limit is never past the hard one.
     /// A header limit that is zero, negative or not a number is absent; a huge one (Python
     /// sends `1e300` as happily as `300`) is capped at [`LONGEST_LIMIT`], which `Duration` and the
     /// timer can hold (`Duration::from_secs_f64(1e300)` panics).
@@ -251,10 +364,16 @@ impl Runtime {
             v.filter(|s| *s > 0.0)
                 .map(|s| Duration::from_secs_f64(s.min(LONGEST_LIMIT.as_secs_f64())))
         };
+        let (remote_soft, remote_hard) = self
+            .monitor
+            .time_limits_of(msg.task())
+            .unwrap_or((None, None));
         let hard = from_header(msg.headers.timelimit.hard())
+            .or(remote_hard)
             .or(options.time_limit)
             .unwrap_or(self.settings.time_limit);
         let soft = from_header(msg.headers.timelimit.soft())
+            .or(remote_soft)
             .or(options.soft_time_limit)
             .unwrap_or(self.settings.soft_time_limit)
             .min(hard);
@@ -270,6 +389,8 @@ struct Limits<'a> {
     soft_limit: CancellationToken,
     /// Fires when the shutdown grace period is over.
     abandon: &'a CancellationToken,
+    /// Fires on `revoke` with `terminate`.
+    terminate: &'a CancellationToken,
     /// The handler's side-effect spans, which no interruption cuts.
     effects: &'a Effects,
 }
@@ -285,6 +406,7 @@ async fn run_limited(run: super::task::HandlerFuture, limits: Limits<'_>) -> Out
         hard,
         soft_limit,
         abandon,
+        terminate,
         effects,
     } = limits;
     let started = tokio::time::Instant::now();
@@ -299,6 +421,7 @@ async fn run_limited(run: super::task::HandlerFuture, limits: Limits<'_>) -> Out
             biased;
             outcome = &mut run => return finished(outcome),
             () = abandon.cancelled() => break Outcome::Abandoned,
+            () = terminate.cancelled() => break Outcome::Revoked { terminated: true },
             () = &mut timer => {
                 if !soft_fired {
                     soft_fired = true;
@@ -409,5 +532,85 @@ fn decode(delivery: &Delivery, max_bytes: usize) -> Result<TaskMessage, Unreadab
             task_id,
             task,
         }),
+    }
+}
+
+/// Records the phases of a task's wait before it starts, on the metrics and its span.
+fn observe_wait(timeline: &Timeline, queue: &str, task: &str) {
+    let span = tracing::Span::current();
+    for (phase, waited) in timeline.phases() {
+        let secs = waited.as_secs_f64();
+        shopfds_telemetry::metrics::task_wait_seconds()
+            .with_label_values(&[queue, task, phase])
+            .observe(secs);
+        span.record(format!("wait.{phase}_s").as_str(), secs);
+    }
+}
+
+/// What an outcome's event will say, taken before the decision consumes the outcome (and only
+/// while task events are on).
+enum Note {
+    Silent,
+    Succeeded(serde_json::Value),
+    Failed { kind: String, message: String },
+    Revoked { terminated: bool, expired: bool },
+    Rejected,
+}
+
+impl Note {
+    fn of(monitor: &Monitor, outcome: &Outcome) -> Note {
+        if !monitor.events.tasks_enabled() {
+            return Note::Silent;
+        }
+        match outcome {
+            Outcome::Succeeded(value) => Note::Succeeded(value.clone()),
+            Outcome::Failed(e) => Note::Failed {
+                kind: e.kind().to_owned(),
+                message: e.message().to_owned(),
+            },
+            Outcome::HardTimeLimit { limit } => Note::Failed {
+                kind: "TimeLimitExceeded".to_owned(),
+                message: format!("{}", limit.as_secs_f64()),
+            },
+            Outcome::Expired { .. } => Note::Revoked {
+                terminated: false,
+                expired: true,
+            },
+            Outcome::Revoked { terminated } => Note::Revoked {
+                terminated: *terminated,
+                expired: false,
+            },
+            Outcome::UnknownTask
+            | Outcome::EtaBeyondHorizon { .. }
+            | Outcome::Undecodable { .. } => Note::Rejected,
+            Outcome::ChordUnsupported { reason } => Note::Failed {
+                kind: "ChordError".to_owned(),
+                message: reason.clone(),
+            },
+            Outcome::EtaInFuture { .. } | Outcome::Abandoned => Note::Silent,
+        }
+    }
+
+    /// Sends the event the decision calls for (a success is sent by the caller, which has the
+    /// runtime).
+    fn send(&self, monitor: &Monitor, id: &str, d: &Disposition) {
+        let (kind, fields) = match (self, &d.action) {
+            (Note::Failed { kind, message }, Action::Retry { .. }) => {
+                ("task-retried", event::failure(id, kind, message))
+            }
+            (Note::Failed { kind, message }, _) => {
+                ("task-failed", event::failure(id, kind, message))
+            }
+            (
+                Note::Revoked {
+                    terminated,
+                    expired,
+                },
+                _,
+            ) => ("task-revoked", event::revoked(id, *terminated, *expired)),
+            (Note::Rejected, _) => ("task-rejected", event::rejected(id, false)),
+            (Note::Silent | Note::Succeeded(_), _) => return,
+        };
+        monitor.events.send(&monitor.clock, kind, fields);
     }
 }

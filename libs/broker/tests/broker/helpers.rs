@@ -53,6 +53,14 @@ impl RunningWorker {
     }
 }
 
+impl RunningWorker {
+    /// Waits for `Worker::run` to return by itself (e.g. after the `shutdown` control command).
+    pub async fn wait(&mut self) -> Result<(), BrokerError> {
+        let handle = self.handle.take().expect("the worker was already stopped");
+        handle.await.expect("the worker task panicked")
+    }
+}
+
 impl Drop for RunningWorker {
     fn drop(&mut self) {
         self.shutdown.cancel();
@@ -127,7 +135,8 @@ pub fn start_worker(
         settings,
         registry,
         shopfds_results::postgres(store),
-    );
+    )
+    .with_revoke_store(std::sync::Arc::new(store.revoked_tasks()));
     let handle = tokio::spawn(worker.run(shutdown.clone()));
     RunningWorker {
         shutdown,

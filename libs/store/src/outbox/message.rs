@@ -79,7 +79,7 @@ impl OutboxRow {
     /// counts it as a failed attempt and keeps it.
     pub fn into_outgoing(self) -> Result<Outgoing, String> {
         let m = self.message;
-        let headers = match m.headers {
+        let mut headers = match m.headers {
             Value::Object(map) => map,
             other => {
                 return Err(format!(
@@ -90,6 +90,11 @@ impl OutboxRow {
         };
         let properties: MessageProperties = serde_json::from_value(m.properties)
             .map_err(|e| format!("outbox row {}: properties: {e}", self.id))?;
+        // When the task was planned: the start of its outbox wait (`monitor::lateness`).
+        headers.insert(
+            shopfds_broker::monitor::lateness::PLANNED_HEADER.to_owned(),
+            Value::from(self.created_at.timestamp_millis()),
+        );
         Ok(Outgoing {
             exchange: m.exchange,
             routing_key: m.routing_key,
@@ -147,12 +152,17 @@ mod tests {
             }
             .to_kwargs(),
         );
-        let written = Outgoing::task(&msg, "email");
+        let created_at = Utc::now();
+        let mut written = Outgoing::task(&msg, "email");
+        written.headers.insert(
+            shopfds_broker::monitor::lateness::PLANNED_HEADER.to_owned(),
+            Value::from(created_at.timestamp_millis()),
+        );
         let row = OutboxRow {
             id: 7,
             message: OutboxMessage::task(&msg, "email"),
             attempts: 0,
-            created_at: Utc::now(),
+            created_at,
         };
         assert_eq!(row.message.task_id, msg.id());
         assert_eq!(row.into_outgoing(), Ok(written));
