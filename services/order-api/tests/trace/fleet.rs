@@ -2,7 +2,7 @@
 //! spans to the test's collector, with the SMTP sink, partner stub and storage directory they
 //! need.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -217,12 +217,7 @@ impl Fleet {
     }
 }
 
-fn spawn(
-    bin_dir: &std::path::Path,
-    name: &str,
-    env: &[(&str, String)],
-    log: &PathBuf,
-) -> ChildGuard {
+fn spawn(bin_dir: &Path, name: &str, env: &[(&str, String)], log: &Path) -> ChildGuard {
     let mut command = Command::new(bin_dir.join(name));
     for variable in CLEARED {
         command.env_remove(variable);
@@ -234,14 +229,13 @@ fn spawn(
 async fn wait_ready(http: &reqwest::Client, ops: u16, child: &ChildGuard) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(response) = http
+        let ready = http
             .get(format!("http://127.0.0.1:{ops}/readyz"))
             .send()
             .await
-        {
-            if response.status().is_success() {
-                return;
-            }
+            .is_ok_and(|response| response.status().is_success());
+        if ready {
+            return;
         }
         assert!(
             Instant::now() < deadline,
