@@ -107,7 +107,7 @@ wait_http "http://127.0.0.1:$partner_port/shipments" partner
 echo "ready: $(curl -fsS "http://127.0.0.1:$api_ops_port/readyz")"
 
 step "POST /v1/orders with the storefront's key (the answer shows the status, not the fraud rules)"
-response="$(curl -fsS -X POST "http://127.0.0.1:$http_port/v1/orders" \
+response="$(curl -fsS -D "$demo/order.headers" -X POST "http://127.0.0.1:$http_port/v1/orders" \
     -H "authorization: Bearer $shop_key" \
     -H 'content-type: application/json' -H "Idempotency-Key: demo-$(date +%s%N)" \
     --data-binary @- <<'JSON'
@@ -123,6 +123,8 @@ JSON
 )"
 echo "$response"
 order_id="$(json 'd["order_id"]' <<<"$response")"
+# The order's trace in Jaeger (when OTEL_EXPORTER_OTLP_ENDPOINT points at one): search by this id.
+echo "trace: $(tr -d '\r' <"$demo/order.headers" | sed -n 's/^x-trace-id: //Ip')"
 api="http://127.0.0.1:$http_port"
 shop=(-H "authorization: Bearer $shop_key")
 

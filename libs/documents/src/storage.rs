@@ -16,6 +16,7 @@ use object_store::path::Path;
 use object_store::prefix::PrefixStore;
 use object_store::{ObjectStore, PutPayload};
 use shopfds_config::{ConfigError, Env, Secret};
+use tracing::Instrument as _;
 
 /// Where the store is.
 #[derive(Debug, Clone, PartialEq)]
@@ -193,11 +194,29 @@ impl Storage {
 
     /// Writes `bytes` at `path` (`invoices/<order>.pdf`), replacing what was there: writing the
     /// same document twice leaves one.
+    /// A client span `storage put` covers the write.
     pub async fn put(&self, path: &str, bytes: Vec<u8>) -> Result<Stored, object_store::Error> {
         let size = bytes.len();
-        self.store
-            .put(&object_path(path)?, PutPayload::from(bytes))
-            .await?;
+        let span = tracing::info_span!(
+            "storage",
+            otel.name = "storage put",
+            otel.kind = "client",
+            storage = %self.describe,
+            storage.path = path,
+            storage.size = size,
+            otel.status_code = tracing::field::Empty,
+        );
+        let written = async {
+            self.store
+                .put(&object_path(path)?, PutPayload::from(bytes))
+                .await
+        }
+        .instrument(span.clone())
+        .await;
+        if written.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
+        written?;
         Ok(Stored {
             path: path.to_owned(),
             size,

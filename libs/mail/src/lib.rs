@@ -11,6 +11,7 @@ use lettre::message::{Attachment as LettreAttachment, Mailbox, MultiPart, Single
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use shopfds_broker::TaskError;
 use shopfds_config::{ConfigError, Env, SecretUrl};
+use tracing::Instrument as _;
 
 /// `SMTP_URL` and `MAIL_FROM`.
 #[derive(Debug, Clone)]
@@ -81,7 +82,42 @@ impl Mailer {
     /// Sends `mail` to one recipient. The Message-ID is derived from `key`, so a copy sent again
     /// after a crash is recognisable as the same message. SMTP 5xx and a bad address are
     /// permanent; 4xx, timeouts and connection failures are transient.
+    ///
+    /// The whole send is a client span `smtp send` (a child of the task's span), marked as an
+    /// error when the server refused the message or could not be reached.
     pub async fn send(
+        &self,
+        to: &str,
+        name: &str,
+        mail: &Mail,
+        key: &str,
+    ) -> Result<String, TaskError> {
+        let span = tracing::info_span!(
+            "smtp",
+            otel.name = "smtp send",
+            otel.kind = "client",
+            mail.message_id = tracing::field::Empty,
+            mail.attachments = mail.attachments.len(),
+            otel.status_code = tracing::field::Empty,
+            error = tracing::field::Empty,
+        );
+        let sent = self
+            .send_message(to, name, mail, key)
+            .instrument(span.clone())
+            .await;
+        match &sent {
+            Ok(message_id) => {
+                span.record("mail.message_id", message_id.as_str());
+            }
+            Err(e) => {
+                span.record("otel.status_code", "ERROR");
+                span.record("error", e.to_string());
+            }
+        }
+        sent
+    }
+
+    async fn send_message(
         &self,
         to: &str,
         name: &str,

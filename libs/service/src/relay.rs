@@ -9,14 +9,21 @@
 //! drains them. A crash between the confirm and the commit publishes a row again (at-least-once),
 //! which the workers' idempotency absorbs.
 //!
+//! Each message is published in a producer span `publish <task>`, the child of the trace context
+//! its row was written with (the order's HTTP request), and goes out carrying the publish span's
+//! own context instead: a worker's task span is the publish span's child, and the trace shows
+//! how long the message waited in the outbox (the gap between the request and its publish).
+//!
 //! `shopfds_outbox_pending` is refreshed by [`report_pending`], a loop of its own that reads
 //! only PostgreSQL: the gauge is what alerts on a relay that cannot publish, so it must keep
 //! moving while the broker is away (it did not when the relay set it between its publishes).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
+use serde_json::Value;
 use shopfds_broker::amqp::connect_with_retry;
-use shopfds_broker::{BrokerSettings, Publisher, topology};
+use shopfds_broker::{BrokerSettings, Outgoing, PublishError, Publisher, topology};
 use shopfds_store::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -87,7 +94,7 @@ pub async fn run(
                 .outbox()
                 .drain(settings.batch_size, |messages| {
                     let publisher = publisher.clone();
-                    async move { publisher.publish_batch(&messages).await }
+                    async move { publish_traced(&publisher, messages).await }
                 })
                 .await;
             if let Err(e) = drained {
@@ -118,6 +125,60 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Publishes `messages` (confirmed), each in its [`publish_span`], which ends with the confirm.
+async fn publish_traced(
+    publisher: &Publisher,
+    mut messages: Vec<Outgoing>,
+) -> Vec<Result<(), PublishError>> {
+    let spans: Vec<tracing::Span> = messages.iter_mut().map(publish_span).collect();
+    let outcomes = publisher.publish_batch(&messages).await;
+    for (span, outcome) in spans.iter().zip(&outcomes) {
+        if let Err(e) = outcome {
+            span.record("otel.status_code", "ERROR");
+            span.record("error", e.to_string());
+        }
+    }
+    outcomes
+}
+
+/// The producer span of `message`, the child of the context its headers were written with;
+/// the headers then carry the span's own context.
+fn publish_span(message: &mut Outgoing) -> tracing::Span {
+    let task = message
+        .headers
+        .get("task")
+        .and_then(Value::as_str)
+        .unwrap_or("message");
+    let id = message
+        .headers
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let span = tracing::info_span!(
+        "publish",
+        otel.name = %format!("publish {task}"),
+        otel.kind = "producer",
+        messaging.system = "rabbitmq",
+        messaging.destination.name = %message.exchange,
+        messaging.rabbitmq.destination.routing_key = %message.routing_key,
+        messaging.message.id = id,
+        otel.status_code = tracing::field::Empty,
+        error = tracing::field::Empty,
+    );
+    let written: HashMap<String, String> = ["traceparent", "tracestate"]
+        .into_iter()
+        .filter_map(|name| {
+            let value = message.headers.get(name)?.as_str()?;
+            Some((name.to_owned(), value.to_owned()))
+        })
+        .collect();
+    shopfds_telemetry::propagation::set_parent_from_headers(&span, &written);
+    for (name, value) in shopfds_telemetry::propagation::span_context_headers(&span) {
+        message.headers.insert(name, Value::String(value));
+    }
+    span
 }
 
 /// Sets `shopfds_outbox_pending` from the outbox table every `every` until shutdown, whatever

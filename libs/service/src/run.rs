@@ -39,14 +39,15 @@ where
         }
     };
     runtime.block_on(async move {
-        let _telemetry = match shopfds_telemetry::init(&settings.shell().telemetry) {
+        let telemetry = settings.shell().telemetry.clone().with_version(S::VERSION);
+        let _telemetry = match shopfds_telemetry::init(&telemetry) {
             Ok(guard) => guard,
             Err(error) => {
                 eprintln!("{}: cannot start telemetry: {error}", S::SERVICE);
                 return ExitCode::FAILURE;
             }
         };
-        tracing::info!(service = S::SERVICE, version = env!("CARGO_PKG_VERSION"), settings = ?settings, "starting");
+        tracing::info!(service = S::SERVICE, version = S::VERSION, settings = ?settings, "starting");
         let shutdown = shopfds_telemetry::ops::shutdown_on_signal();
         match run(settings, shutdown).await {
             Ok(()) => {

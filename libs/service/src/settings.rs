@@ -11,6 +11,11 @@ pub trait ServiceSettings: Sized + std::fmt::Debug + Send + 'static {
     /// The binary's name: the default `service.name` of its spans, the prefix of its errors.
     const SERVICE: &'static str;
 
+    /// The binary's version, `env!("CARGO_PKG_VERSION")` written in the binary's own package (a
+    /// library cannot know it): `service.version` of its spans and the `version` of its
+    /// start-up line.
+    const VERSION: &'static str;
+
     /// Reads and checks every variable; the first bad one is the error.
     fn read(env: &Env) -> Result<Self, ConfigError>;
 

@@ -6,7 +6,14 @@
 //!
 //! A binary calls [`TelemetrySettings::read`] then [`init`] first thing in `main`, and keeps
 //! the returned [`TelemetryGuard`] alive until it exits so buffered spans are flushed.
+//!
+//! Every span gets an OpenTelemetry trace and span id whether or not spans are exported, so
+//! every log line written inside a span carries `trace_id` and `span_id` ([`logs`]) and trace
+//! context is propagated to the next hop even when this process exports nothing. Exported
+//! spans carry the resource attributes `service.name` and `service.version`.
 
+pub mod http;
+pub mod logs;
 pub mod metrics;
 pub mod ops;
 pub mod propagation;
@@ -41,6 +48,10 @@ pub enum LogFormat {
 pub struct TelemetrySettings {
     /// `service.name` of exported spans.
     pub service_name: String,
+    /// `service.version` of exported spans: the binary's own `CARGO_PKG_VERSION`, which only the
+    /// binary knows (the service shell sets it from `ServiceSettings::VERSION`); empty leaves the
+    /// attribute out.
+    pub service_version: String,
     pub log_format: LogFormat,
     /// An `EnvFilter` directive string such as `info,shopfds_broker=debug`.
     pub log_filter: String,
@@ -51,10 +62,11 @@ pub struct TelemetrySettings {
 impl TelemetrySettings {
     /// Reads `LOG_FORMAT` (`json` | `pretty`, default `pretty`), `RUST_LOG` (default `info`),
     /// `OTEL_EXPORTER_OTLP_ENDPOINT` (unset or empty = no export) and `OTEL_SERVICE_NAME`
-    /// (default `service_name`).
+    /// (default `service_name`). `service_version` is left empty: see [`Self::with_version`].
     pub fn read(env: &Env, service_name: &str) -> Result<Self, ConfigError> {
         Ok(Self {
             service_name: env.string("OTEL_SERVICE_NAME", service_name),
+            service_version: String::new(),
             log_format: env.choice(
                 "LOG_FORMAT",
                 LogFormat::default(),
@@ -63,6 +75,14 @@ impl TelemetrySettings {
             log_filter: env.string("RUST_LOG", "info"),
             otlp_endpoint: env.get("OTEL_EXPORTER_OTLP_ENDPOINT"),
         })
+    }
+}
+
+impl TelemetrySettings {
+    /// The same settings with `service.version` = `version` (a binary's `CARGO_PKG_VERSION`).
+    pub fn with_version(mut self, version: &str) -> Self {
+        self.service_version = version.to_owned();
+        self
     }
 }
 
@@ -97,6 +117,8 @@ pub struct TelemetryGuard {
     export: Option<SpanExport>,
 }
 
+/// The process's tracer provider; with `runtime` when spans are exported over OTLP (without,
+/// spans get ids and are dropped when they end).
 #[derive(Debug)]
 struct SpanExport {
     provider: SdkTracerProvider,
@@ -108,8 +130,10 @@ impl TelemetryGuard {
     /// A no-op for a guard without export (no endpoint, or a second `init`).
     pub fn flush(&self) -> Result<(), TelemetryError> {
         match &self.export {
-            Some(export) => export.provider.force_flush().map_err(TelemetryError::Flush),
-            None => Ok(()),
+            Some(export) if export.runtime.is_some() => {
+                export.provider.force_flush().map_err(TelemetryError::Flush)
+            }
+            _ => Ok(()),
         }
     }
 }
@@ -130,9 +154,10 @@ impl Drop for SpanExport {
 /// `init` installs process-wide state; this makes later calls no-ops instead of errors.
 static INITIALIZED: Mutex<bool> = Mutex::new(false);
 
-/// Installs the global `tracing` subscriber (fmt JSON or pretty, filtered by `log_filter`, plus an
-/// OpenTelemetry layer exporting spans over OTLP/gRPC through a batch processor when an endpoint
-/// is set) and the W3C TraceContext propagator. Works with or without an ambient Tokio runtime.
+/// Installs the global `tracing` subscriber (fmt JSON or pretty with the trace and span ids of
+/// [`logs`], filtered by `log_filter`, plus an OpenTelemetry layer giving every span its ids and
+/// exporting spans over OTLP/gRPC through a batch processor when an endpoint is set) and the W3C
+/// TraceContext propagator. Works with or without an ambient Tokio runtime.
 ///
 /// Calling it again is a no-op that returns an inert guard, so every test may call it.
 pub fn init(settings: &TelemetrySettings) -> Result<TelemetryGuard, TelemetryError> {
@@ -150,41 +175,51 @@ pub fn init(settings: &TelemetrySettings) -> Result<TelemetryGuard, TelemetryErr
         return Ok(TelemetryGuard { export: None });
     }
 
-    let fmt = match settings.log_format {
-        LogFormat::Json => tracing_subscriber::fmt::layer()
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .boxed(),
-        LogFormat::Pretty => tracing_subscriber::fmt::layer().boxed(),
-    };
-
     let export = match &settings.otlp_endpoint {
-        Some(endpoint) => Some(span_export(&settings.service_name, endpoint)?),
-        None => None,
+        Some(endpoint) => span_export(settings, endpoint)?,
+        // Ids for every span (log lines, X-Trace-Id, propagation), nothing exported.
+        None => SpanExport {
+            provider: SdkTracerProvider::builder()
+                .with_resource(resource(settings))
+                .build(),
+            runtime: None,
+        },
     };
-    let otel = export.as_ref().map(|export| {
-        tracing_opentelemetry::layer()
-            .with_tracer(export.provider.tracer(settings.service_name.clone()))
-            .with_filter(tracing_subscriber::filter::filter_fn(|metadata| {
-                !is_export_machinery(metadata.target())
-            }))
-    });
+    // The OpenTelemetry layer sits before the fmt layer: entering a span activates its context,
+    // which the fmt layer's formatter reads for the ids.
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(export.provider.tracer(settings.service_name.clone()))
+        .with_filter(tracing_subscriber::filter::filter_fn(|metadata| {
+            !is_export_machinery(metadata.target())
+        }));
 
     tracing_subscriber::registry()
         .with(filter)
-        .with(fmt)
         .with(otel)
+        .with(logs::layer(settings.log_format))
         .try_init()
         .map_err(TelemetryError::SubscriberAlreadySet)?;
 
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    if let Some(export) = &export {
-        // Libraries that use the OpenTelemetry API directly (not `tracing`) get the same exporter.
-        opentelemetry::global::set_tracer_provider(export.provider.clone());
-    }
+    // Libraries that use the OpenTelemetry API directly (not `tracing`) get the same provider.
+    opentelemetry::global::set_tracer_provider(export.provider.clone());
     *initialized = true;
-    Ok(TelemetryGuard { export })
+    Ok(TelemetryGuard {
+        export: Some(export),
+    })
+}
+
+/// `service.name` and, when known, `service.version` (plus what `OTEL_RESOURCE_ATTRIBUTES`
+/// adds, read by the SDK's default detectors).
+fn resource(settings: &TelemetrySettings) -> Resource {
+    let mut builder = Resource::builder().with_service_name(settings.service_name.clone());
+    if !settings.service_version.is_empty() {
+        builder = builder.with_attribute(opentelemetry::KeyValue::new(
+            "service.version",
+            settings.service_version.clone(),
+        ));
+    }
+    builder.build()
 }
 
 /// Spans emitted while exporting (hyper, h2, tonic) would be exported in turn, feeding a loop that
@@ -203,7 +238,7 @@ fn is_export_machinery(target: &str) -> bool {
     CRATES.contains(&krate)
 }
 
-fn span_export(service_name: &str, endpoint: &str) -> Result<SpanExport, TelemetryError> {
+fn span_export(settings: &TelemetrySettings, endpoint: &str) -> Result<SpanExport, TelemetryError> {
     // The tonic channel's connection task lives on its own small runtime rather than the
     // caller's: the batch processor flushes by blocking a thread on that task, which would
     // deadlock on a current-thread runtime (`#[tokio::test]`) and works without any runtime.
@@ -226,11 +261,7 @@ fn span_export(service_name: &str, endpoint: &str) -> Result<SpanExport, Telemet
             })?
     };
     let provider = SdkTracerProvider::builder()
-        .with_resource(
-            Resource::builder()
-                .with_service_name(service_name.to_owned())
-                .build(),
-        )
+        .with_resource(resource(settings))
         .with_batch_exporter(exporter)
         .build();
     Ok(SpanExport {

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use opentelemetry::Context;
 use opentelemetry::propagation::{Extractor, Injector};
@@ -26,6 +27,38 @@ pub fn current_context_headers() -> HashMap<String, String> {
         &mut MapInjector(&mut headers),
     );
     headers
+}
+
+/// W3C trace context of `span` as string pairs, as [`current_context_headers`] gives the current
+/// span's: what a message published on behalf of `span` carries.
+pub fn span_context_headers(span: &tracing::Span) -> HashMap<String, String> {
+    let mut headers = HashMap::new();
+    inject(&span.context(), &mut MapInjector(&mut headers));
+    headers
+}
+
+/// The trace id of `span` as 32 lowercase hex digits (what Jaeger searches by); `None` when
+/// the span has no valid context (disabled, or no OpenTelemetry layer).
+pub fn trace_id(span: &tracing::Span) -> Option<String> {
+    let cx = span.context();
+    let span = cx.span();
+    let context = span.span_context();
+    context.is_valid().then(|| context.trace_id().to_string())
+}
+
+/// Writes the current span's trace context into HTTP (or gRPC metadata) headers: an outgoing
+/// request continues this trace at the server.
+pub fn inject_http(headers: &mut HeaderMap) {
+    inject(
+        &tracing::Span::current().context(),
+        &mut HeaderInjector(headers),
+    );
+}
+
+/// Makes `span`'s parent the remote context carried in HTTP (or gRPC metadata) headers. A no-op
+/// when the headers carry no valid context.
+pub fn set_parent_from_http(span: &tracing::Span, headers: &HeaderMap) {
+    set_parent(span, &HeaderExtractor(headers));
 }
 
 /// Makes `span`'s parent the remote context found in `headers` (names matched without regard to
@@ -93,6 +126,34 @@ impl Extractor for MapExtractor<'_> {
 
     fn keys(&self) -> Vec<&str> {
         self.0.keys().map(String::as_str).collect()
+    }
+}
+
+struct HeaderInjector<'a>(&'a mut HeaderMap);
+
+impl Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if value.is_empty() {
+            return;
+        }
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(key.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            self.0.insert(name, value);
+        }
+    }
+}
+
+struct HeaderExtractor<'a>(&'a HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|value| value.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(HeaderName::as_str).collect()
     }
 }
 

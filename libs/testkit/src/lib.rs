@@ -24,6 +24,7 @@ pub mod celery_monitor;
 pub mod celery_results;
 pub mod keys;
 pub mod net;
+pub mod otlp;
 pub mod partner;
 pub mod pdf;
 pub mod pg;

@@ -32,6 +32,7 @@ pub struct Settings {
 
 impl ServiceSettings for Settings {
     const SERVICE: &'static str = SERVICE;
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
 
     fn read(env: &Env) -> Result<Self, ConfigError> {
         let zone = env.string("BEAT_TIMEZONE", "Asia/Seoul");

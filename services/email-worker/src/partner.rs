@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use shopfds_service::{ConfigError, Env, Secret, SecretUrl};
 use shopfds_store::OrderRecord;
+use tracing::Instrument as _;
 
 /// Most of a partner's error body kept in a dead-letter reason.
 const MAX_REASON: usize = 500;
@@ -111,8 +112,26 @@ impl Partner {
         self.settings.rate_limit
     }
 
-    /// Registers `order`'s shipment (idempotent at the partner by the order id).
+    /// Registers `order`'s shipment (idempotent at the partner by the order id), in a client
+    /// span `POST /shipments` whose W3C context goes with the request (`traceparent`), so a
+    /// partner that traces continues the order's trace.
     pub async fn register(&self, order: &OrderRecord) -> Result<Shipment, PartnerError> {
+        let span = tracing::info_span!(
+            "partner",
+            otel.name = "POST /shipments",
+            otel.kind = "client",
+            http.request.method = "POST",
+            http.response.status_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        let registered = self.call(order).instrument(span.clone()).await;
+        if registered.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
+        registered
+    }
+
+    async fn call(&self, order: &OrderRecord) -> Result<Shipment, PartnerError> {
         let Some(base) = &self.settings.url else {
             return Err(PartnerError::Refused(
                 "SHIPPING_PARTNER_URL is not set: no partner to register the shipment with"
@@ -128,6 +147,9 @@ impl Partner {
         if let Some(token) = &self.settings.token {
             request = request.header(AUTHORIZATION, format!("Bearer {}", token.expose()));
         }
+        let mut trace = reqwest::header::HeaderMap::new();
+        shopfds_telemetry::propagation::inject_http(&mut trace);
+        request = request.headers(trace);
         let shown = base.redacted();
         let response = request.send().await.map_err(|e| PartnerError::Retry {
             // Without the URL: reqwest's message would show it, with any credentials in it.
@@ -135,6 +157,7 @@ impl Partner {
             after: None,
         })?;
         let status = response.status();
+        tracing::Span::current().record("http.response.status_code", status.as_u16());
         let retry_after = retry_after(response.headers());
         let body = response.text().await.unwrap_or_default();
         decide(status, retry_after, &body, &shown)

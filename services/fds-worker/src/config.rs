@@ -119,6 +119,7 @@ impl FdsSettings {
 
 impl ServiceSettings for Settings {
     const SERVICE: &'static str = SERVICE;
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
 
     fn read(env: &Env) -> Result<Self, ConfigError> {
         Ok(Settings {

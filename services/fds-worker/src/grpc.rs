@@ -6,6 +6,10 @@
 //! `FDS_VELOCITY_TIMEOUT_MS` (past it the order is scored without the velocity rules) — and
 //! microseconds of rule evaluation; the decision is queued for the background writer, never
 //! awaited.
+//!
+//! Every call but the health probes runs in a server span named after its method
+//! (`fds.v1.FraudDetection/Score`), the child of the caller's span when the call's metadata
+//! carries a W3C `traceparent` (order-api's Score does).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -275,6 +279,27 @@ pub fn score_response(a: Assessment) -> pb::ScoreResponse {
     }
 }
 
+/// The span of one call: `/fds.v1.FraudDetection/Score` → `fds.v1.FraudDetection/Score`, kind
+/// server, continuing the caller's trace. Health probes get none (probes are not traced).
+fn server_span(request: &tonic::codegen::http::Request<()>) -> tracing::Span {
+    let path = request.uri().path();
+    if crate::auth::required_access(path) == crate::auth::Access::Open {
+        return tracing::Span::none();
+    }
+    let method = path.trim_start_matches('/');
+    let (service, name) = method.split_once('/').unwrap_or((method, ""));
+    let span = tracing::info_span!(
+        "grpc",
+        otel.name = %method,
+        otel.kind = "server",
+        rpc.system = "grpc",
+        rpc.service = %service,
+        rpc.method = %name,
+    );
+    shopfds_telemetry::propagation::set_parent_from_http(&span, request.headers());
+    span
+}
+
 /// Serves `service`, grpc.health.v1 and reflection (v1 and v1alpha) on `listener` until
 /// `shutdown`, with at most `concurrency` RPCs in progress across all connections, each call
 /// admitted by `auth` first ([`crate::auth`]). Health turns NOT_SERVING as soon as shutdown
@@ -324,7 +349,7 @@ pub async fn serve_with_tls(
                 .await;
         }
     };
-    let mut server = tonic::transport::Server::builder();
+    let mut server = tonic::transport::Server::builder().trace_fn(server_span);
     if let Some(tls) = tls {
         server = server.tls_config(tls)?;
     }

@@ -2,6 +2,9 @@
 //! and a configured fallback decision when fds-worker does not answer in time. An order is never
 //! refused because scoring is down; it is flagged (`fds.source = "fallback"`) and an
 //! `evaluate_transaction` task is queued, which fds-worker runs when it is back.
+//!
+//! Each call is a client span `fds.v1.FraudDetection/Score` whose W3C context travels in the
+//! call's metadata (`traceparent`), so fds-worker's server span is its child.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -12,9 +15,13 @@ use shopfds_protocol::grpc::{Decision, FraudDetectionClient, Item, ScoreRequest}
 use shopfds_service::{ConfigError, Env, Secret};
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
+use tracing::Instrument as _;
 
 use crate::domain::ValidOrder;
 use crate::fds_tls::{FdsClientTls, is_https};
+
+/// The span name of a Score call, as OpenTelemetry's RPC conventions name it.
+const SCORE_METHOD: &str = "fds.v1.FraudDetection/Score";
 
 #[derive(Debug, Clone)]
 pub struct FdsSettings {
@@ -122,8 +129,29 @@ impl FdsClient {
     }
 
     pub async fn score(&self, order_id: &str, order: &ValidOrder, client_ip: IpAddr) -> Verdict {
+        let span = tracing::info_span!(
+            "grpc",
+            otel.name = SCORE_METHOD,
+            otel.kind = "client",
+            rpc.system = "grpc",
+            rpc.service = shopfds_protocol::grpc::SERVICE_NAME,
+            rpc.method = "Score",
+            otel.status_code = tracing::field::Empty,
+        );
+        let verdict = self
+            .score_call(order_id, order, client_ip)
+            .instrument(span.clone())
+            .await;
+        if verdict.fallback {
+            span.record("otel.status_code", "ERROR");
+        }
+        verdict
+    }
+
+    async fn score_call(&self, order_id: &str, order: &ValidOrder, client_ip: IpAddr) -> Verdict {
         let mut request = tonic::Request::new(score_request(order_id, order, client_ip));
         request.set_timeout(self.settings.timeout);
+        shopfds_telemetry::propagation::inject_http(request.metadata_mut().as_mut());
         if let Some(authorization) = &self.authorization {
             request
                 .metadata_mut()

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use axum::Router;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use ipnet::IpNet;
 use shopfds_auth::Authenticator;
@@ -15,7 +15,6 @@ use shopfds_telemetry::ops;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
 
 use crate::config::Settings;
 use crate::domain::AmountLimits;
@@ -157,17 +156,15 @@ fn router(state: AppState, settings: &Settings) -> Router {
             auth::authorize,
         ))
         .with_state(state);
-    api.layer(axum::middleware::from_fn(shopfds_telemetry::metrics::track_http))
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, settings.request_timeout))
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
-            let span = tracing::info_span!("http", otel.name = %format!("{} {}", req.method(), req.uri().path()), method = %req.method(), path = %req.uri().path());
-            // Continue the caller's trace when it sent a W3C traceparent.
-            let headers = req
-                .headers()
-                .iter()
-                .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
-                .collect();
-            shopfds_telemetry::propagation::set_parent_from_headers(&span, &headers);
-            span
-        }))
+    // Outermost last: the trace span covers the timeout's 408 too, and names the matched route.
+    api.layer(axum::middleware::from_fn(
+        shopfds_telemetry::metrics::track_http,
+    ))
+    .layer(TimeoutLayer::with_status_code(
+        StatusCode::REQUEST_TIMEOUT,
+        settings.request_timeout,
+    ))
+    .layer(axum::middleware::from_fn(
+        shopfds_telemetry::http::trace_http,
+    ))
 }

@@ -57,10 +57,10 @@ async fn flush(provider: &SdkTracerProvider) {
         .unwrap();
 }
 
-fn ids(span_context: &SpanContext) -> (Vec<u8>, Vec<u8>) {
+fn ids(span_context: &SpanContext) -> (String, String) {
     (
-        span_context.trace_id().to_bytes().to_vec(),
-        span_context.span_id().to_bytes().to_vec(),
+        span_context.trace_id().to_string(),
+        span_context.span_id().to_string(),
     )
 }
 
@@ -92,13 +92,15 @@ async fn amqp_headers_carry_the_publisher_span_to_the_consumer_span() {
         }
         other => panic!("traceparent should be a long string, got {other:?}"),
     }
-    let consumer = collector.span_named("run send_order_confirmation_email");
+    let consumer = collector
+        .span_named("run send_order_confirmation_email")
+        .unwrap();
     assert_eq!(consumer.trace_id, publisher.0, "same trace");
     assert_eq!(
         consumer.parent_span_id, publisher.1,
         "publisher is the parent"
     );
-    let published = collector.span_named("publish order_confirmation");
+    let published = collector.span_named("publish order_confirmation").unwrap();
     assert_eq!(published.span_id, publisher.1);
 }
 
@@ -139,12 +141,39 @@ async fn string_pairs_carry_the_current_span_and_ignore_garbage() {
         ["traceparent"],
         "an empty tracestate is left out"
     );
-    let relay = collector.span_named("relay outbox row");
+    let relay = collector.span_named("relay outbox row").unwrap();
     assert_eq!(relay.trace_id, outbox.0);
     assert_eq!(relay.parent_span_id, outbox.1);
-    let orphan = collector.span_named("orphan");
+    let orphan = collector.span_named("orphan").unwrap();
     assert!(orphan.parent_span_id.is_empty(), "{orphan:?} is a root");
     assert_ne!(orphan.trace_id, outbox.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_headers_carry_the_client_span_to_the_server_span() {
+    init_telemetry();
+    let collector = spawn_collector().await;
+    let (provider, subscriber) = traced(&collector);
+
+    let (client, headers, trace_id) = tracing::subscriber::with_default(subscriber, || {
+        let call = tracing::info_span!("fds.v1.FraudDetection/Score");
+        let mut headers = axum::http::HeaderMap::new();
+        call.in_scope(|| propagation::inject_http(&mut headers));
+        let client = ids(call.context().span().span_context());
+
+        let serve = tracing::info_span!("serve Score");
+        propagation::set_parent_from_http(&serve, &headers);
+        serve.in_scope(|| {});
+        (client, headers, propagation::trace_id(&serve))
+    });
+    flush(&provider).await;
+
+    let traceparent = headers["traceparent"].to_str().unwrap();
+    assert!(traceparent.contains(&client.0), "{traceparent}");
+    assert_eq!(trace_id.as_deref(), Some(client.0.as_str()));
+    let server = collector.span_named("serve Score").unwrap();
+    assert_eq!(server.trace_id, client.0);
+    assert_eq!(server.parent_span_id, client.1);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -176,12 +205,13 @@ async fn init_exports_spans_over_otlp_and_flushes_on_drop() {
         String::from_utf8_lossy(&output.stderr)
     );
 
-    let checkout = collector.span_named("checkout");
+    let checkout = collector.span_named("checkout").unwrap();
     assert_eq!(
         checkout.service_name.as_deref(),
         Some(service_name.as_str())
     );
-    let child = collector.span_named("score order");
+    assert_eq!(checkout.service_version.as_deref(), Some("9.8.7"));
+    let child = collector.span_named("score order").unwrap();
     assert_eq!(child.trace_id, checkout.trace_id);
     assert_eq!(child.parent_span_id, checkout.span_id);
     assert!(
@@ -199,6 +229,8 @@ async fn init_exports_spans_over_otlp_and_flushes_on_drop() {
         .unwrap_or_else(|| panic!("no JSON log line in {stdout}"));
     assert_eq!(log["level"], "INFO");
     assert_eq!(log["span"]["name"], "score order");
+    assert_eq!(log["trace_id"], child.trace_id.as_str(), "{log}");
+    assert_eq!(log["span_id"], child.span_id.as_str(), "{log}");
 }
 
 #[test]
@@ -208,8 +240,9 @@ fn otlp_export_child() {
         eprintln!("otlp_export_child only runs as a child of its parent test");
         return;
     }
-    let settings =
-        TelemetrySettings::read(&shopfds_config::Env::process(), "default-name").unwrap();
+    let settings = TelemetrySettings::read(&shopfds_config::Env::process(), "default-name")
+        .unwrap()
+        .with_version("9.8.7");
     let guard = shopfds_telemetry::init(&settings).unwrap();
     // A second init (a test helper, a library) must neither fail nor replace the first.
     drop(shopfds_telemetry::init(&settings).unwrap());
@@ -240,6 +273,7 @@ fn settings_default_to_pretty_info_and_no_export() {
         settings,
         TelemetrySettings {
             service_name: "order-api".into(),
+            service_version: String::new(),
             log_format: LogFormat::Pretty,
             log_filter: "info".into(),
             otlp_endpoint: None,
@@ -269,6 +303,7 @@ fn settings_read_every_variable() {
         settings,
         TelemetrySettings {
             service_name: "order-api-canary".into(),
+            service_version: String::new(),
             log_format: LogFormat::Json,
             log_filter: "debug,h2=warn".into(),
             otlp_endpoint: Some("http://jaeger:4317".into()),
@@ -292,6 +327,7 @@ fn a_bad_log_format_names_the_variable() {
 fn init_rejects_an_invalid_filter() {
     let settings = TelemetrySettings {
         service_name: "order-api".into(),
+        service_version: String::new(),
         log_format: LogFormat::Pretty,
         log_filter: "info,[{=".into(),
         otlp_endpoint: None,

@@ -80,10 +80,13 @@ impl Task for GenerateInvoicePdf {
         // Rendering is CPU work of a few milliseconds per page: off the runtime's threads.
         let font = self.font.clone();
         let record = order.clone();
-        let pdf = tokio::task::spawn_blocking(move || render::render(&font, &record, Utc::now()))
-            .await
-            .map_err(|e| TaskError::transient(format!("rendering the invoice: {e}")))?
-            .map_err(|e| TaskError::permanent(format!("rendering the invoice: {e}")))?;
+        let render_span = tracing::info_span!("pdf", otel.name = "render invoice pdf");
+        let pdf = tokio::task::spawn_blocking(move || {
+            render_span.in_scope(|| render::render(&font, &record, Utc::now()))
+        })
+        .await
+        .map_err(|e| TaskError::transient(format!("rendering the invoice: {e}")))?
+        .map_err(|e| TaskError::permanent(format!("rendering the invoice: {e}")))?;
         let path = invoice_path(order_id);
         let stored = storage.put(&path, pdf).await.map_err(|e| {
             TaskError::unavailable("object store", format!("{}: {e}", storage.describe()))
