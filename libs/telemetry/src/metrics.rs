@@ -33,13 +33,29 @@ pub mod phase {
 }
 
 /// `outcome` label values of [`tasks_total`].
+///
+/// A message a worker settles for good counts once in exactly one of `succeeded`, `retried`,
+/// `failed`, `rejected` and `revoked`. `dead_lettered` counts a second time every message that
+/// went to `failed.<queue>`, which is every `failed` and `rejected` one: sum the outcomes
+/// without it. Messages put back on their queue (shutdown, a dependency down, a copy that could
+/// not be published, a final state that could not be recorded), ETA deferrals, and a message the
+/// runtime itself panicked on (rejected to the dead-letter exchange) count nothing.
 pub mod outcome {
+    /// The handler returned a result; the message was acknowledged.
     pub const SUCCEEDED: &str = "succeeded";
+    /// Failed for good (a permanent error, retries spent, the hard time limit, a panic):
+    /// FAILURE recorded, the message dead-lettered.
     pub const FAILED: &str = "failed";
+    /// Failed with a retryable error and republished through the delay tree for another try.
     pub const RETRIED: &str = "retried";
+    /// Refused before it ran (undecodable, unknown task, eta past the horizon, a chord the
+    /// backend cannot complete): dead-lettered.
     pub const REJECTED: &str = "rejected";
+    /// Copied to `failed.<queue>` (or, when that copy could not be published, rejected to the
+    /// queue's dead-letter exchange, which routes it there too); also counted as `failed` or
+    /// `rejected`.
     pub const DEAD_LETTERED: &str = "dead_lettered";
-    /// Expired (`expires` passed) before it ran.
+    /// Expired (`expires` passed) before it ran: REVOKED recorded, the message acknowledged.
     pub const REVOKED: &str = "revoked";
 }
 
@@ -83,8 +99,9 @@ fn try_build() -> prometheus::Result<Collectors> {
     let tasks_total = IntCounterVec::new(
         Opts::new(
             "shopfds_tasks_total",
-            "Tasks finished by a worker, by queue, task name and outcome \
-             (succeeded, failed, retried, rejected, dead_lettered).",
+            "Messages a worker settled, by queue, task name and outcome: each once as \
+             succeeded, retried, failed, rejected or revoked; failed and rejected ones again as \
+             dead_lettered (copied to failed.<queue>).",
         ),
         &["queue", "task", "outcome"],
     )?;
