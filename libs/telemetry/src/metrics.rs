@@ -81,6 +81,7 @@ struct Collectors {
     task_wait_seconds: HistogramVec,
     tasks_in_flight: IntGaugeVec,
     prefetched_messages: IntGaugeVec,
+    dead_letter_messages: IntGaugeVec,
 }
 
 static COLLECTORS: LazyLock<Collectors> = LazyLock::new(build);
@@ -179,6 +180,14 @@ fn try_build() -> prometheus::Result<Collectors> {
         ),
         &["queue"],
     )?;
+    let dead_letter_messages = IntGaugeVec::new(
+        Opts::new(
+            "shopfds_dead_letter_messages",
+            "Messages waiting in a dead-letter queue (failed.<queue>) or its parked queue \
+             (parked.<queue>), by that queue's name, as the dlq-reprocessor last read them.",
+        ),
+        &["queue"],
+    )?;
 
     registry.register(Box::new(tasks_total.clone()))?;
     registry.register(Box::new(task_duration_seconds.clone()))?;
@@ -191,6 +200,7 @@ fn try_build() -> prometheus::Result<Collectors> {
     registry.register(Box::new(task_wait_seconds.clone()))?;
     registry.register(Box::new(tasks_in_flight.clone()))?;
     registry.register(Box::new(prefetched_messages.clone()))?;
+    registry.register(Box::new(dead_letter_messages.clone()))?;
 
     Ok(Collectors {
         registry,
@@ -205,6 +215,7 @@ fn try_build() -> prometheus::Result<Collectors> {
         task_wait_seconds,
         tasks_in_flight,
         prefetched_messages,
+        dead_letter_messages,
     })
 }
 
@@ -266,6 +277,11 @@ pub fn tasks_in_flight() -> &'static IntGaugeVec {
 /// `shopfds_prefetched_messages{queue}`.
 pub fn prefetched_messages() -> &'static IntGaugeVec {
     &COLLECTORS.prefetched_messages
+}
+
+/// `shopfds_dead_letter_messages{queue}`; `queue` is `failed.<queue>` or `parked.<queue>`.
+pub fn dead_letter_messages() -> &'static IntGaugeVec {
+    &COLLECTORS.dead_letter_messages
 }
 
 /// The registry in Prometheus text exposition format (version 0.0.4).
