@@ -1,5 +1,8 @@
 //! The Prometheus collectors every ShopFDS binary exposes on `/metrics`, in one process-wide
 //! registry, so the names and labels a dashboard or alert relies on are defined in one place.
+//! Two kinds live with the code that owns them, in the same registry: fds-worker's
+//! `shopfds_fds_*`, and `shopfds_broker_connected` (shopfds-broker's `connected`, computed at
+//! scrape time). `tools/config-checks` checks every name the alerts and the dashboard use.
 //!
 //! Label values must stay low-cardinality: queue and task names, HTTP method, the route
 //! *template* (never the raw path with ids), status code.
