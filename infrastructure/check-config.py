@@ -25,7 +25,9 @@ SERVICES = {  # name -> ops port
 WORKERS = ["email-worker", "fds-worker", "report-worker", "beat-scheduler", "dlq-reprocessor"]
 QUEUES = ["default", "email", "fds", "reports", "maintenance"]
 METRICS = {"shopfds_tasks_total", "shopfds_task_duration_seconds_bucket", "shopfds_messages_published_total",
-           "shopfds_outbox_pending", "shopfds_http_requests_total", "shopfds_http_request_duration_seconds_bucket"}
+           "shopfds_outbox_pending", "shopfds_http_requests_total", "shopfds_http_request_duration_seconds_bucket",
+           "shopfds_broker_connected", "shopfds_dead_letter_messages"}
+# (tools/config-checks/tests/metrics.rs checks every shopfds_* name against the code itself.)
 
 passed, failed = 0, 0
 

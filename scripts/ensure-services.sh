@@ -4,7 +4,8 @@
 # tests). Installs them from Debian packages when missing, starts
 # them when stopped, then waits (bounded) until both accept connections. Never stops anything.
 # Also installs what documents need: a font with Hangul glyphs (fonts-nanum: invoices and
-# reports are set in it) and poppler-utils (pdftotext, pdftoppm: the tests read the PDFs back).
+# reports are set in it) and poppler-utils (pdftotext, pdftoppm: the tests read the PDFs back),
+# and promtool (tools/config-checks runs it on infrastructure/prometheus/).
 # Idempotent; takes well under a second when both are already up. Prints one line per service.
 set -euo pipefail
 
@@ -158,7 +159,30 @@ ensure_documents() {
     echo "documents: fonts-nanum and poppler-utils installed"
 }
 
+# Only the promtool binary of Debian's prometheus package: the package is downloaded and promtool
+# alone taken out of it, so no Prometheus server is installed or started.
+ensure_promtool() {
+    if command -v promtool >/dev/null 2>&1; then
+        echo "promtool: installed"
+        return
+    fi
+    command -v apt-get >/dev/null 2>&1 || die "promtool not installed and apt-get is unavailable; install it by hand"
+    local dir
+    dir=$(mktemp -d)
+    chmod 755 "$dir" # apt downloads as its own user
+    log "taking promtool out of Debian's prometheus package"
+    if ! (cd "$dir" && apt-get download -qq prometheus >&2); then
+        as_root apt-get update -qq >&2
+        (cd "$dir" && apt-get download -qq prometheus >&2) || die "cannot download the prometheus package"
+    fi
+    dpkg-deb -x "$dir"/prometheus_*.deb "$dir/root" || die "cannot unpack the prometheus package"
+    as_root install -m 0755 "$dir/root/usr/bin/promtool" /usr/local/bin/promtool
+    rm -rf "$dir"
+    echo "promtool: installed from Debian's prometheus package"
+}
+
 ensure_postgres
 ensure_rabbitmq
 ensure_redis
 ensure_documents
+ensure_promtool

@@ -4,6 +4,7 @@
 //! letters with a reason, time limits, graceful shutdown), writing states through a result backend trait.
 
 pub mod amqp;
+pub mod connected;
 pub mod monitor;
 pub mod ops;
 pub mod publisher;

@@ -10,16 +10,18 @@
 //! is sent whole, then its confirms are awaited, and only the unconfirmed part is sent again.
 
 use std::sync::Arc;
+use std::sync::Once;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use lapin::Connection;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, watch};
 use tokio::time::Instant;
 
 use crate::amqp::connect;
+use crate::connected::connection::PUBLISHER;
 use crate::publisher::{Outgoing, Publisher};
-use crate::{BrokerError, BrokerSettings, PublishError, topology};
+use crate::{BrokerError, BrokerSettings, BrokerState, PublishError, topology};
 
 /// Cheap to clone: clones share one connection and its confirm channel.
 #[derive(Clone)]
@@ -37,6 +39,10 @@ struct Inner {
     generations: AtomicU64,
     /// Connections successfully opened.
     opened: AtomicU64,
+    /// For `shopfds_broker_connected{connection="publisher"}`, reported from the first attempt
+    /// on (a publisher never used is not counted as disconnected).
+    state: watch::Sender<BrokerState>,
+    reported: Once,
 }
 
 /// One connection's publisher; `generation` tells a stale failure report from a fresh one.
@@ -60,6 +66,8 @@ impl ReconnectingPublisher {
                 session: Mutex::new(None),
                 generations: AtomicU64::new(0),
                 opened: AtomicU64::new(0),
+                state: crate::state::channel().0,
+                reported: Once::new(),
             }),
         }
     }
@@ -89,6 +97,8 @@ impl ReconnectingPublisher {
             session: Mutex::new(None),
             generations: AtomicU64::new(0),
             opened: AtomicU64::new(0),
+            state: crate::state::channel().0,
+            reported: Once::new(),
         };
         change(&mut inner);
         ReconnectingPublisher {
@@ -193,8 +203,14 @@ impl ReconnectingPublisher {
         {
             return Ok((s.generation, s.publisher.clone()));
         }
+        self.inner.reported.call_once(|| {
+            crate::connected::report(PUBLISHER, self.inner.state.subscribe());
+        });
         let generation = self.inner.generations.fetch_add(1, Ordering::Relaxed);
         if let Some(old) = session.take() {
+            self.inner.state.send_replace(BrokerState::Disconnected(
+                "the publishing channel closed".to_owned(),
+            ));
             close_quietly(old.connection).await;
         }
         let mut delay = self.inner.settings.reconnect_min;
@@ -202,6 +218,7 @@ impl ReconnectingPublisher {
             match self.open().await {
                 Ok((connection, publisher)) => {
                     self.inner.opened.fetch_add(1, Ordering::Relaxed);
+                    self.inner.state.send_replace(BrokerState::Declared);
                     if generation > 0 {
                         tracing::info!(generation, "publisher reconnected");
                     }
@@ -213,6 +230,9 @@ impl ReconnectingPublisher {
                     return Ok((generation, publisher));
                 }
                 Err(e) => {
+                    self.inner
+                        .state
+                        .send_replace(BrokerState::Disconnected(e.to_string()));
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() {
                         return Err(PublishError::GaveUp {
@@ -254,6 +274,9 @@ impl ReconnectingPublisher {
         if session.as_ref().is_some_and(|s| s.generation == generation)
             && let Some(old) = session.take()
         {
+            self.inner.state.send_replace(BrokerState::Disconnected(
+                "messages not confirmed; reconnecting".to_owned(),
+            ));
             close_quietly(old.connection).await;
         }
     }

@@ -19,6 +19,7 @@ pub async fn keep_topology(
     state: watch::Sender<BrokerState>,
     shutdown: CancellationToken,
 ) {
+    crate::connected::report(crate::connected::connection::TOPOLOGY, state.subscribe());
     keep_declared(&broker, &state, &shutdown).await;
     state.send_replace(BrokerState::Stopped);
 }

@@ -22,8 +22,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::Value;
-use shopfds_broker::amqp::connect_with_retry;
-use shopfds_broker::{BrokerSettings, Outgoing, PublishError, Publisher, topology};
+use shopfds_broker::amqp::{Backoff, connect_with_backoff};
+use shopfds_broker::{
+    BrokerSettings, BrokerState, Outgoing, PublishError, Publisher, connected, topology,
+};
 use shopfds_store::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -68,15 +70,21 @@ pub async fn run(
     settings: RelaySettings,
     shutdown: CancellationToken,
 ) {
-    while let Some(conn) = connect_with_retry(&broker, &shutdown).await {
+    // `shopfds_broker_connected{connection="relay"}`.
+    let state = connected::channel(connected::connection::RELAY);
+    while let Some(conn) =
+        connect_with_backoff(&broker, &shutdown, &mut Backoff::new(&broker), &state).await
+    {
         let publisher = match setup(&conn, &broker).await {
             Ok(p) => p,
             Err(e) => {
+                state.send_replace(BrokerState::Disconnected(e.to_string()));
                 tracing::warn!(error = %e, "relay could not set up its channel; reconnecting");
                 wait(&shutdown, broker.reconnect_max).await;
                 continue;
             }
         };
+        state.send_replace(BrokerState::Declared);
         tracing::info!("outbox relay connected");
         let mut listener = match store.outbox().listener().await {
             Ok(l) => Some(l),
@@ -87,6 +95,7 @@ pub async fn run(
         };
         loop {
             if shutdown.is_cancelled() {
+                state.send_replace(BrokerState::Stopped);
                 let _ = conn.close(200, "relay shutdown".into()).await;
                 return;
             }
@@ -101,6 +110,9 @@ pub async fn run(
                 tracing::warn!(error = %e, "outbox relay step failed");
             }
             if !publisher.is_usable() {
+                state.send_replace(BrokerState::Disconnected(
+                    "the publishing channel closed".to_owned(),
+                ));
                 tracing::warn!("broker channel lost; the relay reconnects");
                 break;
             }

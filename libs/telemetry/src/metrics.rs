@@ -1,5 +1,8 @@
 //! The Prometheus collectors every ShopFDS binary exposes on `/metrics`, in one process-wide
 //! registry, so the names and labels a dashboard or alert relies on are defined in one place.
+//! Two kinds live with the code that owns them, in the same registry: fds-worker's
+//! `shopfds_fds_*`, and `shopfds_broker_connected` (shopfds-broker's `connected`, computed at
+//! scrape time). `tools/config-checks` checks every name the alerts and the dashboard use.
 //!
 //! Label values must stay low-cardinality: queue and task names, HTTP method, the route
 //! *template* (never the raw path with ids), status code.
@@ -33,13 +36,29 @@ pub mod phase {
 }
 
 /// `outcome` label values of [`tasks_total`].
+///
+/// A message a worker settles for good counts once in exactly one of `succeeded`, `retried`,
+/// `failed`, `rejected` and `revoked`. `dead_lettered` counts a second time every message that
+/// went to `failed.<queue>`, which is every `failed` and `rejected` one: sum the outcomes
+/// without it. Messages put back on their queue (shutdown, a dependency down, a copy that could
+/// not be published, a final state that could not be recorded), ETA deferrals, and a message the
+/// runtime itself panicked on (rejected to the dead-letter exchange) count nothing.
 pub mod outcome {
+    /// The handler returned a result; the message was acknowledged.
     pub const SUCCEEDED: &str = "succeeded";
+    /// Failed for good (a permanent error, retries spent, the hard time limit, a panic):
+    /// FAILURE recorded, the message dead-lettered.
     pub const FAILED: &str = "failed";
+    /// Failed with a retryable error and republished through the delay tree for another try.
     pub const RETRIED: &str = "retried";
+    /// Refused before it ran (undecodable, unknown task, eta past the horizon, a chord the
+    /// backend cannot complete): dead-lettered.
     pub const REJECTED: &str = "rejected";
+    /// Copied to `failed.<queue>` (or, when that copy could not be published, rejected to the
+    /// queue's dead-letter exchange, which routes it there too); also counted as `failed` or
+    /// `rejected`.
     pub const DEAD_LETTERED: &str = "dead_lettered";
-    /// Expired (`expires` passed) before it ran.
+    /// Expired (`expires` passed) before it ran: REVOKED recorded, the message acknowledged.
     pub const REVOKED: &str = "revoked";
 }
 
@@ -65,6 +84,7 @@ struct Collectors {
     task_wait_seconds: HistogramVec,
     tasks_in_flight: IntGaugeVec,
     prefetched_messages: IntGaugeVec,
+    dead_letter_messages: IntGaugeVec,
 }
 
 static COLLECTORS: LazyLock<Collectors> = LazyLock::new(build);
@@ -83,8 +103,9 @@ fn try_build() -> prometheus::Result<Collectors> {
     let tasks_total = IntCounterVec::new(
         Opts::new(
             "shopfds_tasks_total",
-            "Tasks finished by a worker, by queue, task name and outcome \
-             (succeeded, failed, retried, rejected, dead_lettered).",
+            "Messages a worker settled, by queue, task name and outcome: each once as \
+             succeeded, retried, failed, rejected or revoked; failed and rejected ones again as \
+             dead_lettered (copied to failed.<queue>).",
         ),
         &["queue", "task", "outcome"],
     )?;
@@ -162,6 +183,14 @@ fn try_build() -> prometheus::Result<Collectors> {
         ),
         &["queue"],
     )?;
+    let dead_letter_messages = IntGaugeVec::new(
+        Opts::new(
+            "shopfds_dead_letter_messages",
+            "Messages waiting in a dead-letter queue (failed.<queue>) or its parked queue \
+             (parked.<queue>), by that queue's name, as the dlq-reprocessor last read them.",
+        ),
+        &["queue"],
+    )?;
 
     registry.register(Box::new(tasks_total.clone()))?;
     registry.register(Box::new(task_duration_seconds.clone()))?;
@@ -174,6 +203,7 @@ fn try_build() -> prometheus::Result<Collectors> {
     registry.register(Box::new(task_wait_seconds.clone()))?;
     registry.register(Box::new(tasks_in_flight.clone()))?;
     registry.register(Box::new(prefetched_messages.clone()))?;
+    registry.register(Box::new(dead_letter_messages.clone()))?;
 
     Ok(Collectors {
         registry,
@@ -188,6 +218,7 @@ fn try_build() -> prometheus::Result<Collectors> {
         task_wait_seconds,
         tasks_in_flight,
         prefetched_messages,
+        dead_letter_messages,
     })
 }
 
@@ -249,6 +280,11 @@ pub fn tasks_in_flight() -> &'static IntGaugeVec {
 /// `shopfds_prefetched_messages{queue}`.
 pub fn prefetched_messages() -> &'static IntGaugeVec {
     &COLLECTORS.prefetched_messages
+}
+
+/// `shopfds_dead_letter_messages{queue}`; `queue` is `failed.<queue>` or `parked.<queue>`.
+pub fn dead_letter_messages() -> &'static IntGaugeVec {
+    &COLLECTORS.dead_letter_messages
 }
 
 /// The registry in Prometheus text exposition format (version 0.0.4).

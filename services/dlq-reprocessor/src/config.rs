@@ -1,5 +1,7 @@
 //! Settings of the dlq-reprocessor, from the environment, validated at start.
 
+use std::time::Duration;
+
 use shopfds_auth::AuthSettings;
 use shopfds_broker::BrokerSettings;
 use shopfds_service::{ConfigError, Env, ServiceSettings, ShellSettings};
@@ -20,7 +22,13 @@ pub struct Settings {
     pub limits: Limits,
     /// `API_KEYS`, `API_KEYS_CACHE_SECS`: the API's callers, who need scope `admin`.
     pub auth: AuthSettings,
+    /// `DLQ_DEPTH_INTERVAL_SECS` (default 15): how often the dead-letter and parked queues'
+    /// depths are read for `shopfds_dead_letter_messages`.
+    pub depth_interval: Duration,
 }
+
+/// The default of `DLQ_DEPTH_INTERVAL_SECS`: the usual Prometheus scrape interval.
+pub const DEPTH_INTERVAL: Duration = Duration::from_secs(15);
 
 impl ServiceSettings for Settings {
     const SERVICE: &'static str = SERVICE;
@@ -35,6 +43,13 @@ impl ServiceSettings for Settings {
                 format!("{rate} is not a positive number of messages per second"),
             ));
         }
+        let depth_interval = env.secs("DLQ_DEPTH_INTERVAL_SECS", DEPTH_INTERVAL)?;
+        if depth_interval.is_zero() {
+            return Err(ConfigError::new(
+                "DLQ_DEPTH_INTERVAL_SECS",
+                "0 is not a number of seconds between readings (at least 1)",
+            ));
+        }
         Ok(Settings {
             shell: ShellSettings::read(env, SERVICE, "127.0.0.1:9105")?,
             broker: BrokerSettings::read(env, SERVICE)?,
@@ -44,6 +59,7 @@ impl ServiceSettings for Settings {
                 max_replays: env.parse("DLQ_MAX_REPLAYS", defaults.max_replays)?,
             },
             auth: AuthSettings::read(env)?,
+            depth_interval,
         })
     }
 

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod depths;
 pub mod startup;
 pub mod workbench;
 

@@ -1,5 +1,6 @@
-//! Wires the dlq-reprocessor: database (migrated), broker topology, and the operations port
-//! serving `/healthz`, `/readyz`, `/metrics` and the DLQ API ([`crate::api`]).
+//! Wires the dlq-reprocessor: database (migrated), broker topology, the dead-letter depths'
+//! sampler ([`crate::depths`]), and the operations port serving `/healthz`, `/readyz`,
+//! `/metrics` and the DLQ API ([`crate::api`]).
 
 use std::sync::Arc;
 
@@ -42,10 +43,19 @@ impl Application {
     /// connects to the broker with backoff, declares the topology, then waits for `shutdown`.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let s = self.settings;
-        let workbench = Workbench::new(s.broker.clone(), self.store.clone(), s.limits);
+        let workbench = Arc::new(Workbench::new(
+            s.broker.clone(),
+            self.store.clone(),
+            s.limits,
+        ));
         let auth = Authenticator::new(&s.auth, Some(self.store.api_keys()));
-        let api = crate::api::router(Arc::new(workbench), auth);
+        let api = crate::api::router(workbench.clone(), auth);
         let mut parts = Supervisor::new(shutdown);
+        let token = parts.token();
+        let every = s.depth_interval;
+        parts.spawn("depths", async move {
+            crate::depths::sample(&workbench, every, token).await;
+        });
         shopfds_service::spawn_topology_with(
             &mut parts,
             self.ops_listener,

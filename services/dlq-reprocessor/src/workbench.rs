@@ -231,7 +231,7 @@ impl Workbench {
     }
 
     /// A connection with the topology and every `parked.<queue>` declared.
-    async fn connect(&self) -> Result<lapin::Connection, WorkbenchError> {
+    pub(crate) async fn connect(&self) -> Result<lapin::Connection, WorkbenchError> {
         let conn = shopfds_broker::amqp::connect(&self.broker)
             .await
             .map_err(|e| WorkbenchError::Broker(e.to_string()))?;
@@ -258,16 +258,9 @@ impl Workbench {
     /// Every dead-letter queue's depth and its parked queue's.
     pub async fn queues(&self) -> Result<Vec<QueueDepth>, WorkbenchError> {
         let conn = self.connect().await?;
-        let mut out = Vec::new();
-        for queue in names::WORK_QUEUES {
-            out.push(QueueDepth {
-                queue: queue.to_owned(),
-                dead_letters: depth(&conn, &names::dead_letter_queue(queue)).await?,
-                parked: depth(&conn, &parked_queue(queue)).await?,
-            });
-        }
+        let out = depths_on(&conn).await;
         let _ = conn.close(200, "done".into()).await;
-        Ok(out)
+        out
     }
 
     /// The messages of `queue`'s dead-letter queue that match `filter`, skipping `offset` of
@@ -466,6 +459,20 @@ impl Workbench {
             edited,
         ))
     }
+}
+
+/// Every dead-letter queue's depth and its parked queue's, on a connection made by
+/// [`Workbench::connect`].
+pub(crate) async fn depths_on(conn: &lapin::Connection) -> Result<Vec<QueueDepth>, WorkbenchError> {
+    let mut out = Vec::new();
+    for queue in names::WORK_QUEUES {
+        out.push(QueueDepth {
+            queue: queue.to_owned(),
+            dead_letters: depth(conn, &names::dead_letter_queue(queue)).await?,
+            parked: depth(conn, &parked_queue(queue)).await?,
+        });
+    }
+    Ok(out)
 }
 
 /// A queue's message count (0 when it does not exist).

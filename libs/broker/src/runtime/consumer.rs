@@ -170,7 +170,7 @@ impl Worker {
             backend,
             limiters: Arc::new(limiters),
             queue_slots,
-            state: crate::state::channel().0,
+            state: crate::connected::channel(crate::connected::connection::WORKER),
             probes: Vec::new(),
         }
     }

@@ -24,6 +24,7 @@ use shopfds_protocol::TaskState;
 use shopfds_protocol::canvas::Planned;
 use shopfds_protocol::result::TaskStateUpdate;
 
+use shopfds_telemetry::metrics::outcome::DEAD_LETTERED;
 use tokio_util::sync::CancellationToken;
 
 use super::acks::{Acks, Settle};
@@ -90,10 +91,9 @@ impl Executor {
         if let Some(call) = &d.hook {
             call.hook.call(&call.event, call.which);
         }
-        if let (Some(outcome), Some(msg)) = (d.counted_as, msg) {
-            count(queue, msg.task(), outcome);
-        } else if let Some(outcome) = d.counted_as {
-            count(queue, "unknown", outcome);
+        let task = msg.map_or("unknown", |m| m.task());
+        if let Some(outcome) = d.counted_as {
+            count(queue, task, outcome);
         }
         match d.action {
             Action::Ack => acks.settle(delivery.delivery_tag, Settle::Ack),
@@ -151,6 +151,9 @@ impl Executor {
                         acks.settle(delivery.delivery_tag, Settle::Reject);
                     }
                 }
+                // Either way the message is in `failed.<queue>` now (the reject through the
+                // queue's own dead-letter arguments): counted besides its failed/rejected.
+                count(queue, task, DEAD_LETTERED);
             }
         }
     }
@@ -329,6 +332,8 @@ fn outgoing(planned: &[Planned]) -> Vec<Outgoing> {
         .collect()
 }
 
+/// One more `shopfds_tasks_total{queue,task,outcome}`; the outcomes are documented on
+/// [`shopfds_telemetry::metrics::outcome`].
 fn count(queue: &str, task: &str, outcome: &str) {
     shopfds_telemetry::metrics::tasks_total()
         .with_label_values(&[queue, task, outcome])

@@ -7,6 +7,7 @@ mod canvas;
 mod faults;
 mod helpers;
 mod messages;
+mod metrics;
 mod monitor;
 mod reconnecting_publisher;
 mod runtime;
