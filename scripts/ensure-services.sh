@@ -5,7 +5,8 @@
 # them when stopped, then waits (bounded) until both accept connections. Never stops anything.
 # Also installs what documents need: a font with Hangul glyphs (fonts-nanum: invoices and
 # reports are set in it) and poppler-utils (pdftotext, pdftoppm: the tests read the PDFs back),
-# and promtool (tools/config-checks runs it on infrastructure/prometheus/).
+# and promtool (tools/config-checks runs it on infrastructure/prometheus/), and Chromium (the
+# Flower test takes screenshots with it, headless).
 # Idempotent; takes well under a second when both are already up. Prints one line per service.
 set -euo pipefail
 
@@ -181,8 +182,15 @@ ensure_promtool() {
     echo "promtool: installed from Debian's prometheus package"
 }
 
+# Debian's Chromium, headless: the Flower test screenshots Flower's pages with it.
+ensure_chromium() {
+    command -v chromium >/dev/null 2>&1 || apt_install chromium
+    echo "chromium: installed"
+}
+
 ensure_postgres
 ensure_rabbitmq
 ensure_redis
 ensure_documents
 ensure_promtool
+ensure_chromium

@@ -37,19 +37,21 @@ pub struct Fleet {
     /// Every process's ops port, as URLs.
     pub ops_urls: Vec<String>,
     key: TestKey,
-    /// order-api last: stopped first, so the workers see no new work while they drain.
-    processes: Vec<ChildGuard>,
+    /// fds-worker, email-worker, report-worker, then order-api (last: stopped first, so the
+    /// workers see no new work while they drain).
+    pub processes: Vec<ChildGuard>,
     _smtp: SmtpSink,
     _partner: PartnerStub,
     _storage: tempfile::TempDir,
     _logs: tempfile::TempDir,
-    _vhost: TestVhost,
+    pub vhost: TestVhost,
     _db: TestDatabase,
 }
 
 impl Fleet {
-    /// Starts order-api (which migrates the database) then the three workers, each ready.
-    pub async fn start(otlp_endpoint: &str) -> Fleet {
+    /// Starts order-api (which migrates the database) then the three workers, each ready;
+    /// spans go to `otlp_endpoint` if given, and the workers get `worker_env` besides.
+    pub async fn start(otlp_endpoint: Option<&str>, worker_env: &[(&str, &str)]) -> Fleet {
         let bin_dir = tokio::task::spawn_blocking(shopfds_testkit::binaries::build)
             .await
             .unwrap()
@@ -68,14 +70,17 @@ impl Fleet {
         let http = reqwest::Client::new();
         let storage_dir = storage.path().display().to_string();
         let common = |ops: u16| {
-            vec![
+            let mut env = vec![
                 ("DATABASE_URL", db.url()),
                 ("BROKER_URL", vhost.amqp_url()),
                 ("OPS_ADDR", format!("127.0.0.1:{ops}")),
-                ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_endpoint.to_owned()),
                 ("LOG_FORMAT", "json".to_owned()),
                 ("RUST_LOG", "info".to_owned()),
-            ]
+            ];
+            if let Some(endpoint) = otlp_endpoint {
+                env.push(("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.to_owned()));
+            }
+            env
         };
 
         let api_port = shopfds_testkit::free_port();
@@ -106,6 +111,7 @@ impl Fleet {
         for name in ["fds-worker", "email-worker", "report-worker"] {
             let ops = shopfds_testkit::free_port();
             let mut env = common(ops);
+            env.extend(worker_env.iter().map(|(k, v)| (*k, (*v).to_owned())));
             match name {
                 "fds-worker" => env.extend([
                     ("GRPC_ADDR", format!("127.0.0.1:{grpc_port}")),
@@ -142,7 +148,7 @@ impl Fleet {
             _partner: partner,
             _storage: storage,
             _logs: logs,
-            _vhost: vhost,
+            vhost,
             _db: db,
         }
     }
@@ -209,7 +215,7 @@ impl Fleet {
         }
     }
 
-    fn logs(&self) -> String {
+    pub fn logs(&self) -> String {
         self.processes
             .iter()
             .map(|c| format!("--- {}\n{}", c.describe(), c.log()))

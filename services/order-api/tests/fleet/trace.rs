@@ -13,18 +13,11 @@
 //! │                                   └── run send_invoice_email → smtp send
 //! └── publish register_shipment → run register_shipment → POST /shipments
 //! ```
-//!
-//! The service binaries are built first (`shopfds_testkit::binaries::build`; nothing to do when
-//! they are fresh), so the test runs the code of this checkout.
-
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod fleet;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use fleet::Fleet;
+use crate::fleet::Fleet;
 use shopfds_testkit::otlp::{ReceivedSpan, TestCollector};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -32,7 +25,7 @@ const WAIT: Duration = Duration::from_secs(60);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_order_is_one_trace_across_every_service() {
     let collector = TestCollector::spawn().await.unwrap();
-    let mut fleet = Fleet::start(&collector.endpoint).await;
+    let mut fleet = Fleet::start(Some(&collector.endpoint), &[]).await;
 
     // Probes and scrapes, which must leave no span.
     for path in ["/healthz", "/readyz", "/metrics"] {
