@@ -197,6 +197,26 @@ echo "$demo/sales-report.pdf: $(wc -c <"$demo/sales-report.pdf") bytes (its page
 pdftoppm -png -r 80 "$demo/sales-report.pdf" "$demo/sales-report"
 pdftotext -layout "$demo/sales-report.pdf" - | sed -e '/^\s*$/d' | head -n 25
 
+step "The Rust workers as stock Celery sees them: celery inspect ping (the seed's liveness probe)"
+PYTHONPATH="$repo/interop/python" "$venv/bin/celery" -A shopfds_celery inspect ping --timeout 3
+
+step "Why each task started when it did: shopfds_task_wait_seconds from the workers' /metrics"
+"$venv/bin/python" - "$ops_port" "$fds_ops_port" "$report_ops_port" <<'PY'
+import re, sys, urllib.request
+rows = {}
+for port in sys.argv[1:]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+    for m in re.finditer(r'^shopfds_task_wait_seconds_sum\{(.*?)\} (\S+)$', text, re.M):
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+        rows.setdefault(labels["task"], {})[labels["phase"]] = float(m.group(2))
+if not rows:
+    sys.exit("demo: no shopfds_task_wait_seconds on the workers' /metrics")
+phases = ["outbox", "broker", "prefetch", "eta", "retry_backoff", "rate_limit"]
+print(f"{'task (ms waited, summed)':30}" + "".join(f"{p:>14}" for p in phases))
+for task, by in sorted(rows.items()):
+    print(f"{task:30}" + "".join(f"{by[p] * 1000:14.1f}" if p in by else f"{'-':>14}" for p in phases))
+PY
+
 step "Revoking the storefront's key (refused within API_KEYS_CACHE_SECS, 30 s by default)"
 "$bin/order-api" keys revoke "$shop_key_id"
 without_key="$(curl -sS -o /dev/null -w '%{http_code}' "$api/v1/orders/$order_id")"
