@@ -34,7 +34,8 @@ pub fn dead_letter(delivery: &Delivery, queue: &str, reason: &str, now: DateTime
     }
 }
 
-/// The copy that retries the task: `retries` and `eta` set, through the delay tree. A protocol
+/// The copy that retries the task: `retries` and `eta` set, the current span as its trace
+/// parent, through the delay tree. A protocol
 /// v1 message (no `task` header: its retries and eta live in the body) is sent as the protocol
 /// v2 message it was read as, so the new headers are the ones the next delivery reads.
 pub fn retry(
@@ -56,6 +57,11 @@ pub fn retry(
         _ => None,
     };
     headers.insert("retries".to_owned(), json!(retries));
+    // The next attempt continues the trace under this attempt's span, so a task's attempts
+    // read as a chain in the trace rather than as siblings.
+    for (name, value) in shopfds_telemetry::propagation::current_context_headers() {
+        headers.insert(name, json!(value));
+    }
     headers.insert(
         "eta".to_owned(),
         json!(eta.to_rfc3339_opts(chrono::SecondsFormat::Micros, false)),
