@@ -1,4 +1,5 @@
-//! The synchronous fraud score: one shared gRPC channel to fds-worker, a deadline on every call,
+//! The synchronous fraud score: one shared gRPC channel to fds-worker (balanced over every
+//! fds-worker: [`crate::fds_targets`]), a deadline on every call,
 //! and a configured fallback decision when fds-worker does not answer in time. An order is never
 //! refused because scoring is down; it is flagged (`fds.source = "fallback"`) and an
 //! `evaluate_transaction` task is queued, which fds-worker runs when it is back.
@@ -9,16 +10,15 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use anyhow::Context;
 use serde_json::{Value, json};
 use shopfds_protocol::grpc::{Decision, FraudDetectionClient, Item, ScoreRequest};
 use shopfds_service::{ConfigError, Env, Secret};
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tracing::Instrument as _;
 
 use crate::domain::ValidOrder;
-use crate::fds_tls::{FdsClientTls, is_https};
+use crate::fds_tls::FdsClientTls;
 
 /// The span name of a Score call, as OpenTelemetry's RPC conventions name it.
 const SCORE_METHOD: &str = "fds.v1.FraudDetection/Score";
@@ -88,19 +88,12 @@ pub struct FdsClient {
 }
 
 impl FdsClient {
-    /// A lazily connected channel, shared by every request (HTTP/2 multiplexes the calls);
-    /// TLS for an `https://` URL.
+    /// A channel balanced over every fds-worker behind `FDS_GRPC_URL` ([`crate::fds_targets`]),
+    /// shared by every request (HTTP/2 multiplexes the calls); TLS for `https://` URLs.
     pub fn new(settings: FdsSettings) -> anyhow::Result<FdsClient> {
-        let mut endpoint = Endpoint::from_shared(settings.url.clone())
-            .with_context(|| format!("FDS_GRPC_URL: {:?} is not a URL", settings.url))?
-            .connect_timeout(settings.timeout.max(Duration::from_millis(50)))
-            .tcp_nodelay(true);
-        if is_https(&settings.url) {
-            endpoint = endpoint
-                .tls_config(settings.tls.client_config())
-                .context("FDS_GRPC_URL: cannot use the TLS settings")?;
-        }
-        let client = FraudDetectionClient::new(endpoint.connect_lazy());
+        let targets = crate::fds_targets::parse(&settings.url)?;
+        let channel = crate::fds_targets::balanced(&settings, targets)?;
+        let client = FraudDetectionClient::new(channel);
         Ok(FdsClient {
             client,
             settings,

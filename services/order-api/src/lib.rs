@@ -7,6 +7,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod fds;
+pub mod fds_targets;
 pub mod fds_tls;
 pub mod housekeeping;
 pub mod keys;

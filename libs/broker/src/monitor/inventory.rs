@@ -91,7 +91,12 @@ impl Inventory {
     pub fn ran(&self, task: &str) {
         self.processed.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut totals) = self.totals.lock() {
-            *totals.entry(task.to_owned()).or_default() += 1;
+            match totals.get_mut(task) {
+                Some(n) => *n += 1,
+                None => {
+                    totals.insert(task.to_owned(), 1);
+                }
+            }
         }
     }
 

@@ -22,6 +22,9 @@ use futures::future::BoxFuture;
 /// How often a worker reads revokes written by others.
 pub const SYNC_SECS: u64 = 2;
 
+/// How far before the newest revoke already read each read starts again.
+const SYNC_OVERLAP_SECS: i64 = 60;
+
 /// Revoked ids with when they were revoked.
 pub type Revokes = Vec<(String, DateTime<Utc>)>;
 
@@ -89,7 +92,14 @@ impl Revoked {
         let Some(store) = &self.store else {
             return Ok(0);
         };
-        let since = self.synced.read().ok().and_then(|s| *s);
+        // A minute back from the newest seen: a revoke stamped earlier by a slower writer (or
+        // another host's clock) but committed after that read is still found.
+        let since = self
+            .synced
+            .read()
+            .ok()
+            .and_then(|s| *s)
+            .map(|s| s - chrono::Duration::seconds(SYNC_OVERLAP_SECS));
         let rows = store.since(since).await?;
         if let Some(newest) = rows.iter().map(|(_, at)| *at).max()
             && let Ok(mut synced) = self.synced.write()

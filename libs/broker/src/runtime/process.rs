@@ -543,7 +543,20 @@ fn observe_wait(timeline: &Timeline, queue: &str, task: &str) {
         shopfds_telemetry::metrics::task_wait_seconds()
             .with_label_values(&[queue, task, phase])
             .observe(secs);
-        span.record(format!("wait.{phase}_s").as_str(), secs);
+        span.record(span_field(phase), secs);
+    }
+}
+
+/// The task span's field of a wait phase (declared in [`Runtime::process`]).
+fn span_field(phase: &str) -> &'static str {
+    use shopfds_telemetry::metrics::phase;
+    match phase {
+        phase::OUTBOX => "wait.outbox_s",
+        phase::ETA => "wait.eta_s",
+        phase::RETRY_BACKOFF => "wait.retry_backoff_s",
+        phase::BROKER => "wait.broker_s",
+        phase::PREFETCH => "wait.prefetch_s",
+        _ => "wait.rate_limit_s",
     }
 }
 

@@ -34,11 +34,12 @@ pub struct Fleet {
     pub http: reqwest::Client,
     /// `http://127.0.0.1:<port>` of order-api's API.
     pub api: String,
-    /// Every process's ops port, as URLs.
+    /// Every process's ops port, as URLs: order-api's, the fds-workers', email-worker's,
+    /// report-worker's.
     pub ops_urls: Vec<String>,
     key: TestKey,
-    /// fds-worker, email-worker, report-worker, then order-api (last: stopped first, so the
-    /// workers see no new work while they drain).
+    /// The fds-worker(s), email-worker, report-worker, then order-api (last: stopped first, so
+    /// the workers see no new work while they drain).
     pub processes: Vec<ChildGuard>,
     _smtp: SmtpSink,
     _partner: PartnerStub,
@@ -52,6 +53,16 @@ impl Fleet {
     /// Starts order-api (which migrates the database) then the three workers, each ready;
     /// spans go to `otlp_endpoint` if given, and the workers get `worker_env` besides.
     pub async fn start(otlp_endpoint: Option<&str>, worker_env: &[(&str, &str)]) -> Fleet {
+        Fleet::start_with(otlp_endpoint, worker_env, 1).await
+    }
+
+    /// As [`Fleet::start`], with `fds_workers` fds-worker processes, each on a gRPC port of its
+    /// own, all listed in order-api's `FDS_GRPC_URL`.
+    pub async fn start_with(
+        otlp_endpoint: Option<&str>,
+        worker_env: &[(&str, &str)],
+        fds_workers: usize,
+    ) -> Fleet {
         let bin_dir = tokio::task::spawn_blocking(shopfds_testkit::binaries::build)
             .await
             .unwrap()
@@ -84,14 +95,20 @@ impl Fleet {
         };
 
         let api_port = shopfds_testkit::free_port();
-        let grpc_port = shopfds_testkit::free_port();
+        let grpc_ports: Vec<u16> = (0..fds_workers.max(1))
+            .map(|_| shopfds_testkit::free_port())
+            .collect();
+        let fds_urls: Vec<String> = grpc_ports
+            .iter()
+            .map(|port| format!("http://127.0.0.1:{port}"))
+            .collect();
         let mut processes = Vec::new();
         let mut ops_urls = Vec::new();
         let ops = shopfds_testkit::free_port();
         let mut env = common(ops);
         env.extend([
             ("HTTP_ADDR", format!("127.0.0.1:{api_port}")),
-            ("FDS_GRPC_URL", format!("http://127.0.0.1:{grpc_port}")),
+            ("FDS_GRPC_URL", fds_urls.join(",")),
             // A cold first call (connection, fds-worker's first query) must not fall back.
             ("FDS_TIMEOUT_MS", "5000".to_owned()),
             ("API_KEYS", key.entry.clone()),
@@ -108,13 +125,22 @@ impl Fleet {
         wait_ready(&http, ops, &order_api).await;
         ops_urls.push(format!("http://127.0.0.1:{ops}"));
 
-        for name in ["fds-worker", "email-worker", "report-worker"] {
+        let names = grpc_ports
+            .iter()
+            .map(|port| ("fds-worker", Some(*port)))
+            .chain([("email-worker", None), ("report-worker", None)]);
+        for (index, (name, grpc_port)) in names.enumerate() {
             let ops = shopfds_testkit::free_port();
             let mut env = common(ops);
             env.extend(worker_env.iter().map(|(k, v)| (*k, (*v).to_owned())));
             match name {
                 "fds-worker" => env.extend([
-                    ("GRPC_ADDR", format!("127.0.0.1:{grpc_port}")),
+                    (
+                        "GRPC_ADDR",
+                        format!("127.0.0.1:{}", grpc_port.unwrap_or_default()),
+                    ),
+                    // Node names of their own, as pods' hostnames give them.
+                    ("HOSTNAME", format!("fds-{index}")),
                     ("API_KEYS", fds_key.entry.clone()),
                 ]),
                 "email-worker" => env.extend([
@@ -131,7 +157,7 @@ impl Fleet {
                 &bin_dir,
                 name,
                 &env,
-                &logs.path().join(format!("{name}.log")),
+                &logs.path().join(format!("{name}-{index}.log")),
             );
             wait_ready(&http, ops, &child).await;
             ops_urls.push(format!("http://127.0.0.1:{ops}"));
