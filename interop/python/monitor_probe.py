@@ -54,6 +54,9 @@ def events(args: argparse.Namespace) -> None:
     if args.until:
         until_type, count = args.until.rsplit(":", 1)
         until_count = int(count)
+    # Celery's receiver queue drops events older than 5 s (event_queue_ttl): on a loaded
+    # machine this process may fall that far behind, and the test would miss events.
+    app.conf.event_queue_ttl = 120.0
     with app.connection() as conn:
         receiver = app.events.Receiver(conn, handlers={})
 
