@@ -235,7 +235,7 @@ fn time_limit(monitor: &Monitor, args: &Map<String, Value>) -> Value {
 }
 
 /// A task id or a list of them.
-fn ids(value: Option<&Value>) -> Vec<String> {
+pub(crate) fn ids(value: Option<&Value>) -> Vec<String> {
     match value {
         Some(Value::String(id)) => vec![id.clone()],
         Some(Value::Array(ids)) => ids

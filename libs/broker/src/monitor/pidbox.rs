@@ -286,15 +286,7 @@ fn revoke_ids(cmd: &Command) -> Option<Vec<String>> {
     if cmd.method != "revoke" && cmd.method != "terminate" {
         return None;
     }
-    let ids: Vec<String> = match cmd.arguments.get("task_id") {
-        Some(Value::String(id)) => vec![id.clone()],
-        Some(Value::Array(ids)) => ids
-            .iter()
-            .filter_map(Value::as_str)
-            .map(str::to_owned)
-            .collect(),
-        _ => return None,
-    };
+    let ids = control::ids(cmd.arguments.get("task_id"));
     (!ids.is_empty()).then_some(ids)
 }
 
