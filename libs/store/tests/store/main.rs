@@ -1099,9 +1099,14 @@ async fn without_migrating_a_store_starts_only_on_a_migrated_database() {
     let err = Store::connect(&no_migrate).await.unwrap_err();
     let text = err.to_string();
     assert!(text.contains("DATABASE_MIGRATE"), "{text}");
-    assert!(!err.is_unavailable(), "a schema behind is not an outage: {err:?}");
+    assert!(
+        !err.is_unavailable(),
+        "a schema behind is not an outage: {err:?}"
+    );
 
-    let migrated = Store::connect(&DatabaseSettings::with_url(url)).await.unwrap();
+    let migrated = Store::connect(&DatabaseSettings::with_url(url))
+        .await
+        .unwrap();
     let store = Store::connect(&no_migrate).await.unwrap();
     store.ping().await.unwrap();
     store.close().await;

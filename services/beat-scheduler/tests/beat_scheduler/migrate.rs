@@ -13,10 +13,16 @@ async fn cli(args: &[&str], env: &Env) -> anyhow::Result<String> {
 #[tokio::test]
 async fn migrate_applies_the_migrations_that_services_without_migrating_require() {
     let db = TestDatabase::create().await.unwrap();
-    let env = Env::from_pairs([("DATABASE_URL", db.url()), ("DATABASE_MIGRATE", "false".into())]);
+    let env = Env::from_pairs([
+        ("DATABASE_URL", db.url()),
+        ("DATABASE_MIGRATE", "false".into()),
+    ]);
 
     let refused = cli(&["list"], &env).await.unwrap_err();
-    assert!(format!("{refused:#}").contains("DATABASE_MIGRATE"), "{refused:#}");
+    assert!(
+        format!("{refused:#}").contains("DATABASE_MIGRATE"),
+        "{refused:#}"
+    );
 
     let out = cli(&["migrate"], &env).await.unwrap();
     assert_eq!(out, "migrations applied\n");
