@@ -7,17 +7,31 @@ SHELL := /bin/bash
 # Builds are kept outside the clone, so a fresh clone (CI) reuses earlier compilations.
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/shopfds/target
 
-.PHONY: all setup services python build test demo bench chaos fmt lint clean
+.PHONY: all setup services python k8s-tools build test demo bench chaos fmt lint clean k8s-check
 
 all: build
 
-setup: services python
+setup: services python k8s-tools
 
 services:
 	@scripts/ensure-services.sh
 
 python:
 	@scripts/python-env.sh >/dev/null
+
+# checkov, kubernetes-validate, Docker Compose v2 and KEDA's CRD schemas, in a cache directory
+# outside the repository (scripts/k8s-tools.sh); kubectl and promtool come with `services`.
+k8s-tools:
+	@scripts/k8s-tools.sh >/dev/null
+
+# The Kubernetes manifests and the compose file, offline: every overlay rendered with kubectl
+# kustomize, every object validated against the Kubernetes API's and KEDA's schemas, checkov
+# (findings explained in k8s/security-exceptions.md), per-service properties (namespace, probes,
+# resources, grace, autoscaling, PDB, NetworkPolicy, volumes, connection budget, images by digest),
+# `docker compose config`, and infrastructure/check-config.py. `make test` runs the same
+# (tools/config-checks/tests/k8s.rs). About half a minute.
+k8s-check: services k8s-tools
+	@scripts/k8s-check.sh
 
 build:
 	cargo build --workspace --bins

@@ -6,7 +6,7 @@
 # Also installs what documents need: a font with Hangul glyphs (fonts-nanum: invoices and
 # reports are set in it) and poppler-utils (pdftotext, pdftoppm: the tests read the PDFs back),
 # and promtool (tools/config-checks runs it on infrastructure/prometheus/), and Chromium (the
-# Flower test takes screenshots with it, headless).
+# Flower test takes screenshots with it, headless), and kubectl, node and npm (`make k8s-check`).
 # Idempotent; takes well under a second when both are already up. Prints one line per service.
 set -euo pipefail
 
@@ -182,6 +182,25 @@ ensure_promtool() {
     echo "promtool: installed from Debian's prometheus package"
 }
 
+# kubectl renders the Kubernetes overlays for `make k8s-check` (kubectl kustomize). Debian's
+# package is kubernetes-client; its kustomize must understand the overlays (kustomize v4 or later:
+# `labels`, regex patch targets), which the check itself reports if it does not.
+ensure_kubectl() {
+    command -v kubectl >/dev/null 2>&1 || apt_install kubernetes-client
+    echo "kubectl: installed ($(kubectl version --client 2>/dev/null | grep -i kustomize || echo 'kustomize version unknown'))"
+}
+
+# node and npm run KEDA's CRD schemas in `make k8s-check` (scripts/k8s-tools.sh installs them).
+ensure_node() {
+    local missing=()
+    command -v node >/dev/null 2>&1 || missing+=(nodejs)
+    command -v npm >/dev/null 2>&1 || missing+=(npm)
+    if ((${#missing[@]} > 0)); then
+        apt_install "${missing[@]}"
+    fi
+    echo "node: installed"
+}
+
 # Debian's Chromium, headless: the Flower test screenshots Flower's pages with it.
 ensure_chromium() {
     command -v chromium >/dev/null 2>&1 || apt_install chromium
@@ -194,3 +213,5 @@ ensure_redis
 ensure_documents
 ensure_promtool
 ensure_chromium
+ensure_kubectl
+ensure_node

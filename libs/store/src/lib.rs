@@ -104,7 +104,9 @@ impl Store {
     /// Creates the database if it does not exist (through the `postgres` maintenance database;
     /// losing a race with another process creating it is fine), connects a pool and runs the
     /// embedded migrations. Concurrent starts are safe: sqlx serializes migrations with an
-    /// advisory lock.
+    /// advisory lock. With `settings.migrate` false (`DATABASE_MIGRATE=false`) it runs none and
+    /// instead fails with a [`StoreError::Config`] naming `DATABASE_MIGRATE` while any embedded
+    /// migration is not applied yet (a migration Job has not run, or has not finished).
     pub async fn connect(settings: &DatabaseSettings) -> Result<Store, StoreError> {
         let options = settings.connect_options()?;
         let pool = match pool_options(settings).connect_with(options.clone()).await {
@@ -116,8 +118,13 @@ impl Store {
             Err(e) => return Err(e.into()),
         };
         let store = Store { pool };
-        store.migrate().await?;
-        tracing::debug!(url = %settings.redacted_url(), "database connected and migrated");
+        if settings.migrate {
+            store.migrate().await?;
+            tracing::debug!(url = %settings.redacted_url(), "database connected and migrated");
+        } else {
+            store.check_migrated().await?;
+            tracing::debug!(url = %settings.redacted_url(), "database connected, schema current");
+        }
         Ok(store)
     }
 
@@ -138,6 +145,39 @@ impl Store {
     pub async fn migrate(&self) -> Result<(), StoreError> {
         MIGRATOR.run(&self.pool).await?;
         Ok(())
+    }
+
+    /// Succeeds when every embedded migration is applied (successfully) in this database;
+    /// otherwise a [`StoreError::Config`] naming `DATABASE_MIGRATE` and the first missing version.
+    pub async fn check_migrated(&self) -> Result<(), StoreError> {
+        let table: Option<String> =
+            sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text")
+                .fetch_one(&self.pool)
+                .await?;
+        let applied: Vec<i64> = match table {
+            Some(_) => {
+                sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => Vec::new(),
+        };
+        match MIGRATOR
+            .iter()
+            .find(|m| m.migration_type.is_up_migration() && !applied.contains(&m.version))
+        {
+            None => Ok(()),
+            Some(missing) => Err(shopfds_config::ConfigError::new(
+                "DATABASE_MIGRATE",
+                format!(
+                    "is false but migration {} ({}) is not applied to this database; run the \
+                     migrations first (the manifests' migration Job: `beat-scheduler migrate`) \
+                     or set DATABASE_MIGRATE=true",
+                    missing.version, missing.description
+                ),
+            )
+            .into()),
+        }
     }
 
     pub fn pool(&self) -> &PgPool {

@@ -22,12 +22,17 @@ pub struct DatabaseSettings {
     pub acquire_timeout: Duration,
     /// `DATABASE_CA_FILE`: the CA for `sslmode=verify-ca`/`verify-full` (see [`DatabaseTls`]).
     pub tls: DatabaseTls,
+    /// `DATABASE_MIGRATE` (default true): [`crate::Store::connect`] runs the migrations. False
+    /// where a migration Job runs them once (the Kubernetes manifests): the service then only
+    /// checks that every migration it knows is applied, and fails its start naming the variable
+    /// if not, so it never runs against an older schema.
+    pub migrate: bool,
 }
 
 impl DatabaseSettings {
     /// `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/shopfds`),
-    /// `DATABASE_MAX_CONNECTIONS` (10), `DATABASE_ACQUIRE_TIMEOUT_SECS` (5), `DATABASE_CA_FILE`
-    /// (see [`DatabaseTls`]). The error names the
+    /// `DATABASE_MAX_CONNECTIONS` (10), `DATABASE_ACQUIRE_TIMEOUT_SECS` (5), `DATABASE_MIGRATE`
+    /// (true), `DATABASE_CA_FILE` (see [`DatabaseTls`]). The error names the
     /// variable whose value does not parse, and never shows the URL's password.
     pub fn read(env: &Env) -> Result<Self, ConfigError> {
         let url = env.string("DATABASE_URL", DEFAULT_DATABASE_URL);
@@ -41,6 +46,7 @@ impl DatabaseSettings {
             max_connections: env.positive("DATABASE_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS)?,
             acquire_timeout,
             tls: DatabaseTls::read(env)?,
+            migrate: env.flag("DATABASE_MIGRATE", true)?,
         };
         // A CA file with an sslmode that checks nothing is refused now, not at the first connect.
         settings.tls.apply(parse_url(&settings.url)?)?;
@@ -54,6 +60,7 @@ impl DatabaseSettings {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
             tls: DatabaseTls::default(),
+            migrate: true,
         }
     }
 
@@ -83,6 +90,7 @@ impl fmt::Debug for DatabaseSettings {
             .field("max_connections", &self.max_connections)
             .field("acquire_timeout", &self.acquire_timeout)
             .field("tls", &self.tls)
+            .field("migrate", &self.migrate)
             .finish()
     }
 }
@@ -116,6 +124,7 @@ mod tests {
         assert_eq!(s.url, DEFAULT_DATABASE_URL);
         assert_eq!(s.max_connections, 10);
         assert_eq!(s.acquire_timeout, Duration::from_secs(5));
+        assert!(s.migrate, "services migrate at start unless told not to");
     }
 
     #[test]
@@ -124,8 +133,10 @@ mod tests {
             ("DATABASE_URL", "postgres://app:pw@db:5432/shop"),
             ("DATABASE_MAX_CONNECTIONS", "32"),
             ("DATABASE_ACQUIRE_TIMEOUT_SECS", "2"),
+            ("DATABASE_MIGRATE", "false"),
         ]))
         .unwrap();
+        assert!(!s.migrate);
         assert_eq!(s.url, "postgres://app:pw@db:5432/shop");
         assert_eq!(s.max_connections, 32);
         assert_eq!(s.acquire_timeout, Duration::from_secs(2));
@@ -137,6 +148,7 @@ mod tests {
             ("DATABASE_MAX_CONNECTIONS", "ten"),
             ("DATABASE_MAX_CONNECTIONS", "0"),
             ("DATABASE_ACQUIRE_TIMEOUT_SECS", "-1"),
+            ("DATABASE_MIGRATE", "sometimes"),
             ("DATABASE_URL", "mysql://nope"),
             ("DATABASE_URL", "postgres://[::1"),
         ] {

@@ -7,7 +7,10 @@
 //! - `schedules add NAME --task TASK (--cron "EXPR" | --every SECS) [--kwargs JSON]
 //!   [--queue Q] [--missed skip|latest] [--paused]` adds or replaces one (it is then a person's,
 //!   no longer updated from the schedule file);
-//! - `schedules pause NAME`, `schedules resume NAME`, `schedules remove NAME`.
+//! - `schedules pause NAME`, `schedules resume NAME`, `schedules remove NAME`;
+//! - `migrate` applies the database migrations (whatever `DATABASE_MIGRATE` says) and exits:
+//!   the Kubernetes manifests' migration Job, so the services can start with
+//!   `DATABASE_MIGRATE=false` instead of all migrating at once.
 
 use anyhow::{Context, bail};
 use chrono::Utc;
@@ -24,7 +27,8 @@ const USAGE: &str = "usage:
                           [--kwargs JSON] [--queue QUEUE] [--missed skip|latest] [--paused]
   beat-scheduler schedules pause NAME
   beat-scheduler schedules resume NAME
-  beat-scheduler schedules remove NAME";
+  beat-scheduler schedules remove NAME
+  beat-scheduler migrate                                apply the database migrations, exit";
 
 /// The CLI as a process: exit 0, or 1 with the error on stderr.
 pub fn main(args: &[String]) -> std::process::ExitCode {
@@ -34,8 +38,13 @@ pub fn main(args: &[String]) -> std::process::ExitCode {
 /// Runs the CLI with `env`; what it prints.
 pub async fn run(args: &[String], env: &Env) -> anyhow::Result<String> {
     let words: Vec<&str> = args.iter().map(String::as_str).collect();
-    let store = Store::connect(&DatabaseSettings::read(env)?).await?;
+    let mut settings = DatabaseSettings::read(env)?;
+    if words == ["migrate"] {
+        settings.migrate = true;
+    }
+    let store = Store::connect(&settings).await?;
     let outcome = match words.as_slice() {
+        ["migrate"] => Ok("migrations applied\n".to_owned()),
         ["list"] => list(&store, timezone(env)?).await,
         ["schedules", "add", name, rest @ ..] => add(&store, name, rest).await,
         ["schedules", "pause", name] => set_enabled(&store, name, false).await,

@@ -78,6 +78,7 @@ async fn an_unreachable_database_is_reported_as_unavailable() {
         max_connections: 2,
         acquire_timeout: Duration::from_millis(500),
         tls: Default::default(),
+        migrate: true,
     };
     // The lazy pool starts without the database...
     let store = Store::connect_lazy(&settings).unwrap();
@@ -117,6 +118,7 @@ async fn sslmode_verify_full_refuses_a_server_certificate_no_trusted_ca_signed()
         max_connections: 1,
         acquire_timeout: Duration::from_secs(5),
         tls: Default::default(),
+        migrate: true,
     };
     let err = Store::connect_lazy(&settings)
         .unwrap()
@@ -1082,4 +1084,36 @@ async fn a_failed_part_fails_the_chord_once_and_later_parts_do_not_complete_it()
     );
     assert!(t.store.chords().get("g-4").await.unwrap().is_none());
     t.cleanup().await;
+}
+
+#[tokio::test]
+async fn without_migrating_a_store_starts_only_on_a_migrated_database() {
+    // DATABASE_MIGRATE=false (the manifests, where a Job migrates): a fresh database is refused,
+    // naming the variable; once a migrating connect has run, the same settings connect.
+    let name = unique_db_name();
+    let url = format!("{}/{name}", server_url());
+    let no_migrate = DatabaseSettings {
+        migrate: false,
+        ..DatabaseSettings::with_url(url.clone())
+    };
+    let err = Store::connect(&no_migrate).await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("DATABASE_MIGRATE"), "{text}");
+    assert!(
+        !err.is_unavailable(),
+        "a schema behind is not an outage: {err:?}"
+    );
+
+    let migrated = Store::connect(&DatabaseSettings::with_url(url))
+        .await
+        .unwrap();
+    let store = Store::connect(&no_migrate).await.unwrap();
+    store.ping().await.unwrap();
+    store.close().await;
+    TestStore {
+        store: migrated,
+        db_name: name,
+    }
+    .cleanup()
+    .await;
 }
