@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use shopfds_config::{ConfigError, Env, SecretUrl};
 
+use crate::nodes::NodeCursor;
 use crate::tls::BrokerTls;
 
 /// Classic or quorum work queues (quorum in a RabbitMQ cluster).
@@ -24,8 +25,11 @@ impl QueueType {
 
 #[derive(Debug, Clone)]
 pub struct BrokerSettings {
-    /// `BROKER_URL`, e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`; printed without its password.
+    /// `BROKER_URL`, e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`, or the URLs of several
+    /// cluster nodes separated by `;` or `,` ([`crate::nodes`]); printed without passwords.
     pub url: SecretUrl,
+    /// Which node of [`BrokerSettings::url`] the next connection tries first; shared by clones.
+    pub failover: NodeCursor,
     /// `QUEUE_TYPE`: `classic` (default) or `quorum`.
     pub queue_type: QueueType,
     /// Shown in the RabbitMQ management UI.
@@ -49,6 +53,7 @@ impl BrokerSettings {
         let url: String = url.into();
         BrokerSettings {
             url: SecretUrl::new(url),
+            failover: NodeCursor::default(),
             queue_type: QueueType::Classic,
             connection_name: connection_name.into(),
             reconnect_min: Duration::from_millis(200),
@@ -58,10 +63,16 @@ impl BrokerSettings {
         }
     }
 
-    /// `BROKER_URL` (default `amqp://guest:guest@127.0.0.1:5672/%2f`), `QUEUE_TYPE`,
-    /// `BROKER_MAX_PRIORITY`.
+    /// The nodes' URLs in the order given (one for a single broker).
+    pub fn nodes(&self) -> Vec<&str> {
+        crate::nodes::split(self.url.expose())
+    }
+
+    /// `BROKER_URL` (default `amqp://guest:guest@127.0.0.1:5672/%2f`; one URL or a list of
+    /// nodes), `QUEUE_TYPE`, `BROKER_MAX_PRIORITY`.
     pub fn read(env: &Env, connection_name: &str) -> Result<Self, ConfigError> {
         let url = env.url("BROKER_URL", DEFAULT_BROKER_URL, &["amqp", "amqps"])?;
+        let nodes = crate::nodes::parse("BROKER_URL", url.expose())?;
         let queue_type = env.choice(
             "QUEUE_TYPE",
             QueueType::Classic,
@@ -71,7 +82,7 @@ impl BrokerSettings {
             ],
         )?;
         let max_priority: u8 = env.parse("BROKER_MAX_PRIORITY", 0)?;
-        let tls = BrokerTls::read(env, url.expose())?;
+        let tls = BrokerTls::read_for_nodes(env, &nodes)?;
         Ok(BrokerSettings {
             queue_type,
             max_priority: (max_priority > 0).then_some(max_priority),
