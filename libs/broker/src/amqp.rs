@@ -22,7 +22,9 @@ use crate::{BrokerError, BrokerSettings, BrokerState};
 pub async fn connect(settings: &BrokerSettings) -> Result<Connection, BrokerError> {
     let nodes = settings.nodes();
     if let [only] = nodes.as_slice() {
-        return connect_node(settings, only).await.map_err(BrokerError::Amqp);
+        return connect_node(settings, only)
+            .await
+            .map_err(BrokerError::Amqp);
     }
     let mut failures = Vec::new();
     for index in settings.failover.order(nodes.len()) {

@@ -47,7 +47,10 @@ pub fn parse(variable: &str, list: &str) -> Result<Vec<String>, ConfigError> {
         if let Err(reason) = lapin::uri::AMQPUri::from_str(entry) {
             return Err(ConfigError::new(
                 variable,
-                format!("{which} ({}) is not a valid URL: {reason}", redact_url(entry)),
+                format!(
+                    "{which} ({}) is not a valid URL: {reason}",
+                    redact_url(entry)
+                ),
             ));
         }
         nodes.push(entry.to_owned());
@@ -149,7 +152,10 @@ mod tests {
     #[test]
     fn split_keeps_a_single_value_whole() {
         assert_eq!(split("amqp://a/%2f"), vec!["amqp://a/%2f"]);
-        assert_eq!(split("amqp://a/v;amqp://b/v;"), vec!["amqp://a/v", "amqp://b/v"]);
+        assert_eq!(
+            split("amqp://a/v;amqp://b/v;"),
+            vec!["amqp://a/v", "amqp://b/v"]
+        );
         assert_eq!(split(""), vec![""]);
     }
 }

@@ -284,3 +284,41 @@ pub fn per_queue_variable(variable: &str, queue: &str) -> String {
         queue.to_ascii_uppercase().replace(['.', '-'], "_")
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_url_may_list_the_nodes_of_a_cluster() {
+        let env = Env::from_pairs([(
+            "BROKER_URL",
+            "amqp://app:pw@rabbit-0:5672/%2f;amqp://app:pw@rabbit-1:5672/%2f,amqp://app:pw@rabbit-2:5672/%2f",
+        )]);
+        let settings = BrokerSettings::read(&env, "test").unwrap();
+        assert_eq!(
+            settings.nodes(),
+            vec![
+                "amqp://app:pw@rabbit-0:5672/%2f",
+                "amqp://app:pw@rabbit-1:5672/%2f",
+                "amqp://app:pw@rabbit-2:5672/%2f"
+            ]
+        );
+        assert!(!format!("{settings:?}").contains("pw@"), "{settings:?}");
+        let single =
+            BrokerSettings::read(&Env::from_pairs(Vec::<(&str, &str)>::new()), "test").unwrap();
+        assert_eq!(single.nodes(), vec![DEFAULT_BROKER_URL]);
+    }
+
+    #[test]
+    fn a_bad_node_in_broker_url_is_named() {
+        let env = Env::from_pairs([(
+            "BROKER_URL",
+            "amqp://app:secret@rabbit-0/%2f;redis://app:secret@rabbit-1/",
+        )]);
+        let err = BrokerSettings::read(&env, "test").unwrap_err();
+        assert_eq!(err.variable, "BROKER_URL");
+        assert!(err.message.contains("entry 2 of 2"), "{err}");
+        assert!(!err.to_string().contains("secret"), "{err}");
+    }
+}
