@@ -1,5 +1,6 @@
-//! Connecting to RabbitMQ (one attempt, or retries with capped exponential backoff that a
-//! shutdown interrupts at any point), and converting AMQP header tables to and from JSON maps (the form the
+//! Connecting to RabbitMQ (one attempt over the nodes of `BROKER_URL`, see [`crate::nodes`], or
+//! retries with capped exponential backoff between whole rounds, that a shutdown interrupts at
+//! any point), and converting AMQP header tables to and from JSON maps (the form the
 //! protocol crate and the outbox keep them in).
 
 use std::time::Duration;
@@ -7,27 +8,69 @@ use std::time::Duration;
 use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Connection, ConnectionProperties, DefaultConnectionBuilder};
 use serde_json::{Map, Number, Value};
+use shopfds_config::redact_url;
 use shopfds_protocol::MessageProperties;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::{BrokerError, BrokerSettings, BrokerState};
 
-/// One connection attempt, counted in `shopfds_broker_connects_total{outcome}`; over
-/// `amqps://` with the CA and client certificate of `settings.tls`.
+/// One connection attempt: each node of `settings.url` once, in the order of
+/// `settings.failover` (see [`crate::nodes`]), until one gives a connection. Each node's try is
+/// counted in `shopfds_broker_connects_total{outcome}` and bounded by [`NODE_CONNECT_TIMEOUT`];
+/// over `amqps://` with the CA and client certificate of `settings.tls`.
 pub async fn connect(settings: &BrokerSettings) -> Result<Connection, BrokerError> {
+    let nodes = settings.nodes();
+    if let [only] = nodes.as_slice() {
+        return connect_node(settings, only)
+            .await
+            .map_err(BrokerError::Amqp);
+    }
+    let mut failures = Vec::new();
+    for index in settings.failover.order(nodes.len()) {
+        let Some(node) = nodes.get(index) else {
+            continue;
+        };
+        match connect_node(settings, node).await {
+            Ok(conn) => {
+                settings.failover.connected(index);
+                tracing::info!(
+                    node = %redact_url(node),
+                    passed_over = failures.len(),
+                    "connected to broker node"
+                );
+                return Ok(conn);
+            }
+            Err(e) => {
+                tracing::warn!(node = %redact_url(node), error = %e, "broker node unreachable; trying the next");
+                failures.push(format!("{}: {e}", redact_url(node)));
+            }
+        }
+    }
+    Err(BrokerError::NoNode(failures.join("; ")))
+}
+
+/// How long one node may take to accept a connection (TCP, TLS, AMQP handshake) before the next
+/// node is tried: a node that accepts TCP but never answers must not hold the failover.
+pub const NODE_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+async fn connect_node(settings: &BrokerSettings, url: &str) -> Result<Connection, lapin::Error> {
     let props = ConnectionProperties::default()
         .with_connection_name(settings.connection_name.clone().into());
-    let attempt = match DefaultConnectionBuilder::new() {
-        Ok(builder) => {
-            builder
-                .with_uri_str(settings.url.expose().to_owned())
-                .with_properties(props)
-                .with_tls_config(settings.tls.lapin_config())
-                .connect()
-                .await
-        }
-        Err(e) => Err(e),
+    let handshake = async {
+        DefaultConnectionBuilder::new()?
+            .with_uri_str(url.to_owned())
+            .with_properties(props)
+            .with_tls_config(settings.tls.lapin_config())
+            .connect()
+            .await
+    };
+    let attempt = match tokio::time::timeout(NODE_CONNECT_TIMEOUT, handshake).await {
+        Ok(attempt) => attempt,
+        Err(_) => Err(lapin::Error::from(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no AMQP handshake within {NODE_CONNECT_TIMEOUT:?}"),
+        ))),
     };
     if let Ok(conn) = &attempt {
         crate::stack::check_frame_max(conn.configuration().frame_max());
@@ -36,7 +79,7 @@ pub async fn connect(settings: &BrokerSettings) -> Result<Connection, BrokerErro
     shopfds_telemetry::metrics::broker_connects_total()
         .with_label_values(&[outcome])
         .inc();
-    attempt.map_err(BrokerError::Amqp)
+    attempt
 }
 
 /// Capped exponential backoff between attempts at the broker: `reconnect_min`, doubling up to

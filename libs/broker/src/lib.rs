@@ -6,6 +6,7 @@
 pub mod amqp;
 pub mod connected;
 pub mod monitor;
+pub mod nodes;
 pub mod ops;
 pub mod publisher;
 pub mod reconnecting;
@@ -34,6 +35,10 @@ pub enum BrokerError {
     Config(#[from] shopfds_config::ConfigError),
     #[error("AMQP: {0}")]
     Amqp(#[from] lapin::Error),
+    /// Every node of a `BROKER_URL` listing several refused or failed: each node (password
+    /// redacted) with its error, in the order tried.
+    #[error("no broker node reachable: {0}")]
+    NoNode(String),
     /// Declaring `name` failed with PRECONDITION_FAILED: it already exists with other
     /// properties (for a queue, other `x-` arguments: celery issue 6509). `reason` is the
     /// broker's text, which names the differing argument and both values.

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use shopfds_config::{ConfigError, Env, SecretUrl};
 
+use crate::nodes::NodeCursor;
 use crate::tls::BrokerTls;
 
 /// Classic or quorum work queues (quorum in a RabbitMQ cluster).
@@ -24,8 +25,11 @@ impl QueueType {
 
 #[derive(Debug, Clone)]
 pub struct BrokerSettings {
-    /// `BROKER_URL`, e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`; printed without its password.
+    /// `BROKER_URL`, e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`, or the URLs of several
+    /// cluster nodes separated by `;` or `,` ([`crate::nodes`]); printed without passwords.
     pub url: SecretUrl,
+    /// Which node of [`BrokerSettings::url`] the next connection tries first; shared by clones.
+    pub failover: NodeCursor,
     /// `QUEUE_TYPE`: `classic` (default) or `quorum`.
     pub queue_type: QueueType,
     /// Shown in the RabbitMQ management UI.
@@ -49,6 +53,7 @@ impl BrokerSettings {
         let url: String = url.into();
         BrokerSettings {
             url: SecretUrl::new(url),
+            failover: NodeCursor::default(),
             queue_type: QueueType::Classic,
             connection_name: connection_name.into(),
             reconnect_min: Duration::from_millis(200),
@@ -58,10 +63,16 @@ impl BrokerSettings {
         }
     }
 
-    /// `BROKER_URL` (default `amqp://guest:guest@127.0.0.1:5672/%2f`), `QUEUE_TYPE`,
-    /// `BROKER_MAX_PRIORITY`.
+    /// The nodes' URLs in the order given (one for a single broker).
+    pub fn nodes(&self) -> Vec<&str> {
+        crate::nodes::split(self.url.expose())
+    }
+
+    /// `BROKER_URL` (default `amqp://guest:guest@127.0.0.1:5672/%2f`; one URL or a list of
+    /// nodes), `QUEUE_TYPE`, `BROKER_MAX_PRIORITY`.
     pub fn read(env: &Env, connection_name: &str) -> Result<Self, ConfigError> {
         let url = env.url("BROKER_URL", DEFAULT_BROKER_URL, &["amqp", "amqps"])?;
+        let nodes = crate::nodes::parse("BROKER_URL", url.expose())?;
         let queue_type = env.choice(
             "QUEUE_TYPE",
             QueueType::Classic,
@@ -71,7 +82,7 @@ impl BrokerSettings {
             ],
         )?;
         let max_priority: u8 = env.parse("BROKER_MAX_PRIORITY", 0)?;
-        let tls = BrokerTls::read(env, url.expose())?;
+        let tls = BrokerTls::read_for_nodes(env, &nodes)?;
         Ok(BrokerSettings {
             queue_type,
             max_priority: (max_priority > 0).then_some(max_priority),
@@ -272,4 +283,42 @@ pub fn per_queue_variable(variable: &str, queue: &str) -> String {
         "{variable}_{}",
         queue.to_ascii_uppercase().replace(['.', '-'], "_")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_url_may_list_the_nodes_of_a_cluster() {
+        let env = Env::from_pairs([(
+            "BROKER_URL",
+            "amqp://app:pw@rabbit-0:5672/%2f;amqp://app:pw@rabbit-1:5672/%2f,amqp://app:pw@rabbit-2:5672/%2f",
+        )]);
+        let settings = BrokerSettings::read(&env, "test").unwrap();
+        assert_eq!(
+            settings.nodes(),
+            vec![
+                "amqp://app:pw@rabbit-0:5672/%2f",
+                "amqp://app:pw@rabbit-1:5672/%2f",
+                "amqp://app:pw@rabbit-2:5672/%2f"
+            ]
+        );
+        assert!(!format!("{settings:?}").contains("pw@"), "{settings:?}");
+        let single =
+            BrokerSettings::read(&Env::from_pairs(Vec::<(&str, &str)>::new()), "test").unwrap();
+        assert_eq!(single.nodes(), vec![DEFAULT_BROKER_URL]);
+    }
+
+    #[test]
+    fn a_bad_node_in_broker_url_is_named() {
+        let env = Env::from_pairs([(
+            "BROKER_URL",
+            "amqp://app:secret@rabbit-0/%2f;redis://app:secret@rabbit-1/",
+        )]);
+        let err = BrokerSettings::read(&env, "test").unwrap_err();
+        assert_eq!(err.variable, "BROKER_URL");
+        assert!(err.message.contains("entry 2 of 2"), "{err}");
+        assert!(!err.to_string().contains("secret"), "{err}");
+    }
 }

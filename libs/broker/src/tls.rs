@@ -29,11 +29,20 @@ impl BrokerTls {
     /// The three variables; `url` (`BROKER_URL`) must be `amqps://` when any is set, or the
     /// files would silently go unused.
     pub fn read(env: &Env, url: &str) -> Result<Self, ConfigError> {
+        Self::read_for_nodes(env, &crate::nodes::split(url))
+    }
+
+    /// [`BrokerTls::read`] for a `BROKER_URL` listing several nodes: every one must be
+    /// `amqps://` when a TLS file is set.
+    pub fn read_for_nodes(env: &Env, nodes: &[impl AsRef<str>]) -> Result<Self, ConfigError> {
         let tls = BrokerTls {
             ca: CaCertificates::read(env, "BROKER_TLS_CA_FILE")?,
             identity: Identity::read(env, "BROKER_TLS_CERT_FILE", "BROKER_TLS_KEY_FILE")?,
         };
-        if tls != BrokerTls::default() && !url.starts_with("amqps://") {
+        let plain = nodes
+            .iter()
+            .any(|url| !url.as_ref().starts_with("amqps://"));
+        if tls != BrokerTls::default() && plain {
             let variable = if tls.ca.is_some() {
                 "BROKER_TLS_CA_FILE"
             } else {

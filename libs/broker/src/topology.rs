@@ -84,8 +84,9 @@ pub fn work_queue_arguments(queue: &str, queue_type: QueueType) -> FieldTable {
 }
 
 /// As [`work_queue_arguments`], plus `x-max-priority` on a classic queue when `max_priority` is
-/// set (what Celery's `task_queue_max_priority` adds). Quorum queues get none: RabbitMQ 3.10
-/// has no priorities there.
+/// set (what Celery's `task_queue_max_priority` adds). Quorum queues get none: RabbitMQ 3.x
+/// refuses `x-max-priority` there and has no priorities; RabbitMQ 4 quorum queues know two
+/// levels (a message `priority` above 4 is high) without any argument.
 pub fn work_queue_arguments_with(
     queue: &str,
     queue_type: QueueType,
@@ -114,6 +115,18 @@ pub fn work_queue_arguments_with(
     args
 }
 
+/// The arguments of a dead-letter queue `failed.<queue>` and of dlq-reprocessor's
+/// `parked.<queue>`: none on a classic queue (as kombu declares them), `x-queue-type=quorum` when
+/// `QUEUE_TYPE=quorum`, so a dead letter survives the loss of a node as the work queue's
+/// messages do.
+pub fn dead_letter_queue_arguments(queue_type: QueueType) -> FieldTable {
+    let mut args = FieldTable::default();
+    if queue_type == QueueType::Quorum {
+        args.insert("x-queue-type".into(), long_string("quorum"));
+    }
+    args
+}
+
 /// Declares everything with the seed's arguments (no priorities). Safe to call at every start
 /// and after every reconnect.
 pub async fn declare(channel: &Channel, queue_type: QueueType) -> Result<(), BrokerError> {
@@ -133,7 +146,8 @@ pub async fn declare_with(
 ) -> Result<(), BrokerError> {
     if max_priority.is_some() && queue_type == QueueType::Quorum {
         tracing::warn!(
-            "BROKER_MAX_PRIORITY is ignored: quorum queues have no message priorities on RabbitMQ 3.10"
+            "BROKER_MAX_PRIORITY is ignored: quorum queues take no x-max-priority (RabbitMQ 3.x \
+             has no priorities on them, RabbitMQ 4 two levels: priority above 4 is high)"
         );
     }
     declare_exchange(channel, DEAD_LETTER_EXCHANGE, ExchangeKind::Topic).await?;
@@ -180,11 +194,7 @@ async fn declare_work_queue(
         )
         .await?;
     let failed = dead_letter_queue(queue);
-    let mut failed_args = FieldTable::default();
-    if queue_type == QueueType::Quorum {
-        failed_args.insert("x-queue-type".into(), long_string("quorum"));
-    }
-    declare_queue(channel, &failed, failed_args).await?;
+    declare_queue(channel, &failed, dead_letter_queue_arguments(queue_type)).await?;
     channel
         .queue_bind(
             failed.as_str().into(),
@@ -200,6 +210,12 @@ async fn declare_work_queue(
 /// kombu's binary tree: level L holds a message for 2^L seconds when bit L of its routing key is
 /// 1, and passes it straight on to level L-1 when the bit is 0. Every message in one level's
 /// queue has the same TTL, so a short delay never waits behind a long one.
+///
+/// As quorum queues (RabbitMQ 3.10 and later: message TTL and dead-lettering) a level
+/// dead-letters `at-least-once`, which RabbitMQ accepts only with `x-overflow=reject-publish`
+/// (set on both kinds, as kombu does): a message whose TTL ran out leaves the level only once
+/// the next queue confirmed it, so a node lost mid-hop delays a retry and never drops it
+/// (at-most-once, RabbitMQ's default, would).
 async fn declare_delay_tree(channel: &Channel, queue_type: QueueType) -> Result<(), BrokerError> {
     let mut routing_key = "1.#".to_owned();
     for level in (0..DELAY_LEVELS).rev() {

@@ -15,4 +15,4 @@ mod secret;
 
 pub use env::Env;
 pub use error::ConfigError;
-pub use secret::{Secret, SecretUrl, redact_url};
+pub use secret::{Secret, SecretUrl, redact_url, split_url_list};

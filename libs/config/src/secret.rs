@@ -73,8 +73,58 @@ impl fmt::Display for SecretUrl {
 /// `scheme://user:password@host…` with the password replaced by `***`; a URL with a user and no
 /// password (`redis://token@host`, where the user part is the secret) has the user replaced.
 /// Query parameters named like a secret (`password`, `token`, `key`, `secret`) are replaced too.
-/// Anything that is not a URL with an authority comes back unchanged.
+/// Anything that is not a URL with an authority comes back unchanged. A list of URLs (see
+/// [`split_url_list`], e.g. a `BROKER_URL` naming several cluster nodes) has every URL redacted.
 pub fn redact_url(url: &str) -> String {
+    let parts = split_url_list(url);
+    if parts.len() > 1 {
+        // Joined with `;`, whatever separated them: the shown form is for reading, not parsing.
+        return parts
+            .iter()
+            .map(|part| redact_one(part))
+            .collect::<Vec<_>>()
+            .join(";");
+    }
+    redact_one(url)
+}
+
+/// Splits a list of URLs as Celery's `broker_url` (`;`) or a comma-separated variable gives it:
+/// `amqp://a:5672/v;amqp://b:5672/v` or `amqp://a/v, amqp://b/v`. A `;` or `,` separates only
+/// where what follows (after spaces) starts a new URL (`scheme://`) or is the end, so a password
+/// or query holding a comma stays whole. Parts are trimmed; empty parts (a trailing separator,
+/// `a;;b`) are kept as `""` for the caller to refuse. A string without a separator is one part.
+pub fn split_url_list(list: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut start = 0;
+    for (i, c) in list.char_indices() {
+        if c == ';' || c == ',' {
+            let rest = list[i + 1..].trim_start();
+            if rest.is_empty() || rest.starts_with([';', ',']) || starts_with_scheme(rest) {
+                parts.push(list[start..i].trim());
+                start = i + 1;
+            }
+        }
+    }
+    let last = list[start..].trim();
+    if !last.is_empty() || parts.is_empty() {
+        parts.push(last);
+    }
+    parts
+}
+
+/// Whether `text` starts with `scheme://` (RFC 3986: a letter, then letters, digits, `+-.`).
+fn starts_with_scheme(text: &str) -> bool {
+    let Some(end) = text.find("://") else {
+        return false;
+    };
+    let scheme = &text[..end];
+    scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+}
+
+fn redact_one(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
         return url.to_owned();
     };
@@ -166,6 +216,44 @@ mod tests {
             assert_eq!(format!("{wrapped}"), shown);
             assert!(!format!("{wrapped:?}").contains("hunter2"));
         }
+    }
+
+    #[test]
+    fn every_url_of_a_list_is_redacted() {
+        let list = "amqp://shop:hunter2@r1:5672/%2f;amqp://shop:hunter3@r2:5672/%2f, \
+                    amqps://shop:hunter4@r3/%2f";
+        let shown = redact_url(list);
+        assert_eq!(
+            shown,
+            "amqp://shop:***@r1:5672/%2f;amqp://shop:***@r2:5672/%2f;amqps://shop:***@r3/%2f"
+        );
+        assert!(!format!("{:?}", SecretUrl::new(list)).contains("hunter"));
+    }
+
+    #[test]
+    fn a_url_list_splits_only_before_a_new_url() {
+        assert_eq!(split_url_list("amqp://a/%2f"), vec!["amqp://a/%2f"]);
+        assert_eq!(
+            split_url_list("amqp://a/%2f;amqp://b/%2f"),
+            vec!["amqp://a/%2f", "amqp://b/%2f"]
+        );
+        assert_eq!(
+            split_url_list(" amqp://a/v , amqps://b/v ;amqp://c/v"),
+            vec!["amqp://a/v", "amqps://b/v", "amqp://c/v"]
+        );
+        // A comma inside a password or a query is not a separator.
+        assert_eq!(
+            split_url_list("amqp://u:p,w;d@a/v?x=1,2;amqp://b/v"),
+            vec!["amqp://u:p,w;d@a/v?x=1,2", "amqp://b/v"]
+        );
+        // A trailing separator ends the list; an empty entry in the middle is kept, to refuse.
+        assert_eq!(split_url_list("amqp://a/v;"), vec!["amqp://a/v"]);
+        assert_eq!(
+            split_url_list("amqp://a/v;;amqp://b/v"),
+            vec!["amqp://a/v", "", "amqp://b/v"]
+        );
+        assert_eq!(split_url_list(""), vec![""]);
+        assert_eq!(split_url_list(";"), vec![""]);
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! run in parallel; a real SMTP server ([`smtp::SmtpSink`], aiosmtpd) and a stock Python Celery
 //! worker and client ([`celery`]) for the interop tests; and [`process::ChildGuard`] to run the
 //! service binaries in smoke tests. A test that stops, restarts or disturbs a broker starts a
-//! RabbitMQ node of its own ([`rabbit_node::RabbitNode`]). Everything started here is torn down on `Drop`.
+//! RabbitMQ node of its own ([`rabbit_node::RabbitNode`]), or a cluster of them
+//! ([`rabbit_cluster::RabbitCluster`]). Everything started here is torn down on `Drop`.
 //!
 //! The servers are expected at 127.0.0.1:5672 (guest/guest) and 127.0.0.1:5432 (user postgres,
 //! trust); `scripts/ensure-services.sh` installs and starts them. The Python side lives in
@@ -31,6 +32,7 @@ pub mod pg;
 pub mod process;
 pub mod python;
 pub mod rabbit;
+pub mod rabbit_cluster;
 pub mod rabbit_node;
 
 pub mod raw_http;

@@ -139,6 +139,57 @@ impl RabbitNode {
         rabbitmqctl(&["-n", &self.name, "close_all_connections", "test"]).await
     }
 
+    /// Makes this running node a member of `seed`'s cluster (`stop_app`, `join_cluster`,
+    /// `start_app`), dropping whatever data it had. Both must share the Erlang cookie, which
+    /// nodes started here do (the `rabbitmq` user's).
+    pub async fn join_cluster(&self, seed: &RabbitNode) -> anyhow::Result<()> {
+        rabbitmqctl(&["-n", &self.name, "stop_app"]).await?;
+        rabbitmqctl(&["-n", &self.name, "join_cluster", &seed.name])
+            .await
+            .with_context(|| self.log_tail())?;
+        rabbitmqctl(&["-n", &self.name, "start_app"]).await?;
+        rabbitmqctl(&["-n", &self.name, "await_startup", "--timeout", "60"])
+            .await
+            .with_context(|| self.log_tail())
+    }
+
+    /// Whether the server process of this node runs (between [`RabbitNode::stop`] and
+    /// [`RabbitNode::start_again`] it does not).
+    pub fn is_running(&self) -> bool {
+        self.server.is_some()
+    }
+
+    /// `rabbitmqctl -n <this node> <args>` (or `rabbitmq-queues` when `tool` says so), its
+    /// standard output.
+    pub async fn ctl(&self, tool: &str, args: &[&str]) -> anyhow::Result<String> {
+        let mut all = vec!["-n", self.name.as_str()];
+        all.extend_from_slice(args);
+        if tool == "rabbitmqctl" {
+            return rabbitmqctl_output(&all).await;
+        }
+        let tool = tool.to_owned();
+        let all: Vec<String> = all.iter().map(|a| (*a).to_owned()).collect();
+        tokio::task::spawn_blocking(move || {
+            let out = Command::new(&tool)
+                .args(&all)
+                .stdin(Stdio::null())
+                .output()
+                .with_context(|| format!("cannot run {tool}"))?;
+            if !out.status.success() {
+                bail!(
+                    "{tool} {} failed ({}): {}{}",
+                    all.join(" "),
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim(),
+                    String::from_utf8_lossy(&out.stdout).trim()
+                );
+            }
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        })
+        .await
+        .context("CLI task")?
+    }
+
     /// Names of the client connections the node has now (`connection_name` of each client).
     pub async fn connection_names(&self) -> anyhow::Result<Vec<String>> {
         let out = rabbitmqctl_output(&[

@@ -247,7 +247,8 @@ impl Workbench {
                         durable: true,
                         ..QueueDeclareOptions::default()
                     },
-                    FieldTable::default(),
+                    // Quorum with QUEUE_TYPE=quorum, as the dead-letter queues.
+                    shopfds_broker::topology::dead_letter_queue_arguments(self.broker.queue_type),
                 )
                 .await?;
         }

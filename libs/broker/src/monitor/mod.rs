@@ -161,7 +161,9 @@ impl Monitor {
     }
 
     fn broker_info(&self) -> Value {
-        let uri = lapin::uri::AMQPUri::from_str(self.broker.url.expose()).ok();
+        // The first node of a list, as kombu reports the first of its failover hosts.
+        let first = self.broker.nodes().first().copied().unwrap_or_default();
+        let uri = lapin::uri::AMQPUri::from_str(first).ok();
         let (host, port, user, vhost, ssl) = uri.map_or(
             (String::new(), 5672, String::new(), "/".to_owned(), false),
             |u| {

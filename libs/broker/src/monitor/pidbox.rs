@@ -138,7 +138,7 @@ pub async fn start(
     effects: mpsc::UnboundedSender<Effect>,
 ) -> Result<JoinHandle<()>, lapin::Error> {
     let channel = conn.create_channel().await?;
-    declare(&channel, &monitor.hostname).await?;
+    declare(&channel, &monitor.hostname, monitor.broker.queue_type).await?;
     let waited = drain_revokes(&monitor, &channel).await?;
     if !waited.is_empty() {
         tracing::info!(ids = ?waited, "revokes sent while no worker listened: stored and broadcast again");
@@ -186,7 +186,11 @@ pub async fn start(
     }))
 }
 
-async fn declare(channel: &Channel, hostname: &str) -> Result<(), lapin::Error> {
+async fn declare(
+    channel: &Channel,
+    hostname: &str,
+    queue_type: crate::QueueType,
+) -> Result<(), lapin::Error> {
     let transient = ExchangeDeclareOptions::default();
     channel
         .exchange_declare(
@@ -238,7 +242,9 @@ async fn declare(channel: &Channel, hostname: &str) -> Result<(), lapin::Error> 
             FieldTable::default(),
         )
         .await?;
-    let mut kept = FieldTable::default();
+    // Quorum with QUEUE_TYPE=quorum: a classic durable queue lives on one node, and while that
+    // node is down no worker can consume it, so none could start (found by the cluster test).
+    let mut kept = crate::topology::dead_letter_queue_arguments(queue_type);
     kept.insert("x-max-length".into(), AMQPValue::LongInt(10_000));
     channel
         .queue_declare(

@@ -32,14 +32,14 @@ use tokio_util::sync::CancellationToken;
 use crate::helpers::{QUEUE, poll_until, wait_for_depth, wait_for_state};
 
 /// The task every fault test runs: one side effect per task id, whatever the deliveries.
-const EFFECT_TASK: &str = "fault_effect";
+pub(crate) const EFFECT_TASK: &str = "fault_effect";
 /// Variables of the worker process of the SIGKILL test (this test binary, started again).
 const WORKER_PROCESS_ENV: &str = "SHOPFDS_FAULT_WORKER";
 const TASKS: usize = 1000;
 /// A run of 1,000 tasks through a broker outage, on 2 cores shared with the rest of the suite.
 const RUN_WAIT: Duration = Duration::from_secs(180);
 
-async fn effect_store(db: &TestDatabase) -> Store {
+pub(crate) async fn effect_store(db: &TestDatabase) -> Store {
     let mut settings = DatabaseSettings::with_url(db.url());
     // Every running task holds a pooled connection for its guard.
     settings.max_connections = 30;
@@ -62,7 +62,7 @@ async fn effect_store(db: &TestDatabase) -> Store {
 /// `fault_effect`: logs the attempt, then under the once-only guard writes the effect row,
 /// works for `hold`, and completes. A later delivery of a completed task returns the recorded
 /// result without a second effect.
-fn effect_registry(hold: Duration, store: &Store) -> Registry {
+pub(crate) fn effect_registry(hold: Duration, store: &Store) -> Registry {
     let mut registry = Registry::new();
     let options = TaskOptions {
         max_retries: 20,
@@ -108,7 +108,7 @@ fn effect_registry(hold: Duration, store: &Store) -> Registry {
     registry
 }
 
-async fn scalar(store: &Store, sql: &'static str) -> i64 {
+pub(crate) async fn scalar(store: &Store, sql: &'static str) -> i64 {
     sqlx::query_scalar(sql)
         .fetch_one(store.pool())
         .await

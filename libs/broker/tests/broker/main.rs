@@ -4,11 +4,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod canvas;
+mod cluster;
 mod faults;
 mod helpers;
 mod messages;
 mod metrics;
 mod monitor;
+mod quorum;
 mod reconnecting_publisher;
 mod runtime;
 mod sessions;
