@@ -18,7 +18,7 @@ use shopfds_testkit::celery_monitor::{EventCapture, inspect};
 
 use crate::helpers::{QUEUE, WAIT, poll_until, spawn_worker_with, start_worker, worker_settings};
 
-const ASK: Duration = Duration::from_secs(3);
+const ASK: Duration = Duration::from_secs(6);
 
 /// Where `ours` lacks something `stock` has, or has it as another JSON type (`null` on either
 /// side passes: a field without a value), descending into objects (except `stats.total`, keyed
