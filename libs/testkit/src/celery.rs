@@ -41,6 +41,19 @@ impl CeleryWorker {
         queues: &[&str],
         env: &[(&str, &str)],
     ) -> anyhow::Result<CeleryWorker> {
+        CeleryWorker::start_with_pool(broker_url, queues, env, "threads").await
+    }
+
+    /// As [`CeleryWorker::start_with_env`], with the pool `pool` (`threads`, `prefork`) of two.
+    /// Celery 5.5's threads pool can lose task events (its event buffer is appended to by the
+    /// pool's threads while the consumer flushes it); a test that reads a stock worker's events
+    /// uses `prefork`.
+    pub async fn start_with_pool(
+        broker_url: &str,
+        queues: &[&str],
+        env: &[(&str, &str)],
+        pool: &str,
+    ) -> anyhow::Result<CeleryWorker> {
         if queues.is_empty() {
             bail!("CeleryWorker::start needs at least one queue");
         }
@@ -56,7 +69,7 @@ impl CeleryWorker {
         let mut cmd = Command::new(celery);
         cmd.args(["-A", "shopfds_celery", "worker", "--loglevel=info", "-Q"])
             .arg(queues.join(","))
-            .args(["--concurrency", "2", "--pool", "threads", "-n"])
+            .args(["--concurrency", "2", "--pool", pool, "-n"])
             .arg(format!("{hostname}@%h"))
             // Other workers on the broker are irrelevant to a test; mingle would wait for them.
             .args(["--without-mingle", "--without-gossip"])

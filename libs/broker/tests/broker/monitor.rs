@@ -22,12 +22,20 @@ const ASK: Duration = Duration::from_secs(6);
 
 /// Where `ours` lacks something `stock` has, or has it as another JSON type (`null` on either
 /// side passes: a field without a value), descending into objects (except `stats.total`, keyed
-/// by the task names each ran) and the first element of lists.
+/// by the task names each ran, and `stats.pool`, whose keys depend on the pool) and the first
+/// element of lists.
 fn shape_diff(stock: &Value, ours: &Value, path: &str, out: &mut Vec<String>) {
     match (stock, ours) {
         (Value::Null, _) | (_, Value::Null) => {}
-        // Keyed by task name: what each worker ran, not a shape.
+        // Keyed by task name: what each worker ran, not a shape. And the pool's keys differ
+        // between stock pools themselves (prefork lists `processes`, threads counts `threads`):
+        // only `max-concurrency`, which Flower shows, is common; it is asserted on its own.
         (Value::Object(_), Value::Object(_)) if path.ends_with(".total") => {}
+        (Value::Object(_), Value::Object(o)) if path.ends_with(".pool") => {
+            if !o.contains_key("max-concurrency") {
+                out.push(format!("{path}.max-concurrency: missing"));
+            }
+        }
         (Value::Object(s), Value::Object(o)) => {
             for (k, v) in s {
                 match o.get(k) {
@@ -104,10 +112,16 @@ async fn inspect_and_events_see_a_rust_worker_as_they_see_a_stock_worker() {
     second.hostname = "rust-second@test".into();
     second.send_task_events = true;
     let mut second = start_worker(&t.broker, &t.store, registry(), second);
-    let stock =
-        CeleryWorker::start_with_env(&url, &["maintenance"], &[("SHOPFDS_TASK_EVENTS", "1")])
-            .await
-            .unwrap();
+    // prefork: Celery 5.5's threads pool can lose task events (its pool threads append to the
+    // event buffer while the consumer flushes and clears it; fixed upstream after 5.5.3).
+    let stock = CeleryWorker::start_with_pool(
+        &url,
+        &["maintenance"],
+        &[("SHOPFDS_TASK_EVENTS", "1")],
+        "prefork",
+    )
+    .await
+    .unwrap();
 
     t.send(task("monitor.ok", json!({}))).await;
     t.send(task("monitor.fail", json!({}))).await;
