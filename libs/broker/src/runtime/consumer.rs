@@ -90,6 +90,8 @@ struct QueueConsumerHandle {
     channel: Channel,
     tag: String,
     acker: JoinHandle<()>,
+    /// Cancelled by the `cancel_consumer` command: its stream's end is no lost connection.
+    cancelled: bool,
 }
 
 /// What a session set up: the runtime bound to its connection, each consumer's channel and tag
@@ -519,6 +521,7 @@ impl Worker {
             channel,
             tag,
             acker,
+            cancelled: false,
         };
         Ok((handle, stream))
     }
@@ -534,7 +537,7 @@ impl Worker {
     ) -> Result<(), BrokerError> {
         match effect {
             Effect::AddConsumer(queue) => {
-                if consumers.iter().any(|c| c.queue == queue) {
+                if consumers.iter().any(|c| c.queue == queue && !c.cancelled) {
                     return Ok(());
                 }
                 let consumer = self
@@ -579,9 +582,13 @@ impl Worker {
                 tracing::info!(queue = %queue, "consuming from a queue added by remote control");
             }
             Effect::CancelConsumer(queue) => {
-                let Some(consumer) = consumers.iter().find(|c| c.queue == queue) else {
+                let Some(consumer) = consumers
+                    .iter_mut()
+                    .find(|c| c.queue == queue && !c.cancelled)
+                else {
                     return Ok(());
                 };
+                consumer.cancelled = true;
                 cancel_consumers(std::slice::from_ref(consumer)).await;
                 if let Ok(mut queues) = monitor.queues.lock() {
                     queues.retain(|q| q.queue != queue);
@@ -641,6 +648,9 @@ impl Worker {
                 next = deliveries.next(), if !deliveries.is_empty() => next,
             };
             match next {
+                // The last queue's consumer was cancelled by remote control: nothing to take
+                // until a queue is added (or shutdown).
+                None if consumers.iter().all(|c| c.cancelled) => continue,
                 None => {
                     return Err(BrokerError::Amqp(lapin::Error::from(
                         lapin::ErrorKind::InvalidConnectionState(lapin::ConnectionState::Closed),

@@ -543,6 +543,20 @@ async fn control_commands_change_a_running_rust_worker() {
     )
     .await
     .unwrap();
+    // With its last queue cancelled the worker stays connected and idle; a queue added back
+    // is consumed again.
+    ask("cancel_consumer", json!({"queue": QUEUE})).await;
+    poll_until(
+        WAIT,
+        || async { t.vhost.consumers(QUEUE).unwrap() },
+        |n| *n == 0,
+    )
+    .await
+    .unwrap();
+    let waiting = t.send(task("monitor.ok", json!({}))).await;
+    assert_eq!(ask("ping", json!({})).await, json!({"ok": "pong"}));
+    ask("add_consumer", json!({"queue": QUEUE})).await;
+    t.wait_for_state(waiting.id(), TaskState::Success).await;
 
     // Events on and off, and an unknown command.
     assert_eq!(
