@@ -59,7 +59,7 @@ chaos: setup build
 # the bare lapin floor, our worker runtime and stock Celery (prefork -c2, threads -c8) draining
 # pre-filled no-op tasks with the same queue, messages, prefetch and acks; the median of 3 runs
 # with min and max, CPU per task and worker RSS, one table with the ratios ours/Celery and
-# ours/floor, written to bench/RESULTS.md (see README, "Benchmarks"). `make test` runs it in
+# ours/floor, written to bench/RESULTS.md (see README, `make bench`). `make test` runs it in
 # --tiny mode (tools/bench/tests/tiny).
 bench: setup
 	cargo bench -p fds-worker --bench score_load

@@ -1,4 +1,4 @@
-//! `make bench`: see the crate docs (`src/lib.rs`) and the README, "Benchmarks".
+//! `make bench`: see the crate docs (`src/lib.rs`) and the README, "Other make targets", `make bench`.
 //!
 //! `shopfds-bench [--tiny] [--runs N] [--messages N] [--celery-messages N] [--out FILE]`:
 //! prints the table and writes it with the machine and versions to `--out` (default

@@ -214,7 +214,7 @@ pub fn machine() -> String {
 pub fn results_md(report: &Report) -> String {
     format!(
         "# `make bench` results\n\nWritten by `shopfds-bench` (tools/bench){}; see the README, \
-         \"Benchmarks\", for what is measured.\n\n{}\n## Drain throughput, no-op tasks\n\n{}\n{}\n## How\n\n{}",
+         `make bench` under \"Other make targets\", for what is measured.\n\n{}\n## Drain throughput, no-op tasks\n\n{}\n{}\n## How\n\n{}",
         if report.options.tiny {
             " in --tiny mode (figures meaningless)"
         } else {
