@@ -55,15 +55,16 @@ chaos: setup build
 # Score latency (p50…p99.9) and throughput of the in-process fds-worker on loopback, release build;
 # a measurement that prints whether the target was met (BENCH_RATE, BENCH_REQUESTS,
 # BENCH_CONCURRENCY, BENCH_CONNECTIONS tune it; see services/fds-worker/benches/score_load.rs).
-# Then the broker layer (libs/broker/benches/throughput.rs): confirmed publishes per second, then
-# one table (issue 8) of pre-filled persistent messages drained by the fastest bare lapin consumer
-# (the floor) and by the real worker runtime (no-op with results ignored; SUCCESS in PostgreSQL,
-# rows counted; SUCCESS in Redis, keys counted), each as tasks/s, % of the floor against its
-# target, and CPU µs per task (BENCH_MESSAGES, BENCH_PUBLISH_BATCH, BENCH_CONCURRENCY,
-# BENCH_PREFETCH_MULTIPLIER, BENCH_ROUNDS, BENCH_ONLY, BENCH_REDIS_URL).
+# Then the harness tools/bench (shopfds-bench, release build): in one run on the local RabbitMQ,
+# the bare lapin floor, our worker runtime and stock Celery (prefork -c2, threads -c8) draining
+# pre-filled no-op tasks with the same queue, messages, prefetch and acks; the median of 3 runs
+# with min and max, CPU per task and worker RSS, one table with the ratios ours/Celery and
+# ours/floor, written to bench/RESULTS.md (see README, `make bench`). `make test` runs it in
+# --tiny mode (tools/bench/tests/tiny).
 bench: setup
 	cargo bench -p fds-worker --bench score_load
-	cargo bench -p shopfds-broker --bench throughput
+	cargo build --release -p shopfds-bench --bins
+	"$(CARGO_TARGET_DIR)/release/shopfds-bench"
 
 fmt:
 	cargo fmt --all
