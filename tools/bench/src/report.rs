@@ -81,11 +81,14 @@ pub fn ratios(report: &Report) -> String {
     let verdict = |met: bool| if met { "met" } else { "NOT met" };
     if let (Some(ours), Some(floor)) = (ours, rate(Kind::Floor)) {
         let r = ours / floor;
+        // Not like for like yet: the floor runs in the harness and its time ends at its last
+        // ack; our worker runs in a process of its own and its time ends at its last task.
+        // No verdict until both are timed the same way.
         let _ = writeln!(
             out,
-            "- ours / floor: {:.0} % (target ≥ 90 %: {})",
-            100.0 * r,
-            verdict(r >= 0.9)
+            "- ours / floor: {:.0} % (target ≥ 90 %: not judged — the floor's time includes its \
+             last ack, ours ends at the last task; see \"How\")",
+            100.0 * r
         );
     }
     if let (Some(ours), Some(celery)) = (ours, rate(Kind::CeleryPrefork)) {
