@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use serde_json::{Map, json};
-use shopfds_broker::{BrokerSettings, Outgoing, ReconnectingPublisher, Worker, WorkerSettings};
+use shopfds_broker::{BrokerSettings, Outgoing, ReconnectingPublisher};
 use shopfds_config::Env;
 use shopfds_protocol::TaskMessage;
 use shopfds_protocol::names::dead_letter_queue;
@@ -24,7 +24,7 @@ use shopfds_testkit::rabbit_cluster::RabbitCluster;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::faults::{EFFECT_TASK, effect_registry, effect_store, scalar};
+use crate::faults::{EFFECT_TASK, effect_store, scalar, start_effect_worker};
 use crate::helpers::{QUEUE, poll_until};
 
 const TASKS: usize = 1000;
@@ -42,25 +42,6 @@ fn settings(broker_url: &str, connection_name: &str) -> BrokerSettings {
     broker.reconnect_min = Duration::from_millis(100);
     broker.reconnect_max = Duration::from_millis(500);
     broker
-}
-
-fn start_worker(broker: &BrokerSettings, store: &Store, shutdown: &CancellationToken, n: usize) {
-    let mut settings = WorkerSettings::new(&format!("cluster-worker-{n}"), &[QUEUE]);
-    settings.concurrency = 4;
-    settings.shutdown_grace = Duration::from_secs(1);
-    // 50 ms per task: the last phase is still running when the leader's node goes.
-    let worker = Worker::new(
-        broker.clone(),
-        settings,
-        effect_registry(Duration::from_millis(50), store),
-        shopfds_results::postgres(store),
-    );
-    let token = shutdown.clone();
-    tokio::spawn(async move {
-        if let Err(e) = worker.run(token).await {
-            tracing::error!(error = %e, "cluster worker failed");
-        }
-    });
 }
 
 async fn succeeded(store: &Store) -> i64 {
@@ -127,8 +108,21 @@ async fn a_quorum_queue_on_three_nodes_loses_nothing_when_a_node_and_then_its_le
         WORKER_CONNECTION,
     );
     let shutdown = CancellationToken::new();
-    start_worker(&workers, &store, &shutdown, 1);
-    start_worker(&workers, &store, &shutdown, 2);
+    // 50 ms per task: the last phase is still running when the leader's node goes.
+    start_effect_worker(
+        &workers,
+        &store,
+        &shutdown,
+        ("cluster-worker", 1),
+        Duration::from_millis(50),
+    );
+    start_effect_worker(
+        &workers,
+        &store,
+        &shutdown,
+        ("cluster-worker", 2),
+        Duration::from_millis(50),
+    );
     let publisher = ReconnectingPublisher::new(settings(
         &cluster.broker_url(&[other, third, leader]),
         PUBLISHER_CONNECTION,

@@ -468,15 +468,22 @@ enum Disturbance {
     CloseAllConnections,
 }
 
-/// A worker on `broker` in this process (its own connection), stopped when the token fires.
-fn start_worker(broker: &BrokerSettings, store: &Store, shutdown: &CancellationToken, n: usize) {
-    let mut settings = WorkerSettings::new(&format!("fault-worker-{n}"), &[QUEUE]);
+/// A worker `<name>-<n>` on `broker` in this process (its own connection), running
+/// [`effect_registry`] with `effect` per task, stopped when the token fires.
+pub(crate) fn start_effect_worker(
+    broker: &BrokerSettings,
+    store: &Store,
+    shutdown: &CancellationToken,
+    (name, n): (&str, usize),
+    effect: Duration,
+) {
+    let mut settings = WorkerSettings::new(&format!("{name}-{n}"), &[QUEUE]);
     settings.concurrency = 4;
     settings.shutdown_grace = Duration::from_secs(1);
     let worker = Worker::new(
         broker.clone(),
         settings,
-        effect_registry(Duration::from_millis(10), store),
+        effect_registry(effect, store),
         shopfds_results::postgres(store),
     );
     let token = shutdown.clone();
@@ -502,8 +509,20 @@ async fn run_1000_tasks_through(disturbance: Disturbance) {
     broker.reconnect_min = Duration::from_millis(100);
     broker.reconnect_max = Duration::from_millis(500);
     let shutdown = CancellationToken::new();
-    start_worker(&broker, &store, &shutdown, 1);
-    start_worker(&broker, &store, &shutdown, 2);
+    start_effect_worker(
+        &broker,
+        &store,
+        &shutdown,
+        ("fault-worker", 1),
+        Duration::from_millis(10),
+    );
+    start_effect_worker(
+        &broker,
+        &store,
+        &shutdown,
+        ("fault-worker", 2),
+        Duration::from_millis(10),
+    );
 
     let mut publisher_settings = broker.clone();
     publisher_settings.connection_name = "fault-publisher".to_owned();
