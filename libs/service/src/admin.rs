@@ -56,3 +56,21 @@ pub fn error(status: StatusCode, code: &str, message: &str) -> Response {
     )
         .into_response()
 }
+
+/// A JSON request body, or the 422 `validation_failed` answer naming what is wrong with it
+/// (take the body as `Result<Json<T>, JsonRejection>` and pass it here).
+#[expect(
+    clippy::result_large_err,
+    reason = "the error is the handler's own answer, returned at once; boxing it gains nothing"
+)]
+pub fn json_body<T>(
+    body: Result<Json<T>, axum::extract::rejection::JsonRejection>,
+) -> Result<T, Response> {
+    body.map(|Json(body)| body).map_err(|e| {
+        error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            &e.body_text(),
+        )
+    })
+}

@@ -99,15 +99,9 @@ async fn save(
     Path(name): Path<String>,
     body: Result<Json<Body>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    let Json(body) = match body {
+    let body = match shopfds_service::admin::json_body(body) {
         Ok(body) => body,
-        Err(e) => {
-            return error(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "validation_failed",
-                &e.body_text(),
-            );
-        }
+        Err(response) => return response,
     };
     let row = match crate::file::row(
         name.clone(),

@@ -107,15 +107,9 @@ async fn replay(
     Path(queue): Path<String>,
     body: Result<Json<ReplayBody>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    let Json(body) = match body {
+    let body = match shopfds_service::admin::json_body(body) {
         Ok(body) => body,
-        Err(e) => {
-            return error(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "validation_failed",
-                &e.body_text(),
-            );
-        }
+        Err(response) => return response,
     };
     let edit = match (&body.kwargs, &body.id) {
         (Some(kwargs), Some(id)) => Some(Edit {
